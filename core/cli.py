@@ -1,0 +1,220 @@
+"""Command line: ``python -m core {train,evaluate,runs,settings}``.
+
+Progress goes to stderr (tqdm); the last line on stdout is one JSON object, for scripts. User mistakes
+(bad arguments, missing data or weights) give a one-paragraph message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import List, Optional
+
+from core.config import REGIMES, DataConfig, ModelConfig, RunConfig, TrainConfig, PRESETS, apply_preset
+from core.errors import TransferLabError
+
+SUMMARY_KEYS = ("run_id", "run_dir", "status", "regime", "backbone", "dataset", "epochs", "epochs_done",
+                "best_epoch", "best_val_acc", "test_acc", "train_seconds", "seconds_per_epoch",
+                "trainable_params", "frozen_params", "weights_source")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from core.backbones import BACKBONES
+
+    p = argparse.ArgumentParser(prog="python -m core", description="Transfer Lab from the command line.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one run and save it in the run store")
+    t.add_argument("--data", default="sample", help="'sample' (built-in, offline), 'flowers' (downloaded once), "
+                   "a folder with one sub-folder per class, or a .zip of one (default: sample)")
+    t.add_argument("--regime", required=True, choices=REGIMES)
+    t.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
+    t.add_argument("--preset", choices=list(PRESETS), help="start from a preset; other flags override it")
+    t.add_argument("--epochs", type=_positive_int)
+    t.add_argument("--img-size", type=_positive_int, help="image side in pixels (default 224)")
+    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--lr", type=_positive_float)
+    t.add_argument("--freeze", type=_nonneg_int, help="finetune: leading parameter tensors to freeze "
+                   "(default: the notebook's 50 of 62 for ResNet18, the same share for other backbones)")
+    t.add_argument("--limit-per-class", type=_positive_int, help="use at most K images per class")
+    t.add_argument("--seed", type=_nonneg_int)
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    t.add_argument("--feature-cache", choices=["auto", "on", "off"])
+    t.add_argument("--threads", type=_positive_int)
+    t.add_argument("--runs-dir", help="where to save the run (default: $TRANSFERLAB_RUNS_DIR or per-user)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="accuracy of a saved run on its own test split or on another folder")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="a folder (or .zip) of the same classes; default: the run's own test split")
+
+    r = sub.add_parser("runs", help="list the saved runs")
+    r.add_argument("--runs-dir")
+
+    sub.add_parser("settings", help="show where data, caches and runs are kept")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    cfg = RunConfig(data=DataConfig(source=args.data), model=ModelConfig(backbone=args.backbone, regime=args.regime))
+    if args.preset:
+        cfg = apply_preset(cfg, args.preset)
+    for section, attr, value in (
+        ("data", "img_size", args.img_size), ("data", "limit_per_class", args.limit_per_class),
+        ("model", "freeze", args.freeze), ("train", "epochs", args.epochs), ("train", "batch_size", args.batch_size),
+        ("train", "lr", args.lr), ("train", "seed", args.seed), ("train", "precision", args.precision),
+        ("train", "feature_cache", args.feature_cache), ("train", "num_threads", args.threads),
+    ):
+        if value is not None:
+            setattr(getattr(cfg, section), attr, value)
+    if args.seed is not None:
+        cfg.data.split_seed = args.seed
+    return cfg.validate()
+
+
+class _TqdmListener:
+    """Turns engine events into tqdm bars on stderr."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.key = None
+
+    def _bar(self, key, total, desc, unit):
+        from tqdm import tqdm
+
+        if self.key != key:
+            self.close()
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+            self.key = key
+        return self.bar
+
+    def __call__(self, event) -> None:
+        from core.events import BatchEnd, EpochEnd, PhaseProgress
+
+        if self.quiet:
+            return
+        if isinstance(event, PhaseProgress) and event.total and event.phase != "test":
+            bar = self._bar(("phase", event.phase, event.message.split("(")[0]), event.total, event.message, "it")
+            bar.n = event.done
+            bar.refresh()
+        elif isinstance(event, BatchEnd):
+            bar = self._bar(("epoch", event.epoch), event.batches, f"epoch {event.epoch}/{event.epochs}", "batch")
+            bar.n = event.batch
+            bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_sec:.0f}")
+        elif isinstance(event, EpochEnd):
+            self.close()
+            best = " *best*" if event.is_best else ""
+            print(f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.3f} acc {event.train_acc:.3f} | "
+                  f"val loss {event.val_loss:.3f} acc {event.val_acc:.3f} | {event.seconds:.1f}s{best}",
+                  file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self.key = None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.settings import Settings
+    from core.train import train_run
+
+    cfg = config_from_args(args)
+    settings = Settings.from_env()
+    if args.runs_dir:
+        settings = Settings(cache_dir=settings.cache_dir, runs_dir=__import__("pathlib").Path(args.runs_dir),
+                            resnet18_weights=settings.resnet18_weights)
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop after this batch and keep the run as interrupted
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    listener = _TqdmListener(args.quiet)
+    try:
+        summary = train_run(cfg, settings, on_event=listener, should_stop=stop.is_set)
+    finally:
+        listener.close()
+        signal.signal(signal.SIGINT, old)
+    print(json.dumps({k: summary.get(k) for k in SUMMARY_KEYS}))
+    return 0 if summary["status"] in ("finished", "interrupted") else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.data)
+    print(json.dumps({k: result[k] for k in ("accuracy", "n", "per_class", "data", "run_id")}))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.runstore import RunStore
+    from core.settings import Settings
+
+    store = RunStore(Path(args.runs_dir) if args.runs_dir else Settings.from_env().runs_dir)
+    rows = []
+    for r in store.list_runs():
+        rows.append({"run_id": r.run_id, "status": r.status, "test_acc": r.summary.get("test_acc"),
+                     "best_val_acc": r.summary.get("best_val_acc"), "epochs_done": len(r.metrics)})
+        print(f"{r.run_id:55s} {r.status:12s} test_acc={r.summary.get('test_acc')}", file=sys.stderr)
+    print(json.dumps(rows))
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from core.settings import Settings
+
+    print(json.dumps(Settings.from_env().describe()))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "runs": cmd_runs, "settings": cmd_settings}[args.command]
+    try:
+        return handler(args)
+    except TransferLabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Anything raised as a :class:`TransferLabError` carries a message written for the person at the keyboard
+(what went wrong and what to do about it). The CLI prints it and exits non-zero; the app shows it.
+Anything else is a bug and keeps its traceback.
+"""
+
+
+class TransferLabError(Exception):
+    """An error whose message is meant for the user."""
+
+
+class DataError(TransferLabError):
+    """The dataset is missing, empty, malformed or unsuitable (e.g. one class only)."""
+
+
+class DownloadError(TransferLabError):
+    """A download failed (no network, truncated file, bad archive)."""
+
+
+class WeightsUnavailable(TransferLabError):
+    """Pretrained weights could not be found locally nor downloaded."""
+
+
+class ConfigError(TransferLabError):
+    """A configuration value is out of range or inconsistent."""

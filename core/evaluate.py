@@ -1,0 +1,79 @@
+"""Evaluate a saved run: on exactly its own test split, or on another folder of the same classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+from core.backbones import Classifier, create_model
+from core.config import RunConfig
+from core.data import SplitTensors, load_manifest, resolve_source
+from core.engine import evaluate_model, pick_device, resolve_precision
+from core.errors import DataError
+from core.imagefolder import scan_image_folder
+from core.progress import ProgressFn, no_progress
+from core.runstore import RunRecord, load_run
+from core.settings import Settings
+from core.tensor_cache import load_images
+
+
+def load_run_model(run: RunRecord) -> Classifier:
+    """The run's best checkpoint in a model of its architecture (no ImageNet weights needed)."""
+    if not run.has_checkpoint:
+        raise DataError(f"Run {run.run_id} has no checkpoint (best.pt): it stopped before finishing an epoch.")
+    cfg = RunConfig.from_dict(run.config)
+    classes = run.config.get("resolved", {}).get("classes") or []
+    model, _ = create_model(cfg.model.backbone, len(classes), pretrained=False)
+    state = torch.load(run.dir / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def evaluate_run(run_dir: Path, data: Optional[str] = None, settings: Optional[Settings] = None,
+                 on_progress: ProgressFn = no_progress) -> Dict:
+    """``{"accuracy", "n", "per_class", ...}`` of a run's best checkpoint.
+
+    Without ``data``: on the run's own test split (its saved manifest). With ``data`` (a source as for
+    training: folder, .zip, "sample", "flowers"): on every image of that folder, whose class folders must
+    be among the run's classes.
+    """
+    settings = settings or Settings.from_env()
+    run = load_run(Path(run_dir))
+    if run.status == "corrupt":
+        raise DataError(f"Run folder {run_dir} cannot be read: {run.error}")
+    classes = run.config["resolved"]["classes"]
+    size = run.config["data"]["img_size"]
+    if data is None:
+        manifest = load_manifest(run.dir / "split.json")
+        root = Path(manifest["root"])
+        items = manifest["splits"]["test"]
+        missing = [f for f, _ in items if not (root / f).is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} of the run's {len(items)} test images are no longer at {root} "
+                            f"(e.g. {missing[0]}). Restore them, or evaluate on a folder with --data PATH.")
+        files, labels = [f for f, _ in items], [int(lab) for _, lab in items]
+        source = "own test split"
+    else:
+        root = resolve_source(data, settings, on_progress)
+        listing = scan_image_folder(root, min_classes=1)
+        unknown = [c for c in listing.classes if c not in classes]
+        if unknown:
+            raise DataError(f"Classes in {root} that the run was not trained on: {', '.join(unknown)}. "
+                            f"The run knows: {', '.join(classes)}.")
+        files = list(listing.files)
+        labels = [classes.index(listing.classes[lab]) for lab in listing.labels]
+        source = str(root)
+    decoded = load_images(root, classes, files, labels, size, settings.cache_dir, on_progress)
+    if len(decoded) == 0:
+        raise DataError(f"None of the images in {root} could be read.")
+    model = load_run_model(run)
+    device = pick_device("auto")
+    model.to(device)
+    result = evaluate_model(model, SplitTensors(decoded.images, decoded.labels), 64,
+                            resolve_precision("auto", device), device)
+    return {"run_id": run.run_id, "data": source, "accuracy": result.accuracy, "n": result.n,
+            "per_class": result.per_class_accuracy(decoded.labels, classes),
+            "confusion": result.confusion(decoded.labels, len(classes)), "classes": classes,
+            "skipped_files": len(decoded.skipped)}

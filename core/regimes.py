@@ -1,0 +1,125 @@
+"""The four training regimes of the course notebook: what is initialised how, and what is trained.
+
+| regime     | init     | trainable                                                        |
+|------------|----------|------------------------------------------------------------------|
+| scratch    | random   | everything                                                       |
+| transfer   | ImageNet | the new classification head only                                 |
+| finetune   | ImageNet | all but the first N parameter tensors (backbone's default N)     |
+| full       | ImageNet | everything                                                       |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from torch import nn
+
+from core.backbones import Classifier, get_backbone
+from core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Regime:
+    name: str
+    title: str
+    pretrained: bool
+    explanation: str  # one line, plain language, shown to students
+
+
+REGIMES: Dict[str, Regime] = {
+    "scratch": Regime("scratch", "From scratch", False,
+                      "Random weights, every layer trained: the network must learn to see from our photos alone."),
+    "transfer": Regime("transfer", "Transfer learning", True,
+                       "ImageNet features kept frozen; only a new final layer learns our five classes."),
+    "finetune": Regime("finetune", "Fine-tune (first N frozen)", True,
+                       "Start from ImageNet, freeze the first N layers' weights, adapt the deeper ones."),
+    "full": Regime("full", "Fine-tune everything", True,
+                   "Start from ImageNet and let every weight adapt to our photos."),
+}
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    trainable: int
+    frozen: int
+    trainable_tensors: int
+    frozen_tensors: int
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+
+def get_regime(name: str) -> Regime:
+    if name not in REGIMES:
+        raise ConfigError(f"Unknown regime '{name}'. Choose one of: {', '.join(REGIMES)}.")
+    return REGIMES[name]
+
+
+def default_freeze(backbone: str) -> int:
+    return get_backbone(backbone).notebook_freeze
+
+
+def frozen_tensor_count(model: Classifier, regime: str, backbone: str, freeze: Optional[int] = None) -> int:
+    """How many leading parameter tensors the regime freezes."""
+    n_total = len(list(model.parameters()))
+    n_head = len(list(model.head.parameters()))
+    get_regime(regime)
+    if regime in ("scratch", "full"):
+        return 0
+    if regime == "transfer":
+        return n_total - n_head
+    n = default_freeze(backbone) if freeze is None else freeze
+    if not 0 <= n <= n_total - n_head:
+        raise ConfigError(f"--freeze must be between 0 and {n_total - n_head} for {backbone} "
+                          f"(it has {n_total} parameter tensors, the last {n_head} are the new head), got {n}.")
+    return n
+
+
+def apply_regime(model: Classifier, regime: str, backbone: str, freeze: Optional[int] = None) -> ParamCounts:
+    """Set ``requires_grad`` as the regime says; return the trainable/frozen counts."""
+    n_frozen = frozen_tensor_count(model, regime, backbone, freeze)
+    for i, p in enumerate(model.parameters()):
+        p.requires_grad_(i >= n_frozen)
+    return count_params(model)
+
+
+def count_params(model: nn.Module) -> ParamCounts:
+    params = list(model.parameters())
+    tr = [p for p in params if p.requires_grad]
+    fr = [p for p in params if not p.requires_grad]
+    return ParamCounts(trainable=sum(p.numel() for p in tr), frozen=sum(p.numel() for p in fr),
+                       trainable_tensors=len(tr), frozen_tensors=len(fr))
+
+
+def body_is_frozen(model: Classifier) -> bool:
+    return not any(p.requires_grad for p in model.body.parameters())
+
+
+def set_train_mode(model: Classifier) -> None:
+    """``model.train()``, except that frozen parts run as in inference.
+
+    A fully frozen body is put in eval mode (so cached features equal live ones), and so is every
+    BatchNorm whose parameters are frozen: its running statistics stay the ImageNet ones.
+    """
+    model.train()
+    if body_is_frozen(model):
+        model.body.eval()
+        return
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            ps = list(m.parameters(recurse=False))
+            if ps and not any(p.requires_grad for p in ps):
+                m.eval()
+
+
+def describe_regimes(backbone: str, num_classes: int = 5, freeze: Optional[int] = None) -> Dict[str, ParamCounts]:
+    """Trainable/frozen counts of every regime for ``backbone``, without loading any weights (for the UI)."""
+    from core.backbones import create_model
+
+    out = {}
+    for name in REGIMES:
+        model, _ = create_model(backbone, num_classes, pretrained=False)
+        out[name] = apply_regime(model, name, backbone, freeze if name == "finetune" else None)
+    return out

@@ -1,0 +1,49 @@
+"""Where Transfer Lab keeps things: three environment variables with per-user defaults.
+
+| variable                        | meaning                                         | default                         |
+|---------------------------------|-------------------------------------------------|---------------------------------|
+| ``TRANSFERLAB_CACHE_DIR``       | downloads, decoded image tensors, indexes       | the user's cache dir            |
+| ``TRANSFERLAB_RUNS_DIR``        | the run store                                   | the user's data dir ``/runs``   |
+| ``TRANSFERLAB_RESNET18_WEIGHTS``| a local ImageNet ResNet18 weights file (.pth)   | unset (hub cache, then download)|
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import platformdirs
+
+APP_NAME = "transferlab"
+ENV_CACHE_DIR = "TRANSFERLAB_CACHE_DIR"
+ENV_RUNS_DIR = "TRANSFERLAB_RUNS_DIR"
+ENV_RESNET18_WEIGHTS = "TRANSFERLAB_RESNET18_WEIGHTS"
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache_dir: Path
+    runs_dir: Path
+    resnet18_weights: Optional[Path] = None
+
+    @classmethod
+    def from_env(cls, environ: Optional[dict] = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        cache = env.get(ENV_CACHE_DIR) or platformdirs.user_cache_dir(APP_NAME)
+        runs = env.get(ENV_RUNS_DIR) or str(Path(platformdirs.user_data_dir(APP_NAME)) / "runs")
+        weights = env.get(ENV_RESNET18_WEIGHTS) or None
+        return cls(
+            cache_dir=Path(cache).expanduser(),
+            runs_dir=Path(runs).expanduser(),
+            resnet18_weights=Path(weights).expanduser() if weights else None,
+        )
+
+    def describe(self) -> dict:
+        """The settings as shown to users (app sidebar, ``python -m core settings``)."""
+        return {
+            ENV_CACHE_DIR: str(self.cache_dir),
+            ENV_RUNS_DIR: str(self.runs_dir),
+            ENV_RESNET18_WEIGHTS: str(self.resnet18_weights) if self.resnet18_weights else "(unset)",
+        }

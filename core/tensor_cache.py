@@ -1,0 +1,156 @@
+"""Decode and resize images **once**, keep them as uint8 tensors in memory and on disk.
+
+Epochs then index a ``(N, 3, S, S)`` uint8 tensor instead of re-decoding JPEGs. The on-disk cache is keyed
+by a fingerprint of the exact files (path, size, mtime) and the image size, so any change to the source
+invalidates it. Unreadable or non-image files are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from core.progress import ProgressFn, no_progress
+
+CACHE_VERSION = 1
+# Refuse absurd images (decompression bombs) with a clear error rather than exhausting memory.
+MAX_IMAGE_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+class ImageDecodeError(ValueError):
+    """An image file could not be read; the message says why."""
+
+
+def decode_image(source, size: int) -> np.ndarray:
+    """Read one image (path or file-like), respect EXIF rotation, return uint8 ``(size, size, 3)`` RGB.
+
+    The image is resized to a square, as the course notebook's ``Resize((size, size))``. Raises
+    :class:`ImageDecodeError` for anything that is not a readable image.
+    """
+    try:
+        with Image.open(source) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(f"image too large ({im.width}x{im.height} pixels)")
+            im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale when much larger
+            im = ImageOps.exif_transpose(im)
+            im = im.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+            return np.asarray(im, dtype=np.uint8)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(f"not a readable image ({type(e).__name__}: {e})") from e
+
+
+@dataclass
+class DecodedImages:
+    """Images of one dataset at one size. ``files[i]`` (relative to ``root``) has label ``labels[i]``."""
+
+    root: Path
+    classes: Tuple[str, ...]
+    files: Tuple[str, ...]
+    labels: torch.Tensor  # int64 (N,)
+    images: torch.Tensor  # uint8 (N, 3, S, S)
+    skipped: Tuple[str, ...]  # files that could not be decoded
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def files_fingerprint(root: Path, files: Sequence[str]) -> str:
+    """Changes when any of ``files`` is added, removed, renamed, resized or touched."""
+    h = hashlib.sha1(str(Path(root).resolve()).encode())
+    for rel in files:
+        st = (Path(root) / rel).stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _decode_many(root: Path, files: Sequence[str], size: int, on_progress: ProgressFn,
+                 workers: int) -> Tuple[np.ndarray, list]:
+    out = np.zeros((len(files), size, size, 3), dtype=np.uint8)
+    ok = [False] * len(files)
+
+    def work(i: int) -> None:
+        try:
+            out[i] = decode_image(Path(root) / files[i], size)
+            ok[i] = True
+        except ImageDecodeError:
+            pass
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL while decoding
+        for _ in pool.map(work, range(len(files))):
+            done += 1
+            if done % 32 == 0 or done == len(files):
+                on_progress(done, len(files), "decoding images")
+    return out, ok
+
+
+_memory: "OrderedDict[str, DecodedImages]" = OrderedDict()
+_memory_lock = threading.Lock()
+_MEMORY_ENTRIES = 3
+
+
+def load_images(root: Path, classes: Sequence[str], files: Sequence[str], labels: Sequence[int], size: int,
+                cache_dir: Optional[Path] = None, on_progress: ProgressFn = no_progress,
+                workers: Optional[int] = None) -> DecodedImages:
+    """Decoded uint8 tensors for ``files`` at ``size`` px: from memory, else disk cache, else decode.
+
+    ``cache_dir=None`` disables the disk cache (the in-memory cache still applies).
+    """
+    root = Path(root)
+    key = f"v{CACHE_VERSION}-{files_fingerprint(root, files)}-{size}"
+    with _memory_lock:
+        if key in _memory:
+            _memory.move_to_end(key)
+            return _memory[key]
+    path = Path(cache_dir) / "tensors" / f"{key}.pt" if cache_dir is not None else None
+    decoded = None
+    if path is not None and path.exists():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            decoded = DecodedImages(root=root, classes=tuple(blob["classes"]), files=tuple(blob["files"]),
+                                    labels=blob["labels"], images=blob["images"], skipped=tuple(blob["skipped"]))
+            on_progress(len(decoded), len(decoded), "loaded decoded images from cache")
+        except Exception:  # a corrupt or foreign cache file: decode again and overwrite it
+            decoded = None
+    if decoded is None:
+        arr, ok = _decode_many(root, files, size, on_progress, workers or max(1, os.cpu_count() or 1))
+        keep = [i for i, good in enumerate(ok) if good]
+        images = torch.from_numpy(arr[keep]).permute(0, 3, 1, 2).contiguous()
+        decoded = DecodedImages(
+            root=root, classes=tuple(classes), files=tuple(files[i] for i in keep),
+            labels=torch.tensor([labels[i] for i in keep], dtype=torch.int64), images=images,
+            skipped=tuple(files[i] for i, good in enumerate(ok) if not good),
+        )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"classes": list(decoded.classes), "files": list(decoded.files), "labels": decoded.labels,
+                        "images": decoded.images, "skipped": list(decoded.skipped)}, tmp)
+            os.replace(tmp, path)
+    with _memory_lock:
+        _memory[key] = decoded
+        while len(_memory) > _MEMORY_ENTRIES:
+            _memory.popitem(last=False)
+    return decoded
+
+
+def clear_memory_cache() -> None:
+    with _memory_lock:
+        _memory.clear()

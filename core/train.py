@@ -1,0 +1,97 @@
+"""One training run end to end: data → model → regime → engine → run store → test evaluation.
+
+:func:`train_run` is what the CLI and the app call. Progress goes to ``on_event``; the run's files are
+written as it goes (see :mod:`core.runstore`); ``should_stop`` is polled every batch.
+"""
+
+from __future__ import annotations
+
+import platform
+import traceback
+from dataclasses import asdict
+from typing import Dict, Optional
+
+import torch
+
+from core.backbones import create_model
+from core.config import RunConfig
+from core.data import PreparedData, prepare_data
+from core.engine import StopFn, Trainer, configure_threads, never_stop
+from core.events import EpochEnd, EventFn, PhaseProgress, RunEnd, no_events
+from core.regimes import apply_regime, get_regime
+from core.runstore import RunStore, RunWriter
+from core.settings import Settings
+
+
+def build_summary(writer: RunWriter, cfg: RunConfig, status: str, **fields) -> Dict:
+    return {"run_id": writer.run_id, "run_dir": str(writer.dir), "status": status,
+            "regime": cfg.model.regime, "backbone": cfg.model.backbone, "dataset": cfg.data.source,
+            "epochs": cfg.train.epochs, "img_size": cfg.data.img_size, **fields}
+
+
+def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: EventFn = no_events,
+              should_stop: StopFn = never_stop, data: Optional[PreparedData] = None) -> Dict:
+    """Train one run and return its summary (also saved as ``summary.json``).
+
+    Raises :class:`~core.errors.TransferLabError` for bad configuration, data or weights *before* a run
+    folder is created, so a mistake leaves nothing half-made behind.
+    """
+    settings = settings or Settings.from_env()
+    cfg.validate()
+    configure_threads(cfg.train.num_threads)
+    regime = get_regime(cfg.model.regime)
+
+    if data is None:
+        data = prepare_data(cfg.data, settings,
+                            on_progress=lambda d, t, m: on_event(PhaseProgress("data", d, t, m)))
+    torch.manual_seed(cfg.train.seed)
+    model, weights_source = create_model(cfg.model.backbone, len(data.classes), regime.pretrained, settings)
+    counts = apply_regime(model, cfg.model.regime, cfg.model.backbone, cfg.model.freeze)
+
+    writer = RunStore(settings.runs_dir).create(cfg.model.regime, cfg.model.backbone)
+    sizes = {s: len(t) for s, t in data.splits.items()}
+    writer.write_config({**cfg.to_dict(), "resolved": {
+        "classes": list(data.classes), "data_root": str(data.root), "weights_source": weights_source,
+        "frozen_tensors": counts.frozen_tensors, "trainable_params": counts.trainable,
+        "frozen_params": counts.frozen, "split_sizes": sizes, "skipped_files": len(data.skipped),
+        "torch": torch.__version__, "machine": platform.machine()}})
+    writer.write_manifest(data.manifest)
+
+    def listener(event) -> None:
+        if isinstance(event, EpochEnd):
+            writer.append_metrics(event.metrics())
+            if event.is_best:
+                writer.save_checkpoint(trainer.model.state_dict())
+        on_event(event)
+
+    common = dict(trainable_params=counts.trainable, frozen_params=counts.frozen, total_params=counts.total,
+                  weights_source=weights_source, classes=list(data.classes), split_sizes=sizes,
+                  skipped_files=len(data.skipped))
+    try:
+        trainer = Trainer(model, cfg.train, listener, should_stop)
+        result = trainer.fit(data.splits["train"], data.splits["val"])
+        fields = dict(epochs_done=result.epochs_done, best_epoch=result.best_epoch,
+                      best_val_loss=result.best_val_loss if result.epochs_done else None,
+                      best_val_acc=result.best_val_acc if result.epochs_done else None,
+                      train_seconds=round(result.train_seconds, 3),
+                      seconds_per_epoch=round(result.train_seconds / result.epochs_done, 3) if result.epochs_done else None,
+                      setup=result.setup, **common)
+        if result.status == "finished":
+            on_event(PhaseProgress("test", 0, sizes["test"], "evaluating the best epoch on the test split"))
+            test = trainer.evaluate(data.splits["test"])
+            labels = data.splits["test"].labels
+            fields.update(test_acc=test.accuracy, test_loss=test.loss, n_test=test.n,
+                          per_class=test.per_class_accuracy(labels, data.classes),
+                          confusion=test.confusion(labels, len(data.classes)))
+        else:
+            fields.update(test_acc=None, n_test=sizes["test"])
+        summary = build_summary(writer, cfg, result.status, **fields)
+    except BaseException as e:  # the run folder must say what happened, whatever happened
+        summary = build_summary(writer, cfg, "failed", error=f"{type(e).__name__}: {e}",
+                                traceback=traceback.format_exc(limit=8), **common)
+        writer.write_summary(summary)
+        on_event(RunEnd("failed", summary))
+        raise
+    writer.write_summary(summary)
+    on_event(RunEnd(summary["status"], summary))
+    return summary

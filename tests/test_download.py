@@ -1,0 +1,423 @@
+"""Tests for core.download: flowers download (from a loopback HTTP server), safe extraction, zip uploads.
+
+Only loopback addresses are used; every archive is tiny and built in tmp_path.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.download import (
+    FLOWERS_CLASSES,
+    FLOWERS_SIZE,
+    FLOWERS_URL,
+    MARKER,
+    download_flowers,
+    extract_zip,
+    is_complete,
+)
+from core.errors import DataError, DownloadError
+
+CLASSES = ("daisy", "roses", "tulips")
+
+
+def png_bytes(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    tar.addfile(info)
+
+
+def make_flowers_tgz(path: Path, classes: tuple[str, ...] = CLASSES, extra=None) -> Path:
+    """A tiny flower_photos.tgz: flower_photos/<class>/<n>.png (+ LICENSE.txt); ``extra(tar)`` adds more."""
+    with tarfile.open(path, "w:gz") as tar:
+        add_dir(tar, "flower_photos")
+        add_bytes(tar, "flower_photos/LICENSE.txt", b"CC-BY\n")
+        for i, cls in enumerate(classes):
+            add_dir(tar, f"flower_photos/{cls}")
+            for n in range(2):
+                add_bytes(tar, f"flower_photos/{cls}/{n}.png", png_bytes((40 * i, 10 * n, 200)))
+        if extra is not None:
+            extra(tar)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- server
+
+
+class Server:
+    """A loopback HTTP server serving ``files`` (path -> bytes) and counting requests."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.truncate: set[str] = set()  # paths whose body is cut short (Content-Length stays the full size)
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.requests.append(self.path)
+                body = outer.files.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if self.path in outer.truncate else body)
+                self.close_connection = True
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def tgz(tmp_path: Path) -> bytes:
+    return make_flowers_tgz(tmp_path / "src.tgz").read_bytes()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------- download
+
+
+def test_constants():
+    assert FLOWERS_URL.endswith("/flower_photos.tgz")
+    assert FLOWERS_SIZE == 228_813_984
+    assert FLOWERS_CLASSES == ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+
+
+def test_download_extracts_imagefolder_and_reports_progress(tmp_path, server, tgz):
+    server.files["/flower_photos.tgz"] = tgz
+    calls = []
+    cache = tmp_path / "cache"
+    root = download_flowers(
+        cache,
+        on_progress=lambda d, t, m: calls.append((d, t, m)),
+        url=server.url("/flower_photos.tgz"),
+        expected_size=len(tgz),
+        expected_classes=CLASSES,
+        chunk_size=64,
+    )
+    assert root == cache / "flowers" / "flower_photos"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(CLASSES)
+    assert all(len(list((root / c).glob("*.png"))) == 2 for c in CLASSES)
+    assert (root / "LICENSE.txt").is_file()
+    assert is_complete(root)
+    assert (cache / "flowers" / "flower_photos.tgz").stat().st_size == len(tgz)
+    assert not list((cache / "flowers").glob("*.part"))
+    assert not list((cache / "flowers").glob(".extract-*"))
+
+    dl = [(d, t) for d, t, m in calls if m == "downloading flower_photos.tgz"]
+    assert len(dl) > 2
+    assert [d for d, _ in dl] == sorted(d for d, _ in dl)
+    assert all(t == len(tgz) for _, t in dl)
+    assert dl[-1] == (len(tgz), len(tgz))
+
+    ex = [(d, t) for d, t, m in calls if m == "extracting flower_photos.tgz"]
+    assert ex and ex[-1][0] == ex[-1][1] > 0
+    assert [d for d, _ in ex] == sorted(d for d, _ in ex)
+
+
+def test_never_downloads_twice(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    kwargs = dict(url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=None)
+    root = download_flowers(tmp_path, **kwargs)
+    assert len(server.requests) == 1
+
+    calls = []
+    assert download_flowers(tmp_path, on_progress=lambda *a: calls.append(a), **kwargs) == root
+    assert len(server.requests) == 1
+    assert calls == []  # returned at once
+
+    # the extraction is gone but the .tgz is still there: extract again, without network
+    import shutil
+
+    shutil.rmtree(root)
+    assert download_flowers(tmp_path, **kwargs) == root
+    assert is_complete(root)
+    assert len(server.requests) == 1
+
+
+def test_incomplete_extraction_is_redone(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    root = tmp_path / "flowers" / "flower_photos"
+    (root / "daisy").mkdir(parents=True)  # looks like an interrupted extraction: no marker
+    download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=CLASSES)
+    assert is_complete(root)
+    assert len(list((root / "daisy").glob("*.png"))) == 2
+
+
+def test_wrong_expected_size_leaves_nothing(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    with pytest.raises(DownloadError, match="bytes"):
+        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz) + 1, expected_classes=None)
+    flowers = tmp_path / "flowers"
+    assert not list(flowers.glob("*.part"))
+    assert not list(flowers.glob("*.tgz"))
+    assert not (flowers / "flower_photos").exists()
+
+
+def test_truncated_download_leaves_nothing(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    server.truncate.add("/f.tgz")
+    with pytest.raises(DownloadError, match="incomplete"):
+        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None, expected_classes=None)
+    assert not list((tmp_path / "flowers").glob("*.part"))
+    assert not list((tmp_path / "flowers").glob("*.tgz"))
+
+
+def test_unreachable_url_gives_helpful_message(tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/x.tgz"
+    with pytest.raises(DownloadError) as info:
+        download_flowers(tmp_path, url=url, expected_size=None, timeout=2)
+    msg = str(info.value)
+    assert "Could not download" in msg
+    assert url in msg
+    assert "internet connection" in msg
+    assert str(tmp_path / "flowers" / "flower_photos.tgz") in msg
+    assert "--data sample" in msg
+    assert "Traceback" not in msg
+    assert not list((tmp_path / "flowers").glob("*.part"))
+
+
+def test_http_error_gives_helpful_message(tmp_path, server):
+    with pytest.raises(DownloadError, match=r"HTTP 404.*internet connection"):
+        download_flowers(tmp_path, url=server.url("/missing.tgz"), expected_size=None)
+
+
+def test_timeout_gives_helpful_message(tmp_path):
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/x.tgz"
+        with pytest.raises(DownloadError, match="timed out"):
+            download_flowers(tmp_path, url=url, expected_size=None, timeout=0.3)
+
+
+def test_progress_callback_interrupt_leaves_no_part_file(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+
+    def stop(done, total, message):
+        if done > 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        download_flowers(tmp_path, stop, url=server.url("/f.tgz"), expected_size=None, chunk_size=64)
+    assert not list((tmp_path / "flowers").glob("*.part"))
+    assert not list((tmp_path / "flowers").glob("*.tgz"))
+
+
+def test_corrupt_archive_is_deleted(tmp_path, server):
+    server.files["/f.tgz"] = b"this is not a gzip file at all" * 10
+    with pytest.raises(DownloadError, match="not a valid .tgz"):
+        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None, expected_classes=None)
+    assert not (tmp_path / "flowers" / "flower_photos.tgz").exists()
+    assert not (tmp_path / "flowers" / "flower_photos").exists()
+
+
+def test_missing_classes_rejected(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    with pytest.raises(DownloadError, match="dandelion"):
+        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None)  # default: the 5 flower classes
+    assert not is_complete(tmp_path / "flowers" / "flower_photos")
+
+
+def _symlink(tar: tarfile.TarFile, target: str) -> None:
+    info = tarfile.TarInfo("flower_photos/daisy/link.png")
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    tar.addfile(info)
+
+
+def _hardlink(tar: tarfile.TarFile, target: str) -> None:
+    info = tarfile.TarInfo("flower_photos/daisy/hard.png")
+    info.type = tarfile.LNKTYPE
+    info.linkname = target
+    tar.addfile(info)
+
+
+def _device(tar: tarfile.TarFile, target: str) -> None:
+    info = tarfile.TarInfo("flower_photos/daisy/dev")
+    info.type = tarfile.CHRTYPE
+    info.devmajor, info.devminor = 1, 3
+    tar.addfile(info)
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        lambda tar, outside: add_bytes(tar, "../evil.txt", b"pwned"),
+        lambda tar, outside: add_bytes(tar, "flower_photos/../../evil.txt", b"pwned"),
+        lambda tar, outside: add_bytes(tar, str(outside / "evil.txt"), b"pwned"),
+        lambda tar, outside: _symlink(tar, str(outside / "evil.txt")),
+        lambda tar, outside: _symlink(tar, "../../../evil.txt"),
+        lambda tar, outside: _hardlink(tar, str(outside / "evil.txt")),
+        lambda tar, outside: _device(tar, ""),
+    ],
+    ids=["dotdot", "nested-dotdot", "absolute", "symlink-abs", "symlink-rel", "hardlink", "device"],
+)
+def test_malicious_tar_is_refused(tmp_path, evil):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cache = tmp_path / "work" / "cache"
+    flowers = cache / "flowers"
+    flowers.mkdir(parents=True)
+    make_flowers_tgz(flowers / "flower_photos.tgz", extra=lambda tar: evil(tar, outside))
+    before = {p for p in tmp_path.rglob("*") if not p.is_relative_to(cache)}
+
+    with pytest.raises(DownloadError, match="unsafe entry"):
+        download_flowers(cache, expected_size=None, expected_classes=None)  # the .tgz is there: no network
+
+    after = {p for p in tmp_path.rglob("*") if not p.is_relative_to(cache)}
+    assert after == before  # nothing written outside the cache dir
+    assert not (flowers / "flower_photos").exists()  # nothing extracted at all
+    assert not list(flowers.glob(".extract-*"))
+    assert not (flowers / "flower_photos.tgz").exists()  # bad archive removed
+
+
+def test_module_needs_neither_torch_nor_streamlit():
+    code = "import sys, core.download; print('torch' in sys.modules, 'streamlit' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------------------------- zip
+
+
+def make_zip(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_nested_single_top_folder(tmp_path):
+    png = png_bytes((1, 2, 3))
+    z = make_zip(
+        tmp_path / "up.zip",
+        {
+            "myflowers/daisy/a.png": png,
+            "myflowers/daisy/b.png": png,
+            "myflowers/roses/c.png": png,
+            "myflowers/.DS_Store": b"x",
+            "__MACOSX/myflowers/daisy/._a.png": b"junk",
+        },
+    )
+    calls = []
+    root = extract_zip(z, tmp_path / "cache", on_progress=lambda *a: calls.append(a))
+    assert root.name == "myflowers"
+    assert root.parent.parent == tmp_path / "cache" / "zips"
+    assert len(root.parent.name) == 16
+    assert sorted(p.name for p in root.iterdir()) == ["daisy", "roses"]
+    assert not (root.parent / "__MACOSX").exists()
+    assert is_complete(root.parent)
+    assert calls and calls[-1][0] == calls[-1][1] and calls[-1][2] == "extracting up.zip"
+
+
+def test_zip_flat_layout_and_reuse(tmp_path):
+    png = png_bytes((1, 2, 3))
+    z = make_zip(tmp_path / "flat.zip", {"daisy/a.png": png, "roses/b.png": png, "tulips/c.png": png})
+    cache = tmp_path / "cache"
+    root = extract_zip(z, cache)
+    assert (root / MARKER).is_file()
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["daisy", "roses", "tulips"]
+
+    sentinel = root / "daisy" / "sentinel.txt"
+    sentinel.write_text("still here")
+    calls = []
+    assert extract_zip(z, cache, on_progress=lambda *a: calls.append(a)) == root
+    assert sentinel.exists() and calls == []  # reused, not extracted again
+    assert len(list((cache / "zips").iterdir())) == 1
+
+
+@pytest.mark.parametrize("name", ["../evil.png", "daisy/../../evil.png", "/tmp/evil-transferlab.png"])
+def test_zip_unsafe_paths_refused(tmp_path, name):
+    z = make_zip(tmp_path / "bad.zip", {"daisy/a.png": b"x", name: b"pwned"})
+    cache = tmp_path / "work" / "cache"
+    with pytest.raises(DataError, match="unsafe entry"):
+        extract_zip(z, cache)
+    assert not (tmp_path / "work" / "evil.png").exists()
+    assert not (tmp_path / "evil.png").exists()
+    assert not list((cache / "zips").iterdir())  # no temp folder nor partial extraction left
+
+
+def test_zip_symlink_refused(tmp_path):
+    z = tmp_path / "link.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("daisy/a.png", b"x")
+        info = zipfile.ZipInfo("daisy/link.png")
+        info.create_system = 3
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(DataError, match="link"):
+        extract_zip(z, tmp_path / "cache")
+
+
+def test_zip_bomb_limits(tmp_path):
+    z = make_zip(tmp_path / "big.zip", {"daisy/a.bin": b"\0" * 10_000, "roses/b.bin": b"\0" * 10_000})
+    with pytest.raises(DataError, match="allowed"):
+        extract_zip(z, tmp_path / "cache", max_bytes=15_000)
+    with pytest.raises(DataError, match="entries"):
+        extract_zip(z, tmp_path / "cache", max_members=1)
+
+
+def test_not_a_zip(tmp_path):
+    f = tmp_path / "photo.zip"
+    f.write_bytes(b"definitely not a zip")
+    with pytest.raises(DataError, match=r"is not a valid \.zip file"):
+        extract_zip(f, tmp_path / "cache")
+
+
+def test_missing_zip(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        extract_zip(tmp_path / "nope.zip", tmp_path / "cache")

@@ -351,8 +351,7 @@ def _draw_dandelion(d: ImageDraw.ImageDraw, rng: np.random.Generator, P: _Pose, 
         for (x0, y0), (x1, y1), j in zip(base, pts, range(n)):
             c = _shade(yellow, f * (0.85 + 0.15 * ((j * 7919) % 13) / 12))
             d.line([(x0, y0), (x1, y1)], fill=c, width=lw)
-    c = _shade(yellow, 1.15)
-    d.polygon(P.pts(_circle(0, 0, 0.2)), fill=c)
+    d.polygon(P.pts(_circle(0, 0, 0.15)), fill=_rgba(_shade(yellow, 1.15), 130))
 
 
 def _draw_rose(d: ImageDraw.ImageDraw, rng: np.random.Generator, P: _Pose, W: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ def decode_image(source, size: int) -> np.ndarray:
     :class:`ImageDecodeError` for anything that is not a readable image.
     """
     try:
-        with Image.open(source) as im:
+        with warnings.catch_warnings():  # our own size check below gives the clear message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(source)
+        with im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise ImageDecodeError(f"image too large ({im.width}x{im.height} pixels)")
             im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale when much larger

@@ -1,0 +1,221 @@
+"""Training benchmarks on the real flowers photos (``../shared/data/flower_photos`` by default).
+
+Prints markdown tables (and one JSON line per measurement) for BENCHMARKS.md:
+
+* ``regimes`` — the four regimes with the offline ImageNet backbone, plus ResNet18 from scratch: test
+  accuracy and wall time, end to end through :func:`core.train.train_run` (decoding excluded: the decoded
+  tensor cache is warmed first and its time reported separately).
+* ``epoch`` — one training epoch of this engine against the course notebook's plain recipe: torchvision
+  ``ImageFolder`` decoding JPEGs every epoch with PIL transforms, fp32, same model, same batch size, same
+  split; timed in the same process, alternating, reported as medians and a ratio, each followed by the
+  validation accuracy it reached.
+* ``fastpath`` — the transfer regime with and without the cached-features fast path, same seed: time and
+  accuracy.
+
+Run: ``python benchmarks/bench_training.py [regimes|epoch|fastpath ...] [--data DIR] [--epochs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.backbones import create_model  # noqa: E402
+from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from core.data import prepare_data  # noqa: E402
+from core.engine import Trainer, configure_threads, cpu_has_native_bf16, evaluate_model  # noqa: E402
+from core.regimes import apply_regime  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.train import train_run  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "flower_photos"
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+            f"native bf16: {cpu_has_native_bf16()}, python {platform.python_version()}")
+
+
+def emit(kind: str, **row) -> None:
+    print(json.dumps({"bench": kind, **row}), flush=True)
+
+
+def settings_for(tmp: Path) -> Settings:
+    base = Settings.from_env()
+    return Settings(cache_dir=base.cache_dir, runs_dir=tmp / "runs", resnet18_weights=base.resnet18_weights)
+
+
+def bench_regimes(data: Path, epochs: int, img_size: int, tmp: Path) -> None:
+    settings = settings_for(tmp)
+    t = time.perf_counter()
+    prepare_data(DataConfig(source=str(data), img_size=img_size), settings)
+    emit("decode", seconds=round(time.perf_counter() - t, 1), note="first call decodes; later calls hit the cache")
+    rows = [("efficientnet_lite0", r) for r in ("scratch", "transfer", "finetune", "full")] + [("resnet18", "scratch")]
+    table = []
+    for backbone, regime in rows:
+        cfg = RunConfig(data=DataConfig(source=str(data), img_size=img_size),
+                        model=ModelConfig(backbone=backbone, regime=regime),
+                        train=TrainConfig(epochs=epochs, batch_size=32, lr=1e-4))
+        t = time.perf_counter()
+        s = train_run(cfg, settings)
+        wall = time.perf_counter() - t
+        row = dict(backbone=backbone, regime=regime, epochs=epochs, img_size=img_size,
+                   trainable_params=s["trainable_params"], best_epoch=s["best_epoch"],
+                   best_val_acc=round(s["best_val_acc"], 4), test_acc=round(s["test_acc"], 4),
+                   train_seconds=round(s["train_seconds"], 1), wall_seconds=round(wall, 1),
+                   setup=s["setup"])
+        emit("regime", **row)
+        table.append(row)
+    print("\n| backbone | regime | trainable params | epochs | best val acc (epoch) | test acc | train s | wall s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in table:
+        print(f"| {r['backbone']} | {r['regime']} | {r['trainable_params']:,} | {r['epochs']} | "
+              f"{r['best_val_acc']:.3f} ({r['best_epoch']}) | {r['test_acc']:.3f} | {r['train_seconds']:.0f} | "
+              f"{r['wall_seconds']:.0f} |")
+
+
+class _ManifestImageFolder(torch.utils.data.Dataset):
+    """The notebook's pipeline: PIL decode + transforms every time an image is used."""
+
+    def __init__(self, root: Path, items, transform):
+        self.root, self.items, self.transform = Path(root), items, transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        rel, label = self.items[i]
+        with Image.open(self.root / rel) as im:
+            return self.transform(im.convert("RGB")), label
+
+
+def notebook_epoch(model, loader, optimizer) -> float:
+    model.train()
+    t = time.perf_counter()
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - t
+
+
+def bench_epoch(data: Path, img_size: int, backbone: str, regime: str, repeats: int, tmp: Path) -> None:
+    """Alternate plain and engine epochs on two copies of the same initial model."""
+    from torchvision import transforms
+
+    settings = settings_for(tmp)
+    prepared = prepare_data(DataConfig(source=str(data), img_size=img_size), settings)
+    probe, _ = create_model(backbone, len(prepared.classes), False)
+    mean, std = probe.mean.flatten().tolist(), probe.std.flatten().tolist()
+    tf = transforms.Compose([transforms.Resize((img_size, img_size)), transforms.RandomHorizontalFlip(),
+                             transforms.RandomRotation(10), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    items = prepared.manifest["splits"]["train"]
+    loader = torch.utils.data.DataLoader(_ManifestImageFolder(prepared.root, items, tf), batch_size=32, shuffle=True,
+                                         num_workers=0)
+
+    def fresh():
+        torch.manual_seed(0)
+        m, _ = create_model(backbone, len(prepared.classes), regime != "scratch", settings)
+        apply_regime(m, regime, backbone)
+        return m
+
+    class _Plain(torch.nn.Module):  # the notebook normalises in the transform, so the model must not
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m.head(self.m.body(x))
+
+    plain_model = fresh()
+    plain_opt = torch.optim.Adam([p for p in plain_model.parameters() if p.requires_grad], lr=1e-4)
+    engine_model = fresh()
+    trainer = Trainer(engine_model, TrainConfig(epochs=1, batch_size=32, lr=1e-4, feature_cache="off"))
+    plain_times, engine_times = [], []
+    for rep in range(repeats):
+        torch.manual_seed(rep)
+        plain_times.append(notebook_epoch(_Plain(plain_model), loader, plain_opt))
+        plain_acc = evaluate_model(plain_model, prepared.splits["val"]).accuracy
+        emit("epoch", pipeline="notebook plain (ImageFolder, PIL transforms, fp32)", epoch=rep + 1,
+             seconds=round(plain_times[-1], 1), val_acc=round(plain_acc, 4))
+        r = trainer.fit(prepared.splits["train"], prepared.splits["val"])
+        engine_times.append(r.train_seconds)
+        emit("epoch", pipeline=f"engine ({trainer.precision}, channels_last={trainer.channels_last})",
+             epoch=rep + 1, seconds=round(r.train_seconds, 1), val_acc=round(r.history[-1]["val_acc"], 4))
+    p, e = statistics.median(plain_times), statistics.median(engine_times)
+    print(f"\nOne epoch, {backbone} {regime}, {len(items)} train images at {img_size}px, batch 32 "
+          f"(engine time includes its validation pass; the plain one does not):")
+    print(f"| pipeline | median s/epoch | speed-up |\n|---|---:|---:|\n| notebook plain | {p:.1f} | 1.00× |\n"
+          f"| this engine | {e:.1f} | {p / e:.2f}× |")
+    emit("epoch_summary", backbone=backbone, regime=regime, plain_median=round(p, 1), engine_median=round(e, 1),
+         ratio=round(p / e, 2), repeats=repeats)
+
+
+def bench_fastpath(data: Path, img_size: int, epochs: int, tmp: Path) -> None:
+    settings = settings_for(tmp)
+    rows = []
+    for mode in ("on", "off"):
+        cfg = RunConfig(data=DataConfig(source=str(data), img_size=img_size),
+                        model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"),
+                        train=TrainConfig(epochs=epochs, batch_size=32, lr=1e-4, feature_cache=mode))
+        t = time.perf_counter()
+        s = train_run(cfg, settings)
+        rows.append((mode, s, time.perf_counter() - t))
+        emit("fastpath", feature_cache=mode, test_acc=round(s["test_acc"], 4), best_val_acc=round(s["best_val_acc"], 4),
+             train_seconds=round(s["train_seconds"], 1), wall_seconds=round(rows[-1][2], 1))
+    print("\n| transfer, feature cache | best val acc | test acc | train s | wall s |\n|---|---:|---:|---:|---:|")
+    for mode, s, wall in rows:
+        print(f"| {mode} | {s['best_val_acc']:.3f} | {s['test_acc']:.3f} | {s['train_seconds']:.0f} | {wall:.0f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", nargs="*", default=["regimes", "epoch", "fastpath"])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--epoch-backbone", default="resnet18")
+    p.add_argument("--epoch-regime", default="scratch")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"no data at {args.data}")
+    configure_threads(None)
+    print(f"# machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for which in args.which:
+            t = time.perf_counter()
+            {"regimes": lambda: bench_regimes(args.data, args.epochs, args.img_size, Path(tmp)),
+             "epoch": lambda: bench_epoch(args.data, args.img_size, args.epoch_backbone, args.epoch_regime,
+                                          args.repeats, Path(tmp)),
+             "fastpath": lambda: bench_fastpath(args.data, args.img_size, args.epochs, Path(tmp))}[which]()
+            print(f"# {which}: {time.perf_counter() - t:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Shared fixtures: isolated settings (no test touches the user's cache or runs) and tiny datasets."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings  # noqa: E402
+
+SHARED_FLOWERS = ROOT.parent / "shared" / "data" / "flower_photos"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """One cache for the whole session, so the sample and decoded tensors are made once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def settings(session_cache, tmp_path, monkeypatch) -> Settings:
+    """Settings pointing at a session cache and a per-test runs dir; environment set to match, so code that
+    reads ``Settings.from_env()`` (the CLI, subprocesses) sees the same."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv(ENV_CACHE_DIR, str(session_cache))
+    monkeypatch.setenv(ENV_RUNS_DIR, str(runs))
+    monkeypatch.delenv(ENV_RESNET18_WEIGHTS, raising=False)
+    return Settings(cache_dir=session_cache, runs_dir=runs)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """5 classes x 16 generated images of 48 px, ImageFolder layout."""
+    from core.sample import generate_sample
+
+    return generate_sample(tmp_path_factory.mktemp("tiny") / "data", per_class=16, size=48, seed=3)
+
+
+@pytest.fixture(scope="session")
+def sample_folder(session_cache) -> Path:
+    """The app's built-in sample (the default one the app trains on offline)."""
+    from core.sample import ensure_sample
+
+    return ensure_sample(session_cache)
+
+
+def needs_shared_flowers():
+    return pytest.mark.skipif(not SHARED_FLOWERS.is_dir(), reason=f"real flowers not present at {SHARED_FLOWERS}")

@@ -12,7 +12,12 @@ Prints markdown tables (and one JSON line per measurement) for BENCHMARKS.md:
 * ``fastpath`` — the transfer regime with and without the cached-features fast path, same seed: time and
   accuracy.
 
-Run: ``python benchmarks/bench_training.py [regimes|epoch|fastpath ...] [--data DIR] [--epochs N]``.
+* ``ablation`` — each compute fast path on its own (fp32/bf16 × channels_last off/on), training steps on real
+  decoded batches.
+* ``quick`` — the four regimes launched with the "quick demo" preset, decoding included: what a teacher
+  waits for in class.
+
+Run: ``python benchmarks/bench_training.py [regimes|epoch|fastpath|quick ...] [--data DIR] [--epochs N]``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from core.backbones import create_model  # noqa: E402
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from core.data import prepare_data  # noqa: E402
-from core.engine import Trainer, configure_threads, cpu_has_native_bf16, evaluate_model  # noqa: E402
+from core.engine import Trainer, autocast_context, configure_threads, cpu_has_native_bf16, evaluate_model  # noqa: E402
 from core.regimes import apply_regime  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.train import train_run  # noqa: E402
@@ -96,23 +101,6 @@ def bench_regimes(data: Path, epochs: int, img_size: int, tmp: Path) -> None:
               f"{r['wall_seconds']:.0f} |")
 
 
-class _ManifestImageFolder(torch.utils.data.Dataset):
-    """The notebook's pipeline: PIL decode + transforms every time an image is used."""
-
-    def __init__(self, root: Path, items, transform):
-        self.root, self.items, self.transform = Path(root), items, transform
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        rel, label = self.items[i]
-        with Image.open(self.root / rel) as im:
-            return self.transform(im.convert("RGB")), label
-
-
 def notebook_epoch(model, loader, optimizer) -> float:
     model.train()
     t = time.perf_counter()
@@ -134,9 +122,13 @@ def bench_epoch(data: Path, img_size: int, backbone: str, regime: str, repeats: 
     mean, std = probe.mean.flatten().tolist(), probe.std.flatten().tolist()
     tf = transforms.Compose([transforms.Resize((img_size, img_size)), transforms.RandomHorizontalFlip(),
                              transforms.RandomRotation(10), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    from torchvision.datasets import ImageFolder
+
     items = prepared.manifest["splits"]["train"]
-    loader = torch.utils.data.DataLoader(_ManifestImageFolder(prepared.root, items, tf), batch_size=32, shuffle=True,
-                                         num_workers=0)
+    folder = ImageFolder(str(prepared.root), transform=tf)  # decodes every JPEG every epoch, as the notebook
+    index = {Path(p).relative_to(prepared.root).as_posix(): i for i, (p, _) in enumerate(folder.samples)}
+    train_set = torch.utils.data.Subset(folder, [index[rel] for rel, _ in items])  # the engine's train split
+    loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, num_workers=0)
 
     def fresh():
         torch.manual_seed(0)
@@ -193,6 +185,63 @@ def bench_fastpath(data: Path, img_size: int, epochs: int, tmp: Path) -> None:
         print(f"| {mode} | {s['best_val_acc']:.3f} | {s['test_acc']:.3f} | {s['train_seconds']:.0f} | {wall:.0f} |")
 
 
+def bench_ablation(data: Path, img_size: int, steps: int, tmp: Path) -> None:
+    """Training steps/s of each compute setting, one at a time, on real decoded batches (median of ``steps``)."""
+    settings = settings_for(tmp)
+    prepared = prepare_data(DataConfig(source=str(data), img_size=img_size), settings)
+    train = prepared.splits["train"]
+    print(f"\nTraining step, batch 32 at {img_size}px, median of {steps} steps (after 2 warm-up steps):")
+    print("| backbone | regime | precision | channels_last | img/s | vs fp32 |\n|---|---|---|---|---:|---:|")
+    for backbone, regime in (("resnet18", "scratch"), ("efficientnet_lite0", "full")):
+        base = None
+        for precision, cl in (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)):
+            torch.manual_seed(0)
+            model, _ = create_model(backbone, len(prepared.classes), False)
+            apply_regime(model, regime, backbone)
+            cfg = TrainConfig(epochs=1, batch_size=32, precision=precision, channels_last=cl, feature_cache="off")
+            trainer = Trainer(model, cfg)
+            times = []
+            for i in range(steps + 2):
+                x = trainer._augmented(train.images[i * 32:(i + 1) * 32])
+                y = train.labels[i * 32:(i + 1) * 32]
+                t = time.perf_counter()
+                with autocast_context(trainer.precision, trainer.device):
+                    logits = trainer.model(x)
+                loss = F.cross_entropy(logits.float(), y)
+                trainer.optimizer.zero_grad()
+                loss.backward()
+                trainer.optimizer.step()
+                times.append(time.perf_counter() - t)
+            ips = 32 / statistics.median(times[2:])
+            base = base or ips
+            emit("ablation", backbone=backbone, precision=precision, channels_last=cl, images_per_sec=round(ips, 1))
+            print(f"| {backbone} | {regime} | {precision} | {cl} | {ips:.1f} | {ips / base:.2f}× |")
+
+
+def bench_presets(data: Path, preset: str, tmp: Path) -> None:
+    """All four regimes as a teacher launches them with a preset (offline backbone), decoding included."""
+    from core.config import apply_preset
+    from core.tensor_cache import clear_memory_cache
+
+    settings = settings_for(tmp)
+    rows = []
+    for regime in ("scratch", "transfer", "finetune", "full"):
+        clear_memory_cache()
+        cfg = apply_preset(RunConfig(data=DataConfig(source=str(data)),
+                                     model=ModelConfig(backbone="efficientnet_lite0", regime=regime)), preset)
+        t = time.perf_counter()
+        s = train_run(cfg, settings)
+        rows.append((regime, s, time.perf_counter() - t))
+        emit("preset", preset=preset, regime=regime, test_acc=round(s["test_acc"], 4),
+             train_seconds=round(s["train_seconds"], 1), wall_seconds=round(rows[-1][2], 1))
+    c = rows[0][1]
+    print(f"\nPreset '{preset}' ({c['img_size']} px, {c['epochs']} epochs, {sum(c['split_sizes'].values())} images), "
+          f"efficientnet_lite0:\n| regime | test acc | wall s |\n|---|---:|---:|")
+    for regime, s, wall in rows:
+        print(f"| {regime} | {s['test_acc']:.3f} | {wall:.0f} |")
+    print(f"| all four | | {sum(w for _, _, w in rows):.0f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", nargs="*", default=["regimes", "epoch", "fastpath"])
@@ -213,7 +262,9 @@ def main() -> None:
             {"regimes": lambda: bench_regimes(args.data, args.epochs, args.img_size, Path(tmp)),
              "epoch": lambda: bench_epoch(args.data, args.img_size, args.epoch_backbone, args.epoch_regime,
                                           args.repeats, Path(tmp)),
-             "fastpath": lambda: bench_fastpath(args.data, args.img_size, args.epochs, Path(tmp))}[which]()
+             "fastpath": lambda: bench_fastpath(args.data, args.img_size, args.epochs, Path(tmp)),
+             "ablation": lambda: bench_ablation(args.data, args.img_size, args.repeats * 4, Path(tmp)),
+             "quick": lambda: bench_presets(args.data, "quick demo", Path(tmp))}[which]()
             print(f"# {which}: {time.perf_counter() - t:.0f} s", flush=True)
 
 

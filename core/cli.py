@@ -7,10 +7,12 @@ Progress goes to stderr (tqdm); the last line on stdout is one JSON object, for 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import List, Optional
 
 from core.config import REGIMES, DataConfig, ModelConfig, RunConfig, TrainConfig, PRESETS, apply_preset
@@ -21,24 +23,22 @@ SUMMARY_KEYS = ("run_id", "run_dir", "status", "regime", "backbone", "dataset", 
                 "trainable_params", "frozen_params", "weights_source")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+def _int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, with a plain message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'")
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {v}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
+_positive_int, _nonneg_int = _int_at_least(1), _int_at_least(0)
 
 
 def _positive_float(text: str) -> float:
@@ -155,8 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     settings = Settings.from_env()
     if args.runs_dir:
-        settings = Settings(cache_dir=settings.cache_dir, runs_dir=__import__("pathlib").Path(args.runs_dir),
-                            resnet18_weights=settings.resnet18_weights)
+        settings = dataclasses.replace(settings, runs_dir=Path(args.runs_dir))
     stop = threading.Event()
 
     def on_sigint(signum, frame):  # first Ctrl-C: stop after this batch and keep the run as interrupted
@@ -185,8 +184,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from core.runstore import RunStore
     from core.settings import Settings
 

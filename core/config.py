@@ -120,8 +120,8 @@ class RunConfig:
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # A few minutes per regime on a 2-core laptop CPU: small images, a subset, few epochs, a larger lr.
     "quick demo": {
-        "data": {"img_size": 128, "limit_per_class": 120},
-        "train": {"epochs": 3, "batch_size": 32, "lr": 5e-4},
+        "data": {"img_size": 128, "limit_per_class": 200},
+        "train": {"epochs": 4, "batch_size": 32, "lr": 5e-4},
     },
     # The course notebook: full dataset, 224 px, Adam at 1e-4, 10 epochs, batch 32.
     "notebook recipe": {

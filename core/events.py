@@ -11,6 +11,14 @@ from typing import Callable, Dict, Optional
 
 
 @dataclass
+class RunStarted:
+    """The run's folder exists: from here on its state can be read from the run store."""
+
+    run_id: str
+    run_dir: str
+
+
+@dataclass
 class PhaseProgress:
     """Work before/after the epochs: decoding images, computing cached features, testing."""
 

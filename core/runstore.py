@@ -7,6 +7,7 @@
         status.json     {"status": "running", "pid": ..., "host": ..., "started_at": ...}
         split.json      the manifest: root, classes, train/val/test file lists
         metrics.jsonl   one JSON line per finished epoch, appended and fsynced
+        progress.json   live progress (phase, epoch, batch, images/s, ETA), rewritten about once a second
         best.pt         state dict of the best epoch so far (by validation loss), replaced atomically
         summary.json    written at the end: status finished / interrupted / failed, test accuracy, timings
 
@@ -82,6 +83,9 @@ class RunWriter:
             f.flush()
             os.fsync(f.fileno())
 
+    def write_progress(self, progress: Dict) -> None:
+        _write_json_atomic(self.dir / "progress.json", {**progress, "updated_at": _now()})
+
     def save_checkpoint(self, state_dict: Dict[str, torch.Tensor]) -> None:
         path = self.dir / "best.pt"
         tmp = path.with_name(f".best.pt.tmp{os.getpid()}")
@@ -103,6 +107,7 @@ class RunRecord:
     config: Dict = field(default_factory=dict)
     summary: Dict = field(default_factory=dict)
     metrics: List[Dict] = field(default_factory=list)
+    progress: Dict = field(default_factory=dict)
     error: str = ""
     started_at: str = ""
 
@@ -134,6 +139,10 @@ def load_run(run_dir: Path) -> RunRecord:
         status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
         rec.started_at = status.get("started_at", "")
         rec.metrics = _read_metrics(run_dir / "metrics.jsonl")
+        try:
+            rec.progress = json.loads((run_dir / "progress.json").read_text())
+        except (OSError, ValueError):
+            rec.progress = {}
         if (run_dir / "summary.json").exists():
             rec.summary = json.loads((run_dir / "summary.json").read_text())
             rec.status = rec.summary.get("status", "finished")

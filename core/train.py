@@ -7,6 +7,7 @@ written as it goes (see :mod:`core.runstore`); ``should_stop`` is polled every b
 from __future__ import annotations
 
 import platform
+import time
 import traceback
 from dataclasses import asdict
 from typing import Dict, Optional
@@ -17,10 +18,22 @@ from core.backbones import create_model
 from core.config import RunConfig
 from core.data import PreparedData, prepare_data
 from core.engine import StopFn, Trainer, configure_threads, never_stop
-from core.events import EpochEnd, EventFn, PhaseProgress, RunEnd, no_events
+from core.events import BatchEnd, EpochEnd, EventFn, PhaseProgress, RunEnd, RunStarted, no_events
 from core.regimes import apply_regime, get_regime
 from core.runstore import RunStore, RunWriter
 from core.settings import Settings
+
+
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+def progress_dict(event) -> Dict:
+    """The live-progress record of a batch or phase event, as saved in ``progress.json``."""
+    if isinstance(event, BatchEnd):
+        return {"phase": "train", "epoch": event.epoch, "epochs": event.epochs, "batch": event.batch,
+                "batches": event.batches, "loss": event.loss, "images_per_sec": event.images_per_sec,
+                "eta_seconds": event.eta_seconds}
+    return {"phase": event.phase, "done": event.done, "total": event.total, "message": event.message}
 
 
 def build_summary(writer: RunWriter, cfg: RunConfig, status: str, **fields) -> Dict:
@@ -56,12 +69,21 @@ def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: Eve
         "frozen_params": counts.frozen, "split_sizes": sizes, "skipped_files": len(data.skipped),
         "torch": torch.__version__, "machine": platform.machine()}})
     writer.write_manifest(data.manifest)
+    on_event(RunStarted(writer.run_id, str(writer.dir)))
+
+    last_progress = [0.0]
 
     def listener(event) -> None:
         if isinstance(event, EpochEnd):
             writer.append_metrics(event.metrics())
             if event.is_best:
                 writer.save_checkpoint(trainer.model.state_dict())
+        if isinstance(event, (BatchEnd, PhaseProgress)):
+            now = time.monotonic()
+            last = isinstance(event, BatchEnd) and event.batch == event.batches
+            if now - last_progress[0] >= PROGRESS_EVERY_SECONDS or last:
+                last_progress[0] = now
+                writer.write_progress(progress_dict(event))
         on_event(event)
 
     common = dict(trainable_params=counts.trainable, frozen_params=counts.frozen, total_params=counts.total,

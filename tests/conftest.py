@@ -12,9 +12,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings  # noqa: E402
 
-SHARED_FLOWERS = ROOT.parent / "shared" / "data" / "flower_photos"
+from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -50,7 +49,3 @@ def sample_folder(session_cache) -> Path:
     from core.sample import ensure_sample
 
     return ensure_sample(session_cache)
-
-
-def needs_shared_flowers():
-    return pytest.mark.skipif(not SHARED_FLOWERS.is_dir(), reason=f"real flowers not present at {SHARED_FLOWERS}")

@@ -13,7 +13,7 @@ from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.data import prepare_data
 from core.errors import ConfigError, DataError
 from core.evaluate import evaluate_run
-from core.events import BatchEnd, EpochEnd, RunEnd
+from core.events import BatchEnd, EpochEnd, RunEnd, RunStarted
 from core.runstore import RunStore, load_run
 from core.train import train_run
 
@@ -36,6 +36,11 @@ def test_transfer_learns_the_sample_well_above_chance(sample_folder, settings):
     batches = [e for e in events if isinstance(e, BatchEnd)]
     assert len(batches) == 4 * math.ceil(240 / 32) and batches[-1].eta_seconds == 0
     assert isinstance(events[-1], RunEnd) and events[-1].status == "finished"
+    started = [e for e in events if isinstance(e, RunStarted)]
+    assert len(started) == 1 and started[0].run_id == s["run_id"]
+    # live progress is in the run store, for any process or browser session to read
+    progress = load_run(s["run_dir"]).progress
+    assert progress["phase"] == "train" and (progress["epoch"], progress["batch"]) == (4, progress["batches"])
 
 
 def test_finetune_trains_only_unfrozen_weights_and_learns(sample_folder, settings):

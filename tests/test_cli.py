@@ -1,0 +1,86 @@
+"""``python -m core``: the JSON last line, evaluate, and clear errors (exit 2, no traceback) on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.helpers import ROOT, SHARED_FLOWERS, needs_shared_flowers
+
+
+def run_cli(*args, env_extra=None, timeout=300):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def last_json(out: str):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_train_then_evaluate_from_the_command_line(tiny_folder, settings):
+    p = run_cli("train", "--data", tiny_folder, "--regime", "transfer", "--backbone", "efficientnet_lite0",
+                "--epochs", "2", "--img-size", "48", "--lr", "1e-3", "--seed", "1")
+    assert p.returncode == 0, p.stderr
+    s = last_json(p.stdout)
+    for key in ("run_id", "run_dir", "regime", "backbone", "epochs", "best_val_acc", "test_acc", "train_seconds",
+                "trainable_params"):
+        assert key in s
+    assert s["regime"] == "transfer" and s["epochs"] == 2 and s["trainable_params"] == 6405
+    assert Path(s["run_dir"]).parent == settings.runs_dir
+    assert "epoch 2/2" in p.stderr  # progress is shown, on stderr
+
+    e = run_cli("evaluate", s["run_dir"])
+    assert e.returncode == 0, e.stderr
+    ev = last_json(e.stdout)
+    assert ev["n"] == 10 and set(ev["per_class"]) == {"daisy", "dandelion", "roses", "sunflowers", "tulips"}
+    assert ev["accuracy"] == pytest.approx(s["test_acc"], abs=0.101)  # bf16 rounding may flip one image
+
+    r = run_cli("runs")
+    assert r.returncode == 0 and last_json(r.stdout)[0]["run_id"] == s["run_id"]
+
+
+def _one_class(tmp_path):
+    (tmp_path / "one" / "daisy").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "daisy" / "a.png")
+    return tmp_path / "one"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--regime", "transfer", "--data", "{tmp}/nope"], "Dataset not found"),
+    (["train", "--regime", "transfer", "--data", "{tmp}/empty"], "No images found"),
+    (["train", "--regime", "transfer", "--data", "{one}"], "Only one class"),
+    (["train", "--regime", "sideways"], "invalid choice"),
+    (["train", "--regime", "scratch", "--epochs", "0"], "must be at least 1"),
+    (["train", "--regime", "scratch", "--lr", "abc"], "expected a number"),
+    (["train", "--regime", "scratch", "--img-size", "8"], "between 32 and 512"),
+    (["train", "--regime", "transfer", "--freeze", "3"], "only applies to the 'finetune' regime"),
+    (["train", "--regime", "finetune", "--backbone", "efficientnet_lite0", "--freeze", "500", "--data", "{tiny}"],
+     "between 0 and 147"),
+    (["train", "--regime", "transfer", "--backbone", "resnet18", "--data", "{tiny}"], "resnet18-f37072fd.pth"),
+    (["evaluate", "{tmp}/no-such-run"], "cannot be read"),
+])
+def test_bad_input_gives_a_clear_message_and_exit_2(tmp_path, settings, tiny_folder, args, words):
+    (tmp_path / "empty").mkdir()
+    fill = {"tmp": tmp_path, "one": _one_class(tmp_path), "tiny": tiny_folder}
+    p = run_cli(*[a.format(**fill) for a in args],
+                env_extra={"TRANSFERLAB_RESNET18_WEIGHTS": str(tmp_path / "absent.pth")})
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert words in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not settings.runs_dir.exists() or not any(settings.runs_dir.iterdir())  # nothing half-made
+
+
+@needs_shared_flowers()
+def test_real_flowers_transfer_learns(settings):
+    p = run_cli("train", "--data", SHARED_FLOWERS, "--regime", "transfer", "--backbone", "efficientnet_lite0",
+                "--epochs", "3", "--img-size", "96", "--limit-per-class", "40", "--lr", "1e-3", "--quiet")
+    assert p.returncode == 0, p.stderr
+    s = last_json(p.stdout)
+    assert s["test_acc"] >= 0.6, s  # 5 classes: chance is 0.2

@@ -7,8 +7,8 @@ Prints markdown tables (and one JSON line per measurement) for BENCHMARKS.md:
   tensor cache is warmed first and its time reported separately).
 * ``epoch`` — one training epoch of this engine against the course notebook's plain recipe: torchvision
   ``ImageFolder`` decoding JPEGs every epoch with PIL transforms, fp32, same model, same batch size, same
-  split; timed in the same process, alternating, reported as medians and a ratio, each followed by the
-  validation accuracy it reached.
+  split; for several backbone/regime pairs, timed in the same process, alternating, reported as medians
+  and a ratio, each followed by the validation accuracy it reached.
 * ``fastpath`` — the transfer regime with and without the cached-features fast path, same seed: time and
   accuracy.
 
@@ -112,60 +112,67 @@ def notebook_epoch(model, loader, optimizer) -> float:
     return time.perf_counter() - t
 
 
-def bench_epoch(data: Path, img_size: int, backbone: str, regime: str, repeats: int, tmp: Path) -> None:
-    """Alternate plain and engine epochs on two copies of the same initial model."""
+def bench_epoch(data: Path, img_size: int, models, repeats: int, tmp: Path) -> None:
+    """For each (backbone, regime): alternate plain and engine epochs on two copies of the same initial model."""
     from torchvision import transforms
+    from torchvision.datasets import ImageFolder
 
     settings = settings_for(tmp)
     prepared = prepare_data(DataConfig(source=str(data), img_size=img_size), settings)
-    probe, _ = create_model(backbone, len(prepared.classes), False)
-    mean, std = probe.mean.flatten().tolist(), probe.std.flatten().tolist()
-    tf = transforms.Compose([transforms.Resize((img_size, img_size)), transforms.RandomHorizontalFlip(),
-                             transforms.RandomRotation(10), transforms.ToTensor(), transforms.Normalize(mean, std)])
-    from torchvision.datasets import ImageFolder
-
     items = prepared.manifest["splits"]["train"]
-    folder = ImageFolder(str(prepared.root), transform=tf)  # decodes every JPEG every epoch, as the notebook
-    index = {Path(p).relative_to(prepared.root).as_posix(): i for i, (p, _) in enumerate(folder.samples)}
-    train_set = torch.utils.data.Subset(folder, [index[rel] for rel, _ in items])  # the engine's train split
-    loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, num_workers=0)
+    summary = []
+    for backbone, regime in models:
+        probe, _ = create_model(backbone, len(prepared.classes), False)
+        mean, std = probe.mean.flatten().tolist(), probe.std.flatten().tolist()
+        tf = transforms.Compose([transforms.Resize((img_size, img_size)), transforms.RandomHorizontalFlip(),
+                                 transforms.RandomRotation(10), transforms.ToTensor(), transforms.Normalize(mean, std)])
+        folder = ImageFolder(str(prepared.root), transform=tf)  # decodes every JPEG every epoch, as the notebook
+        index = {Path(p).relative_to(prepared.root).as_posix(): i for i, (p, _) in enumerate(folder.samples)}
+        train_set = torch.utils.data.Subset(folder, [index[rel] for rel, _ in items])  # the engine's train split
+        loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, num_workers=0)
 
-    def fresh():
-        torch.manual_seed(0)
-        m, _ = create_model(backbone, len(prepared.classes), regime != "scratch", settings)
-        apply_regime(m, regime, backbone)
-        return m
+        def fresh():
+            torch.manual_seed(0)
+            m, _ = create_model(backbone, len(prepared.classes), regime != "scratch", settings)
+            apply_regime(m, regime, backbone)
+            return m
 
-    class _Plain(torch.nn.Module):  # the notebook normalises in the transform, so the model must not
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
+        class _Plain(torch.nn.Module):  # the notebook normalises in the transform, so the model must not
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
 
-        def forward(self, x):
-            return self.m.head(self.m.body(x))
+            def forward(self, x):
+                return self.m.head(self.m.body(x))
 
-    plain_model = fresh()
-    plain_opt = torch.optim.Adam([p for p in plain_model.parameters() if p.requires_grad], lr=1e-4)
-    engine_model = fresh()
-    trainer = Trainer(engine_model, TrainConfig(epochs=1, batch_size=32, lr=1e-4, feature_cache="off"))
-    plain_times, engine_times = [], []
-    for rep in range(repeats):
-        torch.manual_seed(rep)
-        plain_times.append(notebook_epoch(_Plain(plain_model), loader, plain_opt))
-        plain_acc = evaluate_model(plain_model, prepared.splits["val"]).accuracy
-        emit("epoch", pipeline="notebook plain (ImageFolder, PIL transforms, fp32)", epoch=rep + 1,
-             seconds=round(plain_times[-1], 1), val_acc=round(plain_acc, 4))
-        r = trainer.fit(prepared.splits["train"], prepared.splits["val"])
-        engine_times.append(r.train_seconds)
-        emit("epoch", pipeline=f"engine ({trainer.precision}, channels_last={trainer.channels_last})",
-             epoch=rep + 1, seconds=round(r.train_seconds, 1), val_acc=round(r.history[-1]["val_acc"], 4))
-    p, e = statistics.median(plain_times), statistics.median(engine_times)
-    print(f"\nOne epoch, {backbone} {regime}, {len(items)} train images at {img_size}px, batch 32 "
-          f"(engine time includes its validation pass; the plain one does not):")
-    print(f"| pipeline | median s/epoch | speed-up |\n|---|---:|---:|\n| notebook plain | {p:.1f} | 1.00× |\n"
-          f"| this engine | {e:.1f} | {p / e:.2f}× |")
-    emit("epoch_summary", backbone=backbone, regime=regime, plain_median=round(p, 1), engine_median=round(e, 1),
-         ratio=round(p / e, 2), repeats=repeats)
+        plain_model = fresh()
+        plain_opt = torch.optim.Adam([p for p in plain_model.parameters() if p.requires_grad], lr=1e-4)
+        engine_model = fresh()
+        # one epoch per fit(): for `transfer` each call recomputes one view of cached features (worst case)
+        trainer = Trainer(engine_model, TrainConfig(epochs=1, batch_size=32, lr=1e-4))
+        plain_times, engine_times, plain_accs, engine_accs = [], [], [], []
+        for rep in range(repeats):
+            torch.manual_seed(rep)
+            plain_times.append(notebook_epoch(_Plain(plain_model), loader, plain_opt))
+            plain_accs.append(evaluate_model(plain_model, prepared.splits["val"]).accuracy)
+            emit("epoch", backbone=backbone, regime=regime, pipeline="notebook plain", epoch=rep + 1,
+                 seconds=round(plain_times[-1], 1), val_acc=round(plain_accs[-1], 4))
+            r = trainer.fit(prepared.splits["train"], prepared.splits["val"])
+            engine_times.append(r.train_seconds)
+            engine_accs.append(r.history[-1]["val_acc"])
+            emit("epoch", backbone=backbone, regime=regime, pipeline="engine", setup=trainer.setup, epoch=rep + 1,
+                 seconds=round(r.train_seconds, 1), val_acc=round(engine_accs[-1], 4))
+        p, e = statistics.median(plain_times), statistics.median(engine_times)
+        summary.append((backbone, regime, p, e, plain_accs, engine_accs))
+        emit("epoch_summary", backbone=backbone, regime=regime, plain_median=round(p, 1), engine_median=round(e, 1),
+             ratio=round(p / e, 2), repeats=repeats)
+    print(f"\nOne epoch, {len(items)} train images at {img_size}px, batch 32, median of {repeats} epochs "
+          f"(engine time includes its validation pass; the plain one does not). Val accuracy after each epoch:")
+    print("| backbone | regime | notebook plain s | engine s | speed-up | plain val acc | engine val acc |")
+    print("|---|---|---:|---:|---:|---|---|")
+    for backbone, regime, p, e, pa, ea in summary:
+        print(f"| {backbone} | {regime} | {p:.1f} | {e:.1f} | {p / e:.2f}× | {' → '.join(f'{a:.3f}' for a in pa)} | "
+              f"{' → '.join(f'{a:.3f}' for a in ea)} |")
 
 
 def bench_fastpath(data: Path, img_size: int, epochs: int, tmp: Path) -> None:
@@ -248,8 +255,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--epoch-backbone", default="resnet18")
-    p.add_argument("--epoch-regime", default="scratch")
+    p.add_argument("--epoch-models", default="resnet18:scratch,efficientnet_lite0:full,efficientnet_lite0:finetune,"
+                   "efficientnet_lite0:transfer", help="backbone:regime pairs for the epoch benchmark")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     if not args.data.is_dir():
@@ -260,7 +267,8 @@ def main() -> None:
         for which in args.which:
             t = time.perf_counter()
             {"regimes": lambda: bench_regimes(args.data, args.epochs, args.img_size, Path(tmp)),
-             "epoch": lambda: bench_epoch(args.data, args.img_size, args.epoch_backbone, args.epoch_regime,
+             "epoch": lambda: bench_epoch(args.data, args.img_size,
+                                          [tuple(m.split(":")) for m in args.epoch_models.split(",")],
                                           args.repeats, Path(tmp)),
              "fastpath": lambda: bench_fastpath(args.data, args.img_size, args.epochs, Path(tmp)),
              "ablation": lambda: bench_ablation(args.data, args.img_size, args.repeats * 4, Path(tmp)),

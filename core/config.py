@@ -91,6 +91,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: Optional[str] = None
     note: str = ""
+    group: str = ""  # runs launched together (e.g. "Run all four") share a group and race in one chart
 
     def validate(self) -> "RunConfig":
         self.data.validate()
@@ -113,6 +114,7 @@ class RunConfig:
             train=build(TrainConfig, d.get("train")),
             preset=d.get("preset"),
             note=d.get("note", ""),
+            group=d.get("group", ""),
         )
 
 

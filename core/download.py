@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from .errors import DataError, DownloadError
+from .imagefolder import IMAGE_EXTENSIONS
 from .progress import ProgressFn, no_progress
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
@@ -40,7 +41,6 @@ FLOWERS_SIZE = 228_813_984  # bytes of the .tgz at FLOWERS_URL
 FLOWERS_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
 MARKER = ".complete"  # written into a folder once its extraction has fully succeeded
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_ZIP_BYTES = 4 * 1024**3  # total uncompressed size accepted from an uploaded zip
 MAX_ZIP_MEMBERS = 200_000  # entries accepted from an uploaded zip
 
@@ -65,6 +65,16 @@ def mark_complete(folder: Path) -> None:
 # --------------------------------------------------------------------------------------------- flowers
 
 
+def flowers_path(cache_dir: Path) -> Path:
+    """Where :func:`download_flowers` puts the dataset."""
+    return Path(cache_dir) / "flowers" / _TOP_FOLDER
+
+
+def flowers_available(cache_dir: Path) -> bool:
+    """True when the flowers dataset is already downloaded and extracted (no network needed)."""
+    return is_complete(flowers_path(cache_dir))
+
+
 def download_flowers(
     cache_dir: Path,
     on_progress: ProgressFn = no_progress,
@@ -84,8 +94,8 @@ def download_flowers(
 
     Raises :class:`DownloadError` for network failures, size mismatches and bad or unsafe archives.
     """
-    flowers_dir = Path(cache_dir) / "flowers"
-    target = flowers_dir / _TOP_FOLDER
+    target = flowers_path(cache_dir)
+    flowers_dir = target.parent
     if is_complete(target):
         return target
     flowers_dir.mkdir(parents=True, exist_ok=True)

@@ -245,15 +245,15 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
-                    n = int(y.shape[0])
-                    loss_sum += loss.item() * n
+                    n, loss_value = int(y.shape[0]), loss.item()
+                    loss_sum += loss_value * n
                     correct += int((logits.argmax(1) == y).sum())
                     seen += n
                     done_batches += 1
                     elapsed = time.perf_counter() - t_start
                     per_batch = elapsed / done_batches
                     self.on_event(BatchEnd(epoch=epoch, epochs=cfg.epochs, batch=b + 1, batches=batches,
-                                           loss=loss.item(), images_per_sec=n / max(time.perf_counter() - t_batch, 1e-9),
+                                           loss=loss_value, images_per_sec=n / max(time.perf_counter() - t_batch, 1e-9),
                                            eta_seconds=per_batch * (cfg.epochs * batches - done_batches)))
                 if self.use_feature_cache:
                     ev = self._eval_head(val_feats, val.labels)

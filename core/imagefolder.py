@@ -28,6 +28,17 @@ class ImageFolderListing:
     def __len__(self) -> int:
         return len(self.files)
 
+    def examples(self, per_class: int, seed: int = 0) -> dict:
+        """A seeded choice of up to ``per_class`` absolute paths for each class (for thumbnails)."""
+        import random
+
+        rng = random.Random(seed)
+        out = {}
+        for c, name in enumerate(self.classes):
+            files = [f for f, lab in zip(self.files, self.labels) if lab == c]
+            out[name] = [self.root / f for f in rng.sample(files, min(per_class, len(files)))]
+        return out
+
     def counts(self) -> dict:
         """Images per class name (before decoding: unreadable files still count here)."""
         out = {c: 0 for c in self.classes}

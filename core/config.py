@@ -65,7 +65,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 on CPUs with native bf16, else fp32), "fp32", "bf16"
     channels_last: bool = True
     feature_cache: str = "auto"  # "auto" (on when the backbone is frozen), "on", "off"
-    feature_views: int = 4  # augmented views of the training set whose features are cached
+    feature_views: int = 2  # augmented views of the training set whose features are cached (epochs cycle them)
     num_threads: Optional[int] = None  # torch threads (None = all cores)
     device: str = "auto"  # "auto" (cuda, mps, cpu), or a torch device string
 

@@ -1,21 +1,124 @@
-"""Transfer Lab — the Streamlit entry point: a router (``st.navigation``) plus the shared sidebar.
+"""Transfer Lab — the Streamlit entry point: a router (``st.navigation``) plus the sidebar every page shares.
 
-Run with ``streamlit run streamlit_app.py``. Pages live in ``pages/``; all logic lives in ``core/``.
+Run with ``streamlit run streamlit_app.py``. Pages live in ``pages/`` and only hold widgets; all logic
+lives in ``core/``. The sidebar decides the dataset and backbone, shared with the pages through
+``st.session_state["dataset"]`` and ``st.session_state["backbone"]``.
 """
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import streamlit as st
 
+from core.backbones import BACKBONES, pick_pretrained_backbone
+from core.data import resolve_source
+from core.download import FLOWERS_SIZE, flowers_available
+from core.errors import TransferLabError
+from core.imagefolder import scan_image_folder
 from core.settings import Settings
 
 st.set_page_config(page_title="Transfer Lab", page_icon="🌼", layout="wide")
-
 settings = Settings.from_env()
+
+DATASETS = ("Built-in sample", "Flowers (real photos)", "Local folder", "Upload a .zip")
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def describe(root: str) -> dict:
+    listing = scan_image_folder(Path(root))
+    return {"root": root, "classes": list(listing.classes), "counts": listing.counts(), "n": len(listing)}
+
+
+def _progress_bar(label: str):
+    bar = st.progress(0.0, text=label)
+
+    def update(done, total, message):
+        bar.progress(min(1.0, done / total) if total else 0.0,
+                     text=f"{message}: {done / 1e6:.0f} / {total / 1e6:.0f} MB" if total and total > 1e5 else message)
+    return update
+
+
+def choose_dataset() -> dict | None:
+    """The sidebar's dataset picker; returns the dataset description or None (with the reason shown)."""
+    choice = st.radio("Dataset", DATASETS, key="dataset_choice")
+    source = None
+    if choice == DATASETS[0]:
+        source = "sample"
+    elif choice == DATASETS[1]:
+        if flowers_available(settings.cache_dir):
+            source = "flowers"
+        else:
+            st.caption(f"The real dataset: 3,670 photos, {FLOWERS_SIZE / 1e6:.0f} MB, downloaded once.")
+            if st.button("⬇️ Download flowers", key="download_flowers"):
+                try:
+                    resolve_source("flowers", settings, _progress_bar("downloading"))
+                    source = "flowers"
+                except TransferLabError as e:
+                    st.error(str(e))
+    elif choice == DATASETS[2]:
+        path = st.text_input("Folder with one sub-folder per class", key="folder_path",
+                             placeholder="/home/me/photos")
+        source = path.strip() or None
+    else:
+        up = st.file_uploader("A .zip of a folder with one sub-folder per class", type=["zip"], key="zip_upload")
+        if up is not None:
+            data = up.getvalue()
+            dest = settings.cache_dir / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+            source = str(dest)
+    if source is None:
+        return None
+    try:
+        with st.spinner("Preparing the dataset…"):
+            root = resolve_source(source, settings)
+            info = describe(str(root))
+    except TransferLabError as e:
+        st.error(str(e))
+        return None
+    return {**info, "source": source, "label": choice if source in ("sample", "flowers") else Path(source).name}
+
+
+def choose_backbone() -> str:
+    default, reason = pick_pretrained_backbone(settings)
+    names = list(BACKBONES)
+    name = st.selectbox("Backbone", names, index=names.index(default), key="backbone_choice",
+                        format_func=lambda n: BACKBONES[n].display)
+    src = BACKBONES[name].weights_source(settings)
+    if name == default and "instead" in reason:
+        st.caption(f"ℹ️ {reason}")
+    elif src:
+        st.caption(f"ImageNet weights: {src}")
+    else:
+        st.caption("ImageNet weights are not on this machine: they download on first use (needs internet). "
+                   "`scratch` works without them.")
+    return name
+
+
 with st.sidebar:
     st.markdown("### 🌼 Transfer Lab")
-    st.caption("Transfer learning and image retrieval, live, on a laptop CPU.")
+    dataset = choose_dataset()
+    if dataset:
+        counts = " · ".join(f"{c} {n}" for c, n in dataset["counts"].items())
+        st.caption(f"**{len(dataset['classes'])} classes, {dataset['n']:,} images** — {counts}")
+    backbone = choose_backbone()
+    offline = not flowers_available(settings.cache_dir) and BACKBONES["resnet18"].weights_source(settings) is None
+    if offline:
+        st.info("Nothing downloaded: everything works offline on the built-in sample and the offline "
+                "EfficientNet-Lite0 backbone.", icon="📴")
     with st.expander("Settings (environment variables)"):
-        for name, value in settings.describe().items():
-            st.markdown(f"`{name}`  \n{value}")
+        for var, value in settings.describe().items():
+            st.markdown(f"`{var}`  \n{value}")
 
-page = st.navigation([st.Page("pages/runs.py", title="Runs", icon="📋", default=True)])
+st.session_state["dataset"] = dataset
+st.session_state["backbone"] = backbone
+
+page = st.navigation([
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/train.py", title="Train", icon="🏋️"),
+    st.Page("pages/runs.py", title="Runs", icon="📋"),
+])
 page.run()

@@ -192,12 +192,12 @@ NOTEBOOK_FREEZE_RESNET18 = 50  # the notebook freezes 50 of ResNet18's 62 tensor
 
 BACKBONES: Dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec(
-        name="resnet18", display="ResNet18 (torchvision)", feature_dim=512, head_attr="fc",
+        name="resnet18", display="ResNet18", feature_dim=512, head_attr="fc",
         build=_build_resnet18, load_imagenet=load_resnet18_imagenet, weights_source=resnet18_weights_source,
         notebook_freeze=NOTEBOOK_FREEZE_RESNET18,
     ),
     "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0", display="EfficientNet-Lite0 (timm, offline weights)", feature_dim=1280,
+        name="efficientnet_lite0", display="EfficientNet-Lite0 (offline)", feature_dim=1280,
         head_attr="classifier", build=_build_efficientnet_lite0, load_imagenet=load_efficientnet_lite0_imagenet,
         weights_source=efficientnet_lite0_weights_source,
         # the notebook's share (50 of ResNet18's 62 tensors) of EfficientNet-Lite0's 149 parameter tensors
@@ -243,6 +243,6 @@ def pick_pretrained_backbone(settings: Settings, preferred: str = "resnet18") ->
     for other in BACKBONES.values():
         osrc = other.weights_source(settings)
         if other.offline and osrc:
-            return other.name, (f"{spec.display} ImageNet weights are not on this machine; using "
-                                f"{other.display} instead ({osrc})")
+            return other.name, (f"{spec.display}'s ImageNet weights are not on this machine, so "
+                                f"{other.display} is used instead; its weights come from the {osrc}.")
     return preferred, f"{spec.display}: ImageNet weights will be downloaded"

@@ -171,6 +171,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         listener.close()
         signal.signal(signal.SIGINT, old)
+    if summary.get("skipped_files"):
+        print(f"note: {summary['skipped_files']} unreadable file(s) were skipped (listed in the run's split.json)",
+              file=sys.stderr)
     print(json.dumps({k: summary.get(k) for k in SUMMARY_KEYS}))
     return 0 if summary["status"] in ("finished", "interrupted") else 1
 

@@ -1,30 +1,129 @@
-"""The minimal app: it renders with no exception on a fresh machine and lists runs from the store."""
+"""The app through streamlit's AppTest: home, train (launch, live curves, stop, queueing), runs."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.jobs import shared_queue
+from core.runstore import RunStore
 from core.train import train_run
 from tests.helpers import ROOT
 
 APP = str(ROOT / "streamlit_app.py")
+K = "quick demo-efficientnet_lite0"  # widget-key suffix on the Train page for this preset and backbone
 
 
-def test_app_renders_with_no_runs(settings):
-    at = AppTest.from_file(APP, default_timeout=60).run()
+def app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def train_page(regimes=("transfer",), epochs=2, img=32) -> AppTest:
+    at = app()
+    at.selectbox(key="backbone_choice").set_value("efficientnet_lite0").run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    at.number_input(key=f"epochs-{K}").set_value(epochs)
+    at.number_input(key=f"img-{K}").set_value(img)
+    for name in ("scratch", "transfer", "finetune", "full"):
+        box = at.checkbox(key=f"regime-{name}")
+        box.check() if name in regimes else box.uncheck()
+    return at.run()
+
+
+def wait_for(predicate, timeout=120.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(autouse=True)
+def idle_queue():
+    """Each test starts and ends with the shared queue idle (it is process-wide, like in the server)."""
+    assert shared_queue().wait_idle(300)
+    yield
+    for job in shared_queue().jobs():
+        shared_queue().stop(job.id)
+    assert shared_queue().wait_idle(300)
+
+
+def test_home_renders_on_a_fresh_offline_machine(settings):
+    at = app()
+    assert "Transfer Lab" in at.title[0].value
+    assert any("works offline" in i.value for i in at.sidebar.info)  # says so, in one visible line
+    assert at.sidebar.selectbox(key="backbone_choice").value == "efficientnet_lite0"  # offline fallback
+    assert any("daisy" in m.value for m in at.markdown)  # the thumbnail grid, per class
+    assert len(at.get("image")) == 30  # 6 thumbnails for each of the 5 classes
+    assert any(m.label == "Device" for m in at.metric)
+
+
+def test_train_page_shows_counts_and_launches_a_run_with_live_curves(settings):
+    at = train_page()
+    text = " ".join(m.value for m in at.markdown)
+    assert "trains **6,405**" in text  # transfer: only the new head (1280 x 5 + 5)
+    assert "Nothing launched yet" in at.info[0].value
+    at.button(key="run_selected").click().run()
     assert not at.exception
-    assert "No runs yet" in at.info[0].value
+    assert wait_for(lambda: not shared_queue().busy())
+    at.run()
+    assert not at.exception
+    assert at.get("plotly_chart"), "the race chart is shown"
+    assert any("test accuracy" in m.value for m in at.markdown)
+    runs = RunStore(settings.runs_dir).list_runs()
+    assert len(runs) == 1 and runs[0].status == "finished" and runs[0].config["data"]["img_size"] == 32
+    assert runs[0].config["model"]["regime"] == "transfer" and runs[0].config["group"]
+    assert any("Compare" in link.label for link in at.get("page_link"))
 
 
-def test_app_lists_finished_and_corrupt_runs(settings, tiny_folder):
+def test_stop_ends_a_running_job_and_keeps_an_interrupted_run(settings):
+    at = train_page(regimes=("full",), epochs=20, img=64)
+    at.button(key="run_selected").click().run()
+    job = shared_queue().jobs()[-1]
+    assert wait_for(lambda: shared_queue().get(job.id).progress.get("phase") == "train")
+    at.run()
+    at.button(key=f"stop-{job.id}").click().run()
+    assert not at.exception
+    assert wait_for(lambda: not shared_queue().busy(), timeout=30)
+    assert shared_queue().get(job.id).state == "interrupted"
+    run = RunStore(settings.runs_dir).list_runs()[0]
+    assert run.status == "interrupted" and len(run.metrics) < 20
+    at.run()
+    assert any("⏹️" in m.value for m in at.markdown)
+
+
+def test_two_sessions_launching_at_once_queue_instead_of_running_in_parallel(settings):
+    a, b = train_page(), train_page()
+    a.button(key="run_selected").click()
+    b.button(key="run_selected").click()
+    a.run()
+    b.run()
+    jobs = shared_queue().jobs()[-2:]
+    positions = [shared_queue().position(j.id) for j in jobs]
+    assert positions[0] in (0, 1) and positions[1] in (1, 2)  # one runs (or is about to), the other waits
+    assert wait_for(lambda: not shared_queue().busy())
+    first, second = (shared_queue().get(j.id) for j in jobs)
+    assert first.state == second.state == "finished"
+    assert second.started_at >= first.ended_at  # never both at once
+    b.run()  # the other session sees the same race
+    assert b.get("plotly_chart")
+
+
+def test_runs_page_lists_finished_and_corrupt_runs(settings, tiny_folder):
     s = train_run(RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32),
                             model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"),
                             train=TrainConfig(epochs=1)), settings)
     bad = settings.runs_dir / "20000101-000000-broken"
     bad.mkdir()
     (bad / "config.json").write_text("{")
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    at = app().switch_page("pages/runs.py").run()
     assert not at.exception
     df = at.dataframe[0].value
     assert set(df["run"]) == {s["run_id"], bad.name}

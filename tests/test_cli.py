@@ -24,8 +24,12 @@ def last_json(out: str):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_train_then_evaluate_from_the_command_line(tiny_folder, settings):
-    p = run_cli("train", "--data", tiny_folder, "--regime", "transfer", "--backbone", "efficientnet_lite0",
+def test_train_then_evaluate_from_the_command_line(tiny_folder, settings, tmp_path):
+    import shutil
+
+    data = shutil.copytree(tiny_folder, tmp_path / "data")
+    (data / "roses" / "broken.jpg").write_bytes(b"not a jpeg at all")  # skipped and counted, not fatal
+    p = run_cli("train", "--data", data, "--regime", "transfer", "--backbone", "efficientnet_lite0",
                 "--epochs", "2", "--img-size", "48", "--lr", "1e-3", "--seed", "1")
     assert p.returncode == 0, p.stderr
     s = last_json(p.stdout)
@@ -35,6 +39,7 @@ def test_train_then_evaluate_from_the_command_line(tiny_folder, settings):
     assert s["regime"] == "transfer" and s["epochs"] == 2 and s["trainable_params"] == 6405
     assert Path(s["run_dir"]).parent == settings.runs_dir
     assert "epoch 2/2" in p.stderr  # progress is shown, on stderr
+    assert "1 unreadable file(s) were skipped" in p.stderr
 
     e = run_cli("evaluate", s["run_dir"])
     assert e.returncode == 0, e.stderr

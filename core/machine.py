@@ -1,0 +1,27 @@
+"""What this machine can do, in the words the app shows a teacher: device, threads, precision, weights."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Dict
+
+import torch
+
+from core.backbones import BACKBONES
+from core.engine import cpu_has_native_bf16, pick_device, resolve_precision
+from core.settings import Settings
+
+
+def machine_state(settings: Settings) -> Dict:
+    device = pick_device("auto")
+    return {
+        "device": str(device),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "precision": resolve_precision("auto", device),
+        "native_bf16": cpu_has_native_bf16(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "imagenet_weights": {name: spec.weights_source(settings) for name, spec in BACKBONES.items()},
+    }

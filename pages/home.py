@@ -1,0 +1,46 @@
+"""Home: what the app shows, how to use it in class, the dataset at a glance, and the machine's state."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from core.imagefolder import scan_image_folder
+from core.machine import machine_state
+from core.settings import Settings
+
+settings = Settings.from_env()
+dataset = st.session_state.get("dataset")
+
+st.title("🌼 Transfer Lab")
+st.markdown(
+    "**See transfer learning happen.** Train the same network four ways on photos of flowers and watch the "
+    "regimes race: from **scratch**, **transfer** learning (ImageNet features frozen, a new last layer), "
+    "**fine-tuning** the deeper layers, and fine-tuning **everything**.\n\n"
+    "**In class:** 1. pick the dataset and backbone in the sidebar · 2. on **Train**, press *Run all four* "
+    "with the *quick demo* preset and watch the curves · 3. on **Runs**, read off which regime wins and what "
+    "it cost. Runs are saved: close the laptop, reopen, they are still there."
+)
+
+if dataset:
+    st.subheader(f"The dataset: {dataset['label']}")
+    st.caption(f"{dataset['n']:,} images in {len(dataset['classes'])} classes — `{dataset['root']}`")
+    examples = scan_image_folder(Path(dataset["root"])).examples(per_class=6, seed=0)
+    for name, paths in examples.items():
+        st.markdown(f"**{name}** · {dataset['counts'][name]:,} images")
+        cols = st.columns(len(paths) or 1)
+        for col, path in zip(cols, paths):
+            col.image(str(path), width="stretch")
+else:
+    st.warning("Choose a dataset in the sidebar to see it here.")
+
+st.subheader("This machine")
+m = machine_state(settings)
+c1, c2, c3 = st.columns(3)
+c1.metric("Device", m["device"].upper())
+c2.metric("Threads", f"{m['torch_threads']} of {m['cpu_cores']} cores")
+c3.metric("Precision", m["precision"], help="bf16 on CPUs with native bf16 support (about 2–3× faster), else fp32")
+for name, src in m["imagenet_weights"].items():
+    if src:
+        st.markdown(f"✅ **{name}** ImageNet weights: {src}")
+    else:
+        st.markdown(f"⬇️ **{name}** ImageNet weights: not on this machine (downloaded on first use when online)")

@@ -1,0 +1,202 @@
+"""End to end in a real browser: a headless Chromium opens the app served by ``streamlit run``, goes to the
+Train page, sets a tiny run (1 epoch, 32 px), presses "Run all four" and waits for four finished runs.
+
+Needs Playwright for Python (``pip install playwright``, no ``playwright install``: the test drives Debian's
+``/usr/bin/chromium``) and skips with a reason when either is missing. ``.ci/run`` installs both.
+Select it alone with ``python -m pytest tests/test_browser.py -q`` (or ``-k browser``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR
+from tests.helpers import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-proxy-server"]
+SCREENSHOT = Path("/tmp/browser_train.png")
+HOST = "127.0.0.1"
+SERVER_START_TIMEOUT = 60.0   # s, until /_stcore/health answers "ok"
+UI_TIMEOUT_MS = 60_000        # page loads, sidebar dataset preparation, reruns
+RACE_TIMEOUT = 240.0          # s, four 1-epoch runs at 32 px on the built-in sample
+REGIMES = ("scratch", "transfer", "finetune", "full")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(log: Path, n: int = 60) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no server log)"
+
+
+@pytest.fixture
+def app_server(tmp_path):
+    """``streamlit run streamlit_app.py`` on a free 127.0.0.1 port with a fresh cache and run store.
+    Yields (base_url, runs_dir, log_path); the server is terminated (then killed) afterwards."""
+    cache, runs, torch_home = tmp_path / "cache", tmp_path / "runs", tmp_path / "torch_home"
+    env = dict(os.environ)
+    env.update({ENV_CACHE_DIR: str(cache), ENV_RUNS_DIR: str(runs),
+                # an empty torch hub: no ResNet18 weights found, no download tried -> the offline defaults
+                "TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"})
+    env.pop(ENV_RESNET18_WEIGHTS, None)
+    port = _free_port()
+    log_path = tmp_path / "streamlit.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+           "--server.headless", "true", "--server.port", str(port), "--server.address", HOST,
+           "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]  # edits to the sources during the test must not rerun the app
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        health = f"http://{HOST}:{port}/_stcore/health"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with code {proc.returncode}:\n{_log_tail(log_path)}")
+            try:
+                with opener.open(health, timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer {health} within {SERVER_START_TIMEOUT:.0f} s:\n"
+                            f"{_log_tail(log_path)}")
+            time.sleep(0.5)
+        yield f"http://{HOST}:{port}", runs, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture
+def browser_page():
+    """A fresh headless Chromium (new profile) and one page, with the list its uncaught JavaScript errors go to;
+    skips when Playwright or Chromium is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="Playwright for Python is not installed (pip install playwright)")
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            js_errors: list = []
+            page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+            yield page, js_errors
+        finally:
+            browser.close()
+
+
+def _fill_number(page, label: str, value: int) -> None:
+    """Type into a Streamlit number input found by its label and commit it (Enter), as a user would."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_label(label, exact=True)
+    box.click()
+    box.fill(str(value))
+    box.press("Enter")
+    # Streamlit reruns on commit; the committed value stays in the field (an out-of-range value would not)
+    page.wait_for_timeout(500)
+    expect(box).to_have_value(str(value))
+
+
+def _visible_problems(page) -> str:
+    """Streamlit exception boxes and error alerts on the page, as text ('' when there are none)."""
+    found = [page.locator('[data-testid="stException"]').all_inner_texts(),
+             page.locator('[data-testid="stAlertContentError"]').all_inner_texts()]
+    return "\n---\n".join(t for texts in found for t in texts)
+
+
+def test_browser_run_all_four(browser_page, app_server):  # browser first: it skips before a server starts
+    base_url, runs_dir, log_path = app_server
+    from playwright.sync_api import expect
+
+    page, js_errors = browser_page
+    finished = page.locator('[data-testid="stMarkdownContainer"]', has_text="test accuracy")
+    try:
+        page.goto(base_url, wait_until="domcontentloaded")
+        # the sidebar has prepared the offline defaults: the built-in sample and EfficientNet-Lite0
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text(re.compile(r"\d+ classes, [\d,]+ images")).wait_for()
+        expect(sidebar.get_by_label("Backbone", exact=True)).to_have_value(re.compile("EfficientNet-Lite0"))
+
+        # to the Train page through the sidebar's navigation
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train").click()
+        run_all = page.get_by_role("button", name="Run all four")
+        run_all.wait_for()
+        assert page.url.rstrip("/").endswith("/train"), page.url
+        page.get_by_text("Nothing launched yet").wait_for()
+        assert not _visible_problems(page), _visible_problems(page)
+
+        _fill_number(page, "Epochs", 1)
+        _fill_number(page, "Image size (px)", 32)
+        run_all.click()
+
+        page.get_by_role("heading", name="The race").wait_for()
+        deadline = time.monotonic() + RACE_TIMEOUT
+        while finished.count() < 4:
+            problems = _visible_problems(page)
+            assert not problems, f"the page shows an error while training:\n{problems}\n{_log_tail(log_path)}"
+            assert time.monotonic() < deadline, (
+                f"only {finished.count()} of 4 runs finished within {RACE_TIMEOUT:.0f} s:\n"
+                + "\n".join(page.locator('[data-testid="stMain"]').all_inner_texts()) + f"\n{_log_tail(log_path)}")
+            page.wait_for_timeout(1000)
+
+        # the finished race: four ✅ rows with their test accuracy, the chart, the link to the Runs page
+        page.get_by_role("link", name="Compare these runs with earlier ones").wait_for()
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+        assert finished.count() == 4
+        main_text = page.locator('[data-testid="stMain"]').inner_text()
+        assert main_text.count("✅") == 4, main_text
+        assert not _visible_problems(page), _visible_problems(page)
+        assert not js_errors, js_errors
+    finally:
+        try:  # Streamlit scrolls inside the page, not the page: grow the window to the content's height
+            height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0")
+            page.set_viewport_size({"width": 1440, "height": max(1000, min(int(height), 5000))})
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        except Exception:  # noqa: BLE001 - the screenshot is a debugging aid; never hide the real failure
+            pass
+
+    # the run store on disk: four finished runs, one per regime, with the knobs typed in the browser
+    run_dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    assert len(run_dirs) == 4, [d.name for d in run_dirs]
+    regimes = []
+    for d in run_dirs:
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["status"] == "finished", (d.name, summary)
+        config = json.loads((d / "config.json").read_text())
+        assert config["train"]["epochs"] == 1, (d.name, config["train"])
+        assert config["data"]["img_size"] == 32, (d.name, config["data"])
+        assert config["model"]["backbone"] == "efficientnet_lite0", (d.name, config["model"])
+        regimes.append(config["model"]["regime"])
+    assert sorted(regimes) == sorted(REGIMES)

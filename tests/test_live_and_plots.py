@@ -1,0 +1,64 @@
+"""The race figure and the live view that merges the shared queue with the run store."""
+
+from __future__ import annotations
+
+from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.jobs import JobQueue
+from core.live import LiveRun, group_view, latest_group, new_group_id, progress_fraction, progress_text
+from core.plots import REGIME_COLOURS, CurveSeries, race_figure
+from core.runstore import RunStore
+from core.train import train_run
+
+
+def _metrics(val_losses):
+    return [{"epoch": i + 1, "train_loss": 1.0, "val_loss": v, "train_acc": 0.5, "val_acc": 1 - v / 2}
+            for i, v in enumerate(val_losses)]
+
+
+def test_race_figure_overlays_runs_with_styles_and_best_epoch():
+    fig = race_figure([CurveSeries("A", "transfer", _metrics([0.9, 0.5, 0.7])),
+                       CurveSeries("B", "scratch", _metrics([1.2, 1.1]))])
+    by_name = {}
+    for t in fig.data:
+        by_name.setdefault(t.name, []).append(t)
+    assert by_name["A — train"][0].line.dash == "dash" and by_name["A — val"][0].line.dash == "solid"
+    assert by_name["A — val"][0].line.color == REGIME_COLOURS["transfer"]
+    assert by_name["B — val"][0].line.color == REGIME_COLOURS["scratch"]
+    stars = by_name["A — best epoch"]
+    assert len(stars) == 2 and all(s.x == (2,) for s in stars)  # lowest val loss at epoch 2, on both panels
+    assert stars[0].y == (0.5,) and stars[1].y == (0.75,)
+    assert [a.text for a in fig.layout.annotations] == ["Loss", "Accuracy"]
+
+
+def test_group_view_merges_queued_jobs_with_runs_in_the_store(settings, tiny_folder):
+    group = new_group_id()
+    cfg = RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32),
+                    model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"),
+                    train=TrainConfig(epochs=1), group=group)
+    # one run made elsewhere (e.g. the CLI), one through this process's queue, one cancelled while queued
+    outside = train_run(cfg, settings)
+    queue = JobQueue()
+    job = queue.submit(cfg, settings, label="queued transfer")
+    queue.wait_idle(120)
+    other_group_cfg = RunConfig.from_dict({**cfg.to_dict(), "group": "g-0-old"})
+    store = RunStore(settings.runs_dir)
+    assert latest_group(store, queue) == group
+    view = group_view(group, store, queue)
+    assert [v.label for v in view] == ["queued transfer", "Transfer learning"]
+    assert all(v.state == "finished" and len(v.metrics) == 1 and v.summary["test_acc"] is not None for v in view)
+    assert view[1].run_id == outside["run_id"] and view[0].run_id == queue.get(job.id).run_id
+    assert view[0].job_id is None  # over: nothing left to stop
+    assert group_view("g-0-old", store, queue) == [] and other_group_cfg.group == "g-0-old"
+
+
+def test_progress_text_and_fraction():
+    r = LiveRun("x", "transfer", "b", "running", progress={
+        "phase": "train", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10, "images_per_sec": 123.4,
+        "eta_seconds": 75})
+    assert progress_fraction(r) == 0.375
+    assert progress_text(r) == "epoch 2/4 · batch 5/10 · 123 img/s · ETA 1:15"
+    assert progress_text(LiveRun("x", "t", "b", "queued", position=2)) == "queued — position 2"
+    feats = LiveRun("x", "t", "b", "running", progress={"phase": "features", "done": 3, "total": 9,
+                                                        "message": "computing backbone features"})
+    assert progress_text(feats) == "computing backbone features (3/9)" and progress_fraction(feats) == 0.0
+    assert progress_fraction(LiveRun("x", "t", "b", "finished")) == 1.0

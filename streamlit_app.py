@@ -1,6 +1,6 @@
 """Transfer Lab — the Streamlit entry point: a router (``st.navigation``) plus the sidebar every page shares.
 
-Run with ``streamlit run streamlit_app.py``. Pages live in ``pages/`` and only hold widgets; all logic
+Run with ``streamlit run streamlit_app.py``. Pages live in ``app_pages/`` and only hold widgets; all logic
 lives in ``core/``. The sidebar decides the dataset and backbone, shared with the pages through
 ``st.session_state["dataset"]`` and ``st.session_state["backbone"]``.
 """
@@ -43,7 +43,7 @@ def _progress_bar(label: str):
 def choose_dataset() -> dict | None:
     """The sidebar's dataset picker; returns the dataset description or None (with the reason shown)."""
     choice = st.radio("Dataset", DATASETS, key="dataset_choice")
-    source = None
+    source = root = None
     if choice == DATASETS[0]:
         source = "sample"
     elif choice == DATASETS[1]:
@@ -53,7 +53,7 @@ def choose_dataset() -> dict | None:
             st.caption(f"The real dataset: 3,670 photos, {FLOWERS_SIZE / 1e6:.0f} MB, downloaded once.")
             if st.button("⬇️ Download flowers", key="download_flowers"):
                 try:
-                    resolve_source("flowers", settings, _progress_bar("downloading"))
+                    root = resolve_source("flowers", settings, _progress_bar("downloading"))
                     source = "flowers"
                 except TransferLabError as e:
                     st.error(str(e))
@@ -74,7 +74,7 @@ def choose_dataset() -> dict | None:
         return None
     try:
         with st.spinner("Preparing the dataset…"):
-            root = resolve_source(source, settings)
+            root = root or resolve_source(source, settings)
             info = describe(str(root))
     except TransferLabError as e:
         st.error(str(e))
@@ -117,8 +117,8 @@ st.session_state["dataset"] = dataset
 st.session_state["backbone"] = backbone
 
 page = st.navigation([
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/runs.py", title="Runs", icon="📋"),
+    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("app_pages/train.py", title="Train", icon="🏋️"),
+    st.Page("app_pages/runs.py", title="Runs", icon="📋"),
 ])
 page.run()

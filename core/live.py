@@ -18,8 +18,8 @@ from core.runstore import RunRecord, RunStore
 
 
 def new_group_id() -> str:
-    """Sortable by launch time."""
-    return f"g-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    """Sortable by launch time, to the nanosecond (two sessions may launch within the same second)."""
+    return f"g-{time.time_ns():020d}-{secrets.token_hex(2)}"
 
 
 @dataclass

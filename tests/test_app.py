@@ -26,7 +26,7 @@ def app() -> AppTest:
 def train_page(regimes=("transfer",), epochs=2, img=32) -> AppTest:
     at = app()
     at.selectbox(key="backbone_choice").set_value("efficientnet_lite0").run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert not at.exception, at.exception
     at.number_input(key=f"epochs-{K}").set_value(epochs)
     at.number_input(key=f"img-{K}").set_value(img)
@@ -123,10 +123,51 @@ def test_runs_page_lists_finished_and_corrupt_runs(settings, tiny_folder):
     bad = settings.runs_dir / "20000101-000000-broken"
     bad.mkdir()
     (bad / "config.json").write_text("{")
-    at = app().switch_page("pages/runs.py").run()
+    at = app().switch_page("app_pages/runs.py").run()
     assert not at.exception
     df = at.dataframe[0].value
     assert set(df["run"]) == {s["run_id"], bad.name}
     row = df[df["run"] == s["run_id"]].iloc[0]
     assert row["status"] == "finished" and row["test acc"] == s["test_acc"]
     assert any("corrupt" in c.value for c in at.caption)
+
+
+def test_sidebar_local_folder_and_bad_folder(settings, tiny_folder, tmp_path):
+    at = app()
+    at.sidebar.radio(key="dataset_choice").set_value("Local folder").run()
+    at.sidebar.text_input(key="folder_path").input(str(tiny_folder)).run()
+    assert not at.exception
+    assert any("5 classes, 80 images" in c.value for c in at.sidebar.caption)
+    (tmp_path / "one" / "daisy").mkdir(parents=True)
+    at.sidebar.text_input(key="folder_path").input(str(tmp_path / "one")).run()
+    assert not at.exception
+    assert any("No images found" in e.value for e in at.sidebar.error)
+    at.switch_page("app_pages/train.py").run()
+    assert "Choose a dataset" in at.warning[0].value  # nothing usable: the page says so, nothing breaks
+
+
+def test_sidebar_downloads_flowers_with_progress_or_says_why_not(settings, tiny_folder, monkeypatch):
+    import core.download
+    from core.errors import DownloadError
+
+    calls = []
+
+    def fake_download(cache_dir, on_progress):  # never the network in tests
+        calls.append(cache_dir)
+        on_progress(50_000_000, 100_000_000, "downloading flower_photos.tgz")
+        return tiny_folder
+
+    def no_network(cache_dir, on_progress):
+        raise DownloadError("Could not download the flowers dataset: no network.")
+
+    monkeypatch.setattr(core.download, "download_flowers", no_network)
+    at = app()
+    at.sidebar.radio(key="dataset_choice").set_value("Flowers (real photos)").run()
+    at.sidebar.button(key="download_flowers").click().run()
+    assert not at.exception
+    assert "no network" in at.sidebar.error[0].value
+
+    monkeypatch.setattr(core.download, "download_flowers", fake_download)
+    at.sidebar.button(key="download_flowers").click().run()
+    assert not at.exception and len(calls) == 1
+    assert any("5 classes, 80 images" in c.value for c in at.sidebar.caption)

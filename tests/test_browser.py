@@ -200,3 +200,23 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
         assert config["model"]["backbone"] == "efficientnet_lite0", (d.name, config["model"])
         regimes.append(config["model"]["regime"])
     assert sorted(regimes) == sorted(REGIMES)
+
+
+def test_browser_upload_a_zip_dataset(browser_page, app_server, tiny_folder, tmp_path):
+    """The sidebar's "Upload a .zip": the dataset's classes and counts appear, and the home grid shows it."""
+    import shutil
+
+    base_url, _, log_path = app_server
+    page, js_errors = browser_page
+    archive = shutil.make_archive(str(tmp_path / "my_flowers"), "zip", root_dir=tiny_folder.parent,
+                                  base_dir=tiny_folder.name)
+    page.goto(base_url, wait_until="domcontentloaded")
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text(re.compile(r"\d+ classes, [\d,]+ images")).wait_for()
+    sidebar.get_by_text("Upload a .zip").click()
+    sidebar.locator('input[type="file"]').set_input_files(archive)
+    sidebar.get_by_text("5 classes, 80 images").wait_for()
+    page.get_by_role("heading", name=re.compile("The dataset: ")).wait_for()
+    assert page.get_by_text("16 images").count() == 5  # one line per class in the home grid
+    assert not _visible_problems(page), _visible_problems(page) + _log_tail(log_path)
+    assert not js_errors, js_errors

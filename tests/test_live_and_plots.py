@@ -51,6 +51,11 @@ def test_group_view_merges_queued_jobs_with_runs_in_the_store(settings, tiny_fol
     assert group_view("g-0-old", store, queue) == [] and other_group_cfg.group == "g-0-old"
 
 
+def test_group_ids_sort_by_launch_time_even_within_a_second():
+    ids = [new_group_id() for _ in range(50)]
+    assert ids == sorted(ids) and len(set(ids)) == 50
+
+
 def test_progress_text_and_fraction():
     r = LiveRun("x", "transfer", "b", "running", progress={
         "phase": "train", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10, "images_per_sec": 123.4,

@@ -107,6 +107,14 @@ def test_ensure_sample_repairs_incomplete(tmp_path):
     assert sum(1 for _ in root.rglob("*.jpg")) == 10
 
 
+def _images(root, per_class):
+    """(class index, uint8 RGB array) of every generated image, class by class."""
+    for ci, cls in enumerate(SAMPLE_CLASSES):
+        for i in range(per_class):
+            with Image.open(root / cls / f"{cls}_{i:04d}.jpg") as im:
+                yield ci, np.asarray(im.convert("RGB"))
+
+
 def test_a_tiny_cnn_learns_it(tmp_path):
     torch = pytest.importorskip("torch")
     nn = torch.nn
@@ -116,11 +124,9 @@ def test_a_tiny_cnn_learns_it(tmp_path):
     per_class, n_train = 40, 30
     root = generate_sample(tmp_path, per_class=per_class, size=48, seed=0)
     xs, ys = [], []
-    for ci, cls in enumerate(SAMPLE_CLASSES):
-        for i in range(per_class):
-            with Image.open(root / cls / f"{cls}_{i:04d}.jpg") as im:
-                xs.append(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
-            ys.append(ci)
+    for ci, arr in _images(root, per_class):
+        xs.append(arr.astype(np.float32) / 255.0)
+        ys.append(ci)
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
     x = (x - x.mean(dim=(0, 2, 3), keepdim=True)) / x.std(dim=(0, 2, 3), keepdim=True)
     y = torch.tensor(ys)
@@ -161,13 +167,11 @@ def test_colour_alone_is_not_enough(tmp_path):
     per_class, n_train = 40, 30
     root = generate_sample(tmp_path, per_class=per_class, size=48, seed=0)
     hists, ys = [], []
-    for ci, cls in enumerate(SAMPLE_CLASSES):
-        for i in range(per_class):
-            with Image.open(root / cls / f"{cls}_{i:04d}.jpg") as im:
-                q = np.asarray(im.convert("RGB")) // 64
-            code = (q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).ravel()
-            hists.append(np.bincount(code, minlength=64) / code.size)
-            ys.append(ci)
+    for ci, arr in _images(root, per_class):
+        q = arr // 64
+        code = (q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).ravel()
+        hists.append(np.bincount(code, minlength=64) / code.size)
+        ys.append(ci)
     h, y = np.stack(hists), np.array(ys)
     is_train = np.arange(len(y)) % per_class < n_train
     d = ((h[~is_train][:, None, :] - h[is_train][None, :, :]) ** 2).sum(-1)

@@ -36,9 +36,44 @@ def fmt_params(n: int) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
 
 
+# ------------------------------------------------------------------------------------------------- live
+
+
+@st.fragment(run_every=LIVE_REFRESH_SECONDS)
+def live_panel() -> None:
+    store, queue = RunStore(settings.runs_dir), shared_queue()
+    group = latest_group(store, queue)
+    if group is None:
+        st.info("Nothing launched yet. Press **Run all four** to start a race.")
+        return
+    runs = group_view(group, store, queue)
+    st.subheader("The race")
+    for run in runs:
+        c1, c2, c3 = st.columns([3, 7, 1], vertical_alignment="center")
+        c1.markdown(f"{STATE_ICONS.get(run.state, '')} **{run.label}**")
+        if run.state == "finished" and run.summary.get("test_acc") is not None:
+            s = run.summary
+            c2.markdown(f"test accuracy **{s['test_acc']:.1%}** · best val {s['best_val_acc']:.1%} "
+                        f"(epoch {s['best_epoch']}) · trained in {s['train_seconds']:.0f} s")
+        elif run.state in ("failed", "corrupt"):
+            c2.error(run.error or run.state)
+        else:
+            c2.progress(progress_fraction(run), text=progress_text(run))
+        if run.job_id:
+            c3.button("Stop", key=f"stop-{run.job_id}", on_click=queue.stop, args=(run.job_id,),
+                      help="Stop after the current batch; what it finished is kept as an interrupted run.")
+    series = [CurveSeries(run.label, run.regime, run.metrics) for run in runs if run.metrics]
+    if series:
+        st.plotly_chart(race_figure(series), key="race", width="stretch")
+        st.caption("Solid: validation · dashed: training · ★ best epoch (lowest validation loss).")
+    if runs and not any(r.active for r in runs):
+        st.page_link("app_pages/runs.py", label="Compare these runs with earlier ones →", icon="📋")
+
+
 st.title("🏋️ Train")
 if not dataset:
     st.warning("Choose a dataset in the sidebar first.")
+    live_panel()  # a race launched earlier (or by another session) is still shown
     st.stop()
 st.caption(f"Dataset **{dataset['label']}** ({dataset['n']:,} images, {len(dataset['classes'])} classes) · "
            f"backbone **{BACKBONES[backbone].display}** — change them in the sidebar.")
@@ -103,39 +138,5 @@ if buttons.button("▶ Run all four", type="primary", key="run_all"):
     launch(list(REGIMES))
 if buttons.button("▶ Train selected", disabled=not chosen, key="run_selected"):
     launch(chosen)
-
-# ------------------------------------------------------------------------------------------------- live
-
-
-@st.fragment(run_every=LIVE_REFRESH_SECONDS)
-def live_panel() -> None:
-    store, queue = RunStore(settings.runs_dir), shared_queue()
-    group = latest_group(store, queue)
-    if group is None:
-        st.info("Nothing launched yet. Press **Run all four** to start a race.")
-        return
-    runs = group_view(group, store, queue)
-    st.subheader("The race")
-    for run in runs:
-        c1, c2, c3 = st.columns([3, 7, 1], vertical_alignment="center")
-        c1.markdown(f"{STATE_ICONS.get(run.state, '')} **{run.label}**")
-        if run.state == "finished" and run.summary.get("test_acc") is not None:
-            s = run.summary
-            c2.markdown(f"test accuracy **{s['test_acc']:.1%}** · best val {s['best_val_acc']:.1%} "
-                        f"(epoch {s['best_epoch']}) · trained in {s['train_seconds']:.0f} s")
-        elif run.state in ("failed", "corrupt"):
-            c2.error(run.error or run.state)
-        else:
-            c2.progress(progress_fraction(run), text=progress_text(run))
-        if run.job_id:
-            c3.button("Stop", key=f"stop-{run.job_id}", on_click=queue.stop, args=(run.job_id,),
-                      help="Stop after the current batch; what it finished is kept as an interrupted run.")
-    series = [CurveSeries(run.label, run.regime, run.metrics) for run in runs if run.metrics]
-    if series:
-        st.plotly_chart(race_figure(series), key="race", width="stretch")
-        st.caption("Solid: validation · dashed: training · ★ best epoch (lowest validation loss).")
-    if runs and not any(r.active for r in runs):
-        st.page_link("app_pages/runs.py", label="Compare these runs with earlier ones →", icon="📋")
-
 
 live_panel()

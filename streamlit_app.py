@@ -44,6 +44,7 @@ def choose_dataset() -> dict | None:
     """The sidebar's dataset picker; returns the dataset description or None (with the reason shown)."""
     choice = st.radio("Dataset", DATASETS, key="dataset_choice")
     source = root = None
+    label = choice
     if choice == DATASETS[0]:
         source = "sample"
     elif choice == DATASETS[1]:
@@ -61,6 +62,7 @@ def choose_dataset() -> dict | None:
         path = st.text_input("Folder with one sub-folder per class", key="folder_path",
                              placeholder="/home/me/photos")
         source = path.strip() or None
+        label = Path(source).name if source else choice
     else:
         up = st.file_uploader("A .zip of a folder with one sub-folder per class", type=["zip"], key="zip_upload")
         if up is not None:
@@ -69,7 +71,7 @@ def choose_dataset() -> dict | None:
             if not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
-            source = str(dest)
+            source, label = str(dest), up.name
     if source is None:
         return None
     try:
@@ -79,7 +81,7 @@ def choose_dataset() -> dict | None:
     except TransferLabError as e:
         st.error(str(e))
         return None
-    return {**info, "source": source, "label": choice if source in ("sample", "flowers") else Path(source).name}
+    return {**info, "source": source, "label": label}
 
 
 def choose_backbone() -> str:

@@ -217,6 +217,8 @@ def test_browser_upload_a_zip_dataset(browser_page, app_server, tiny_folder, tmp
     sidebar.locator('input[type="file"]').set_input_files(archive)
     sidebar.get_by_text("5 classes, 80 images").wait_for()
     page.get_by_role("heading", name="The dataset: my_flowers.zip").wait_for()  # named as the user's file
-    assert page.get_by_text("16 images").count() == 5  # one line per class in the home grid
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text("16 images")).to_have_count(5)  # one line per class in the home grid (waits)
     assert not _visible_problems(page), _visible_problems(page) + _log_tail(log_path)
     assert not js_errors, js_errors

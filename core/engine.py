@@ -196,7 +196,7 @@ class Trainer:
     @torch.inference_mode()
     def _features(self, images: torch.Tensor, augmented: bool, view: int, views: int, total_views: int) -> torch.Tensor:
         self.model.eval()
-        bs = self.cfg.batch_size  # batch 64 measured ~20% slower per image than 32 on the 2-core CPU
+        bs = self.cfg.batch_size  # batch 64 was slower per image than 32 on the 2-core benchmark CPU
         out = []
         n_batches = math.ceil(len(images) / bs)
         for b, i in enumerate(range(0, len(images), bs)):

@@ -16,11 +16,10 @@ from typing import Callable, Dict, List, Optional
 
 from core.config import RunConfig
 from core.errors import TransferLabError
-from core.events import BatchEnd, EpochEnd, PhaseProgress, RunEnd, RunStarted
+from core.events import BatchEnd, PhaseProgress, RunEnd, RunStarted
 from core.settings import Settings
 
-JOB_STATES = ("queued", "running", "finished", "interrupted", "failed", "cancelled")
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running")  # the other states: finished, interrupted, failed, cancelled
 
 
 @dataclass
@@ -36,7 +35,6 @@ class Job:
     run_id: Optional[str] = None
     run_dir: Optional[str] = None
     progress: Dict = field(default_factory=dict)
-    last_epoch: Dict = field(default_factory=dict)
     summary: Dict = field(default_factory=dict)
     error: str = ""
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -151,19 +149,14 @@ class JobQueue:
             self._run(job)
 
     def _run(self, job: Job) -> None:
+        from core.train import progress_dict
+
         def on_event(event) -> None:
             with self._lock:
                 if isinstance(event, RunStarted):
                     job.run_id, job.run_dir = event.run_id, event.run_dir
-                elif isinstance(event, BatchEnd):
-                    job.progress = {"phase": "train", "epoch": event.epoch, "epochs": event.epochs,
-                                    "batch": event.batch, "batches": event.batches,
-                                    "images_per_sec": event.images_per_sec, "eta_seconds": event.eta_seconds}
-                elif isinstance(event, PhaseProgress):
-                    job.progress = {"phase": event.phase, "done": event.done, "total": event.total,
-                                    "message": event.message}
-                elif isinstance(event, EpochEnd):
-                    job.last_epoch = event.metrics()
+                elif isinstance(event, (BatchEnd, PhaseProgress)):
+                    job.progress = progress_dict(event)
                 elif isinstance(event, RunEnd):
                     job.summary = dict(event.summary)
 

@@ -41,12 +41,12 @@ def fmt_params(n: int) -> str:
 
 @st.fragment(run_every=LIVE_REFRESH_SECONDS)
 def live_panel() -> None:
-    store, queue = RunStore(settings.runs_dir), shared_queue()
-    group = latest_group(store, queue)
+    stored, queue = RunStore(settings.runs_dir).list_runs(), shared_queue()  # read the store once a refresh
+    group = latest_group(stored, queue)
     if group is None:
         st.info("Nothing launched yet. Press **Run all four** to start a race.")
         return
-    runs = group_view(group, store, queue)
+    runs = group_view(group, stored, queue)
     st.subheader("The race")
     for run in runs:
         c1, c2, c3 = st.columns([3, 7, 1], vertical_alignment="center")

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from core.jobs import JobQueue
 from core.regimes import REGIMES
-from core.runstore import RunRecord, RunStore
+from core.runstore import RunRecord
 
 
 def new_group_id() -> str:
@@ -42,12 +42,9 @@ class LiveRun:
         return self.state in ("queued", "running")
 
 
-def _runs_of(store: RunStore, group: str) -> List[RunRecord]:
-    return [r for r in store.list_runs() if r.config.get("group") == group]
-
-
-def latest_group(store: RunStore, queue: Optional[JobQueue]) -> Optional[str]:
-    groups = {r.config.get("group") for r in store.list_runs()}
+def latest_group(runs: List[RunRecord], queue: Optional[JobQueue]) -> Optional[str]:
+    """The newest launch group among ``runs`` (as listed by :meth:`RunStore.list_runs`) and queued jobs."""
+    groups = {r.config.get("group") for r in runs}
     if queue is not None:
         groups |= {j.config.group for j in queue.jobs()}
     groups.discard(None)
@@ -55,9 +52,10 @@ def latest_group(store: RunStore, queue: Optional[JobQueue]) -> Optional[str]:
     return max(groups) if groups else None
 
 
-def group_view(group: str, store: RunStore, queue: Optional[JobQueue]) -> List[LiveRun]:
-    """Every run of ``group``, in launch order."""
-    records = {r.run_id: r for r in _runs_of(store, group)}
+def group_view(group: str, runs: List[RunRecord], queue: Optional[JobQueue]) -> List[LiveRun]:
+    """Every run of ``group`` among ``runs`` (the run store, listed once by the caller) and the queue,
+    in launch order."""
+    records = {r.run_id: r for r in runs if r.config.get("group") == group}
     out: List[LiveRun] = []
     for job in (queue.jobs() if queue is not None else []):
         if job.config.group != group:

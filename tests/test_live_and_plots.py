@@ -41,14 +41,14 @@ def test_group_view_merges_queued_jobs_with_runs_in_the_store(settings, tiny_fol
     job = queue.submit(cfg, settings, label="queued transfer")
     queue.wait_idle(120)
     other_group_cfg = RunConfig.from_dict({**cfg.to_dict(), "group": "g-0-old"})
-    store = RunStore(settings.runs_dir)
-    assert latest_group(store, queue) == group
-    view = group_view(group, store, queue)
+    stored = RunStore(settings.runs_dir).list_runs()
+    assert latest_group(stored, queue) == group
+    view = group_view(group, stored, queue)
     assert [v.label for v in view] == ["queued transfer", "Transfer learning"]
     assert all(v.state == "finished" and len(v.metrics) == 1 and v.summary["test_acc"] is not None for v in view)
     assert view[1].run_id == outside["run_id"] and view[0].run_id == queue.get(job.id).run_id
     assert view[0].job_id is None  # over: nothing left to stop
-    assert group_view("g-0-old", store, queue) == [] and other_group_cfg.group == "g-0-old"
+    assert group_view("g-0-old", stored, queue) == [] and other_group_cfg.group == "g-0-old"
 
 
 def test_group_ids_sort_by_launch_time_even_within_a_second():

@@ -22,13 +22,16 @@ from core.settings import Settings
 st.set_page_config(page_title="Transfer Lab", page_icon="🌼", layout="wide")
 settings = Settings.from_env()
 
+PREFERRED_BACKBONE = "resnet18"  # the course's model; the offline one stands in when its weights are missing
 DATASETS = ("Built-in sample", "Flowers (real photos)", "Local folder", "Upload a .zip")
 
 
 @st.cache_data(ttl=30, show_spinner=False)
 def describe(root: str) -> dict:
     listing = scan_image_folder(Path(root))
-    return {"root": root, "classes": list(listing.classes), "counts": listing.counts(), "n": len(listing)}
+    examples = {c: [str(p) for p in paths] for c, paths in listing.examples(per_class=6, seed=0).items()}
+    return {"root": root, "classes": list(listing.classes), "counts": listing.counts(), "n": len(listing),
+            "examples": examples}
 
 
 def _progress_bar(label: str):
@@ -85,12 +88,12 @@ def choose_dataset() -> dict | None:
 
 
 def choose_backbone() -> str:
-    default, reason = pick_pretrained_backbone(settings)
+    default, reason = pick_pretrained_backbone(settings, PREFERRED_BACKBONE)
     names = list(BACKBONES)
     name = st.selectbox("Backbone", names, index=names.index(default), key="backbone_choice",
                         format_func=lambda n: BACKBONES[n].display)
     src = BACKBONES[name].weights_source(settings)
-    if name == default and "instead" in reason:
+    if name == default != PREFERRED_BACKBONE:  # the offline fallback was picked: say why
         st.caption(f"ℹ️ {reason}")
     elif src:
         st.caption(f"ImageNet weights: {src}")

@@ -1,10 +1,7 @@
 """Home: what the app shows, how to use it in class, the dataset at a glance, and the machine's state."""
 
-from pathlib import Path
-
 import streamlit as st
 
-from core.imagefolder import scan_image_folder
 from core.machine import machine_state
 from core.settings import Settings
 
@@ -24,12 +21,11 @@ st.markdown(
 if dataset:
     st.subheader(f"The dataset: {dataset['label']}")
     st.caption(f"{dataset['n']:,} images in {len(dataset['classes'])} classes — `{dataset['root']}`")
-    examples = scan_image_folder(Path(dataset["root"])).examples(per_class=6, seed=0)
-    for name, paths in examples.items():
+    for name, paths in dataset["examples"].items():  # chosen once by the sidebar's cached scan
         st.markdown(f"**{name}** · {dataset['counts'][name]:,} images")
         cols = st.columns(len(paths) or 1)
         for col, path in zip(cols, paths):
-            col.image(str(path), width="stretch")
+            col.image(path, width="stretch")
 else:
     st.warning("Choose a dataset in the sidebar to see it here.")
 

@@ -1,7 +1,4 @@
-"""Runs: every training run in the run store, with its status and accuracy.
-
-Runs are made from the command line for now (``python -m core train ...``); the Train page comes next.
-"""
+"""Runs: every training run in the run store (from the Train page or the CLI), with its status and accuracy."""
 
 import pandas as pd
 import streamlit as st
@@ -15,9 +12,11 @@ runs = RunStore(settings.runs_dir).list_runs()
 
 if not runs:
     st.info(
-        "No runs yet. Train one from a terminal — it works offline on the built-in sample:\n\n"
+        "No runs yet. Start a race on the Train page, or train one from a terminal — it works offline on the "
+        "built-in sample:\n\n"
         "```\npython -m core train --data sample --regime transfer --backbone efficientnet_lite0 --preset \"quick demo\"\n```"
     )
+    st.page_link("app_pages/train.py", label="Go to the Train page →", icon="🏋️")
 else:
     rows = []
     for r in runs:

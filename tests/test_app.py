@@ -171,3 +171,10 @@ def test_sidebar_downloads_flowers_with_progress_or_says_why_not(settings, tiny_
     at.sidebar.button(key="download_flowers").click().run()
     assert not at.exception and len(calls) == 1
     assert any("5 classes, 80 images" in c.value for c in at.sidebar.caption)
+
+
+def test_runs_page_empty_state_points_to_the_train_page(settings):
+    at = app().switch_page("app_pages/runs.py").run()
+    assert not at.exception
+    assert "No runs yet" in at.info[0].value
+    assert any("Train page" in link.label for link in at.get("page_link"))

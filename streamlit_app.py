@@ -124,6 +124,6 @@ st.session_state["backbone"] = backbone
 page = st.navigation([
     st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
     st.Page("app_pages/train.py", title="Train", icon="🏋️"),
-    st.Page("app_pages/runs.py", title="Runs", icon="📋"),
+    st.Page("app_pages/compare.py", title="Compare", icon="📊"),
 ])
 page.run()

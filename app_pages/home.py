@@ -14,7 +14,7 @@ st.markdown(
     "regimes race: from **scratch**, **transfer** learning (ImageNet features frozen, a new last layer), "
     "**fine-tuning** the deeper layers, and fine-tuning **everything**.\n\n"
     "**In class:** 1. pick the dataset and backbone in the sidebar · 2. on **Train**, press *Run all four* "
-    "with the *quick demo* preset and watch the curves · 3. on **Runs**, read off which regime wins and what "
+    "with the *quick demo* preset and watch the curves · 3. on **Compare**, read off which regime wins and what "
     "it cost. Runs are saved: close the laptop, reopen, they are still there."
 )
 

@@ -67,7 +67,7 @@ def live_panel() -> None:
         st.plotly_chart(race_figure(series), key="race", width="stretch")
         st.caption("Solid: validation · dashed: training · ★ best epoch (lowest validation loss).")
     if runs and not any(r.active for r in runs):
-        st.page_link("app_pages/runs.py", label="Compare these runs with earlier ones →", icon="📋")
+        st.page_link("app_pages/compare.py", label="Compare these runs with earlier ones →", icon="📊")
 
 
 st.title("🏋️ Train")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -13,6 +13,7 @@ from core.data import SplitTensors, load_manifest, resolve_source
 from core.engine import evaluate_model, pick_device, resolve_precision
 from core.errors import DataError
 from core.imagefolder import scan_image_folder
+from core.predictions import SplitPredictions
 from core.progress import ProgressFn, no_progress
 from core.runstore import RunRecord, load_run
 from core.settings import Settings
@@ -33,12 +34,18 @@ def load_run_model(run: RunRecord) -> Classifier:
 
 def evaluate_run(run_dir: Path, data: Optional[str] = None, settings: Optional[Settings] = None,
                  on_progress: ProgressFn = no_progress) -> Dict:
-    """``{"accuracy", "n", "per_class", ...}`` of a run's best checkpoint.
+    """``{"accuracy", "n", "per_class", "confusion", ...}`` of a run's best checkpoint.
 
     Without ``data``: on the run's own test split (its saved manifest). With ``data`` (a source as for
     training: folder, .zip, "sample", "flowers"): on every image of that folder, whose class folders must
     be among the run's classes.
     """
+    return evaluate_run_detailed(run_dir, data, settings, on_progress)[0]
+
+
+def evaluate_run_detailed(run_dir: Path, data: Optional[str] = None, settings: Optional[Settings] = None,
+                          on_progress: ProgressFn = no_progress) -> Tuple[Dict, SplitPredictions]:
+    """:func:`evaluate_run`'s result plus the prediction for every image."""
     settings = settings or Settings.from_env()
     run = load_run(Path(run_dir))
     if run.status == "corrupt":
@@ -73,7 +80,9 @@ def evaluate_run(run_dir: Path, data: Optional[str] = None, settings: Optional[S
     model.to(device)
     result = evaluate_model(model, SplitTensors(decoded.images, decoded.labels), 64,
                             resolve_precision("auto", device), device)
-    return {"run_id": run.run_id, "data": source, "accuracy": result.accuracy, "n": result.n,
-            "per_class": result.per_class_accuracy(decoded.labels, classes),
-            "confusion": result.confusion(decoded.labels, len(classes)), "classes": classes,
-            "skipped_files": len(decoded.skipped)}
+    preds = SplitPredictions.from_tensors(root, classes, decoded.files, decoded.labels, result.probabilities)
+    summary = {"run_id": run.run_id, "data": source, "accuracy": result.accuracy, "n": result.n,
+               "per_class": result.per_class_accuracy(decoded.labels, classes),
+               "confusion": result.confusion(decoded.labels, len(classes)), "classes": classes,
+               "skipped_files": len(decoded.skipped)}
+    return summary, preds

@@ -10,6 +10,7 @@
         progress.json   live progress (phase, epoch, batch, images/s, ETA), rewritten about once a second
         best.pt         state dict of the best epoch so far (by validation loss), replaced atomically
         summary.json    written at the end: status finished / interrupted / failed, test accuracy, timings
+        predictions.json  the best epoch's prediction for each test image (see core.predictions)
 
 A run whose summary is missing and whose process is gone is shown as ``interrupted``; a folder that cannot
 be read is shown as ``corrupt`` — listing never fails because of one bad run.
@@ -38,7 +39,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
@@ -60,22 +61,24 @@ def _pid_alive(pid: int) -> bool:
 class RunWriter:
     """Writes one run's files as it progresses."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, started_at: str = ""):
         self.dir = Path(run_dir)
+        self.started_at = started_at
 
     @property
     def run_id(self) -> str:
         return self.dir.name
 
     def write_config(self, config: Dict) -> None:
-        _write_json_atomic(self.dir / "config.json", config)
+        write_json_atomic(self.dir / "config.json", config)
 
     def write_status(self, status: str, **extra) -> None:
-        _write_json_atomic(self.dir / "status.json", {
-            "status": status, "pid": os.getpid(), "host": socket.gethostname(), "updated_at": _now(), **extra})
+        write_json_atomic(self.dir / "status.json", {
+            "status": status, "pid": os.getpid(), "host": socket.gethostname(), "started_at": self.started_at,
+            "updated_at": _now(), **extra})
 
     def write_manifest(self, manifest: Dict) -> None:
-        _write_json_atomic(self.dir / "split.json", manifest)
+        write_json_atomic(self.dir / "split.json", manifest)
 
     def append_metrics(self, metrics: Dict) -> None:
         with open(self.dir / "metrics.jsonl", "a") as f:
@@ -84,7 +87,7 @@ class RunWriter:
             os.fsync(f.fileno())
 
     def write_progress(self, progress: Dict) -> None:
-        _write_json_atomic(self.dir / "progress.json", {**progress, "updated_at": _now()})
+        write_json_atomic(self.dir / "progress.json", {**progress, "updated_at": _now()})
 
     def save_checkpoint(self, state_dict: Dict[str, torch.Tensor]) -> None:
         path = self.dir / "best.pt"
@@ -93,7 +96,7 @@ class RunWriter:
         os.replace(tmp, path)
 
     def write_summary(self, summary: Dict) -> None:
-        _write_json_atomic(self.dir / "summary.json", summary)
+        write_json_atomic(self.dir / "summary.json", summary)
         self.write_status(summary.get("status", "finished"))
 
 
@@ -168,8 +171,8 @@ class RunStore:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = self.dir / f"{stamp}-{regime}-{backbone}-{secrets.token_hex(2)}"
         run_dir.mkdir()
-        writer = RunWriter(run_dir)
-        writer.write_status("running", started_at=_now())
+        writer = RunWriter(run_dir, started_at=_now())
+        writer.write_status("running")
         return writer
 
     def list_runs(self) -> List[RunRecord]:

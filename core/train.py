@@ -19,6 +19,7 @@ from core.config import RunConfig
 from core.data import PreparedData, prepare_data
 from core.engine import StopFn, Trainer, configure_threads, never_stop
 from core.events import BatchEnd, EpochEnd, EventFn, PhaseProgress, RunEnd, RunStarted, no_events
+from core.predictions import SplitPredictions, save_predictions
 from core.regimes import apply_regime, get_regime
 from core.runstore import RunStore, RunWriter
 from core.settings import Settings
@@ -102,6 +103,9 @@ def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: Eve
             on_event(PhaseProgress("test", 0, sizes["test"], "evaluating the best epoch on the test split"))
             test = trainer.evaluate(data.splits["test"])
             labels = data.splits["test"].labels
+            save_predictions(writer.dir, SplitPredictions.from_tensors(
+                data.manifest["root"], data.classes, [f for f, _ in data.manifest["splits"]["test"]], labels,
+                test.probabilities))
             fields.update(test_acc=test.accuracy, test_loss=test.loss, n_test=test.n,
                           per_class=test.per_class_accuracy(labels, data.classes),
                           confusion=test.confusion(labels, len(data.classes)))

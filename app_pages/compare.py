@@ -1,0 +1,326 @@
+"""Compare: which regime wins, by how much, at what cost — every run in the run store, side by side.
+
+All numbers come from the run folders (``core.compare``); this page only lays them out. Heavy work (a
+model for Predict, an evaluation on another folder) happens only when asked for, and is cached.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.compare import (BEST_IS, best_index, epoch_metrics, headline, regime_summary, run_label, runs_table,
+                          spread_groups)
+from core.errors import TransferLabError
+from core.evaluate import evaluate_run_detailed, load_run_model
+from core.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
+from core.predictions import SplitPredictions, predict_image, run_test_predictions
+from core.runstore import RunStore, load_run
+from core.settings import Settings
+
+settings = Settings.from_env()
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+PERCENT_COLUMNS = ("best val acc", "test acc")
+THUMBS_PER_ROW, MAX_THUMBS = 6, 24
+
+
+def _stamp(run_dir: Path) -> float:
+    """Changes when the run's checkpoint or saved predictions change (cache key)."""
+    return sum(p.stat().st_mtime for p in (run_dir / "best.pt", run_dir / "predictions.json") if p.exists())
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the run's model…")
+def cached_model(run_dir: str, stamp: float):
+    return load_run_model(load_run(Path(run_dir)))
+
+
+@st.cache_data(max_entries=32, show_spinner="Predicting the run's test split…")
+def cached_test_predictions(run_dir: str, stamp: float) -> SplitPredictions:
+    return run_test_predictions(load_run(Path(run_dir)), settings)
+
+
+def styled_table(df: pd.DataFrame):
+    """The runs table with each metric column's best value highlighted."""
+    best = best_index(df)
+
+    def highlight(col: pd.Series):
+        return ["background-color: rgba(46, 160, 67, 0.28); font-weight: 600" if i in best.get(col.name, ())
+                else "" for i in col.index]
+
+    fmt = {c: "{:.1%}" for c in PERCENT_COLUMNS}
+    fmt.update({"train s": "{:.1f}", "s/epoch": "{:.2f}", "trainable params": "{:,}", "total params": "{:,}"})
+    return df.style.apply(highlight, subset=list(BEST_IS)).format(na_rep="—").format(fmt, na_rep="—")
+
+
+def empty_state() -> None:
+    st.info("No runs yet. Start a race on the Train page (*Run all four*), or train one from a terminal — it "
+            "works offline on the built-in sample:\n\n"
+            "```\npython -m core train --data sample --regime transfer --backbone efficientnet_lite0 "
+            "--preset \"quick demo\"\n```")
+    st.page_link("app_pages/train.py", label="Go to the Train page →", icon="🏋️")
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+def runs_section(table: pd.DataFrame, runs: list) -> pd.DataFrame:
+    c = st.columns(3)
+    datasets, backbones = sorted(table["dataset"].unique()), sorted(table["backbone"].unique())
+    statuses = [s for s in ("finished", "running", "interrupted", "failed", "corrupt") if s in set(table["status"])]
+    pick_ds = c[0].multiselect("Dataset", datasets, default=datasets, key="filter_dataset")
+    pick_bb = c[1].multiselect("Backbone", backbones, default=backbones, key="filter_backbone")
+    pick_st = c[2].multiselect("Status", statuses, default=statuses, key="filter_status")
+    view = table[table["dataset"].isin(pick_ds) & table["backbone"].isin(pick_bb) & table["status"].isin(pick_st)]
+
+    summary = regime_summary(view)
+    for line in headline(summary):
+        st.success(line, icon="🏆")
+
+    st.subheader(f"All runs ({len(view)} of {len(table)})")
+    st.dataframe(styled_table(view), hide_index=True, width="stretch", key="runs_table", column_config={
+        "run": st.column_config.TextColumn(width="small", help="The run's folder in the run store"),
+        "epochs": st.column_config.NumberColumn(help="Epochs finished"),
+        "of": st.column_config.NumberColumn(help="Epochs planned"),
+        "best val acc": st.column_config.NumberColumn(help="Validation accuracy at the best epoch "
+                                                           "(lowest validation loss: the checkpoint kept)"),
+        "test acc": st.column_config.NumberColumn(help="The best epoch's accuracy on the held-out test split"),
+        "train s": st.column_config.NumberColumn(help="Training time in seconds (without data loading)"),
+    })
+    st.caption("Click a column header to sort. Highlighted: the best value of each metric column "
+               "(highest accuracy, least time).")
+    st.download_button("⬇️ Table as CSV", view.to_csv(index=False), "transfer-lab-runs.csv", "text/csv",
+                       key="download_table")
+    for r in runs:
+        if r.run_id in set(view["run"]) and r.status in ("corrupt", "interrupted", "failed"):
+            st.caption(f"⚠️ `{r.run_id}`: **{r.status}** — {r.error or 'see its folder'}")
+    return view
+
+
+def summary_section(view: pd.DataFrame) -> None:
+    st.subheader("Summary by regime")
+    summary = regime_summary(view)
+    if summary.empty:
+        st.info("No finished runs among those shown yet.")
+        return
+    left, right = st.columns([3, 2])
+    shown = summary.drop(columns=["accuracies"]).rename(columns={"of": "epochs"})
+    left.dataframe(shown.style.format({"mean test acc": "{:.1%}", "std": "{:.1%}", "min": "{:.1%}",
+                                       "max": "{:.1%}", "mean train s": "{:.1f}"}, na_rep="—"),
+                   hide_index=True, width="stretch", key="summary_table")
+    left.caption("Runs with the same regime, backbone, dataset, image size and epochs, pooled over seeds. "
+                 "**std**: how much the test accuracy moves from one seed to another — differences smaller "
+                 "than that are noise. Repeat a race with another *Seed* on the Train page to measure it.")
+    right.plotly_chart(regime_spread_figure(spread_groups(summary)), key="spread", width="stretch")
+
+
+# ----------------------------------------------------------------------------------------- selected runs
+
+def curves_tab(chosen: list, labels: dict) -> None:
+    smoothing = st.slider("Smoothing", 0.0, 0.95, 0.5, 0.05, key="smoothing",
+                          help="Exponential moving average of each curve; the raw curve stays faint behind it.")
+    series = [CurveSeries(labels[r.run_id], r.config.get("model", {}).get("regime", ""), r.metrics)
+              for r in chosen if r.metrics]
+    if not series:
+        st.info("None of the chosen runs has finished an epoch yet.")
+        return
+    st.plotly_chart(curves_figure(series, smoothing), key="curves", width="stretch")
+    st.caption("★ best epoch (lowest validation loss — the checkpoint each run keeps and is tested with).")
+    st.download_button("⬇️ Per-epoch metrics of these runs as CSV", epoch_metrics(chosen).to_csv(index=False),
+                       "transfer-lab-epochs.csv", "text/csv", key="download_epochs")
+
+
+def _cell_label(cell, preds: SplitPredictions) -> str:
+    if cell is None:
+        return f"All mistakes ({len(preds.mistakes())})"
+    true, pred = cell
+    n = len(preds.images(true, pred))
+    return f"true {true} → predicted {pred} ({n})" + (" — correct" if true == pred else "")
+
+
+def thumbnails(items: list) -> None:
+    if not items:
+        st.caption("No images in this cell.")
+        return
+    for start in range(0, min(len(items), MAX_THUMBS), THUMBS_PER_ROW):
+        cols = st.columns(THUMBS_PER_ROW)
+        for col, item in zip(cols, items[start:start + THUMBS_PER_ROW]):
+            conf = f" ({item['confidence']:.0%})" if item["confidence"] is not None else ""
+            caption = f"true **{item['true']}** → {item['predicted']}{conf}"
+            if Path(item["path"]).is_file():
+                col.image(item["path"], caption=caption, width="stretch")
+            else:
+                col.caption(f"{caption} — file no longer at {item['path']}")
+    if len(items) > MAX_THUMBS:
+        st.caption(f"…and {len(items) - MAX_THUMBS} more (most confident shown first).")
+
+
+def confusion_tab(chosen: list, labels: dict) -> None:
+    usable = [r for r in chosen if r.has_checkpoint or (r.dir / "predictions.json").exists()]
+    if not usable:
+        st.info("None of the chosen runs has a checkpoint yet (a run saves one after its first epoch).")
+        return
+    run = st.selectbox("Run", usable, format_func=lambda r: labels[r.run_id], key="cm_run")
+    try:
+        preds = cached_test_predictions(str(run.dir), _stamp(run.dir))
+    except TransferLabError as e:
+        st.error(str(e))
+        return
+    cells = [None] + [(t, p) for ti, t in enumerate(preds.classes) for pi, p in enumerate(preds.classes)
+                      if preds.confusion()[ti][pi] and ti != pi]
+    cell_key, chart_key = f"cm_cell-{run.run_id}", f"cm_chart-{run.run_id}"
+
+    def on_click() -> None:  # a click on a cell chooses it in the picker below
+        points = st.session_state[chart_key].selection.points
+        if points and points[0].get("y") in preds.classes and points[0].get("x") in preds.classes:
+            st.session_state[cell_key] = (points[0]["y"], points[0]["x"])
+
+    if st.session_state.get(cell_key) is not None and st.session_state[cell_key] not in cells:
+        cells.append(st.session_state[cell_key])  # an empty or diagonal (correct) cell, chosen by a click
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown(f"**Test split: {preds.accuracy:.1%}** of {preds.n} images right")
+        st.plotly_chart(confusion_figure(preds.confusion(), preds.classes), key=chart_key, on_select=on_click,
+                        selection_mode="points", width="stretch")
+        st.caption("Rows: the true class · columns: what the model said. Click a cell to see its photos.")
+    with right:
+        cm = preds.confusion()
+        per_class = pd.DataFrame({"class": preds.classes, "test images": [sum(r) for r in cm],
+                                  "right": [cm[i][i] for i in range(len(cm))],
+                                  "accuracy": list(preds.per_class_accuracy().values())})
+        st.dataframe(per_class.style.format({"accuracy": "{:.0%}"}, na_rep="—"), hide_index=True,
+                     width="stretch", key=f"per_class-{run.run_id}")
+    cell = st.selectbox("Show the photos of", cells, format_func=lambda c: _cell_label(c, preds), key=cell_key)
+    thumbnails(preds.mistakes() if cell is None else preds.images(*cell))
+
+
+def predict_tab(chosen: list, labels: dict) -> None:
+    ready = [r for r in chosen if r.has_checkpoint]
+    if not ready:
+        st.info("None of the chosen runs has a checkpoint yet.")
+        return
+    up = st.file_uploader("A photo (JPEG, PNG, WebP…)", type=UPLOAD_TYPES, key="predict_upload")
+    if st.button("🎲 Or try a random photo from a test split", key="predict_random"):
+        import random
+
+        try:
+            pool = cached_test_predictions(str(ready[0].dir), _stamp(ready[0].dir))
+            st.session_state["predict_sample"] = random.choice(pool.images())
+        except (TransferLabError, IndexError) as e:
+            st.error(f"No test photo to pick: {e}")
+    sample = st.session_state.get("predict_sample")
+    if up is not None:
+        source, shown, truth = up, up, None
+    elif sample:
+        source, shown, truth = sample["path"], sample["path"], sample["true"]
+    else:
+        return
+    left, right = st.columns([1, 4])
+    try:
+        left.image(shown, caption=f"true class: {truth}" if truth else getattr(up, "name", ""), width="stretch")
+    except Exception:  # not an image: the prediction below says so clearly
+        pass
+    cols = right.columns(min(len(ready), 4))
+    for i, run in enumerate(ready):
+        with cols[i % len(cols)]:
+            st.markdown(f"**{labels[run.run_id]}**")
+            try:
+                model = cached_model(str(run.dir), _stamp(run.dir))
+                if hasattr(source, "seek"):
+                    source.seek(0)
+                top = predict_image(model, run.config["resolved"]["classes"], run.config["data"]["img_size"],
+                                    source, k=3)
+            except TransferLabError as e:
+                st.error(str(e))
+                continue
+            for rank, (cls, p) in enumerate(top):
+                mark = " ✅" if truth and rank == 0 and cls == truth else (" ❌" if truth and rank == 0 else "")
+                st.progress(p, text=f"{cls} — {p:.0%}{mark}")
+
+
+def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
+    ready = [r for r in chosen if r.has_checkpoint]
+    if not ready:
+        st.info("None of the chosen runs has a checkpoint yet.")
+        return
+    run = st.selectbox("Run", ready, format_func=lambda r: labels[r.run_id], key="eval_run")
+    folder = st.text_input("Folder with one sub-folder per class (or a .zip, `sample`, `flowers`)",
+                           key="eval_folder", placeholder="/home/me/held-out-flowers")
+    if dataset and st.button("Use the sidebar's dataset", key="eval_use_sidebar"):
+        st.session_state["eval_folder"] = dataset["root"]
+        st.rerun()
+    st.caption(f"The same as `python -m core evaluate {run.dir} --data {folder.strip() or 'PATH'}`")
+    if st.button("Evaluate", type="primary", key="eval_go", disabled=not folder.strip()):
+        bar = st.progress(0.0, text="reading images")
+        try:
+            result, preds = evaluate_run_detailed(
+                run.dir, folder.strip(), settings,
+                lambda d, t, m: bar.progress(min(1.0, d / t) if t else 0.0, text=m))
+            st.session_state["eval_result"] = {"run": run.run_id, "result": result, "preds": preds}
+        except TransferLabError as e:
+            st.session_state.pop("eval_result", None)
+            st.error(str(e))
+        bar.empty()
+    shown = st.session_state.get("eval_result")
+    if not shown or shown["run"] != run.run_id:
+        return
+    result, preds = shown["result"], shown["preds"]
+    data_root = run.config.get("resolved", {}).get("data_root")
+    if data_root and Path(preds.root).resolve() == Path(data_root).resolve():
+        st.warning("This is the folder the run was trained on: most of these images were seen in training, "
+                   "so this accuracy is optimistic. A held-out folder gives the honest number.", icon="⚠️")
+    c = st.columns(3)
+    c[0].metric("Accuracy", f"{result['accuracy']:.1%}")
+    c[1].metric("Images", f"{result['n']:,}")
+    own = run.summary.get("test_acc")
+    c[2].metric("On its own test split", f"{own:.1%}" if own is not None else "—")
+    if result.get("skipped_files"):
+        st.caption(f"{result['skipped_files']} unreadable file(s) skipped.")
+    left, right = st.columns([3, 2])
+    left.plotly_chart(confusion_figure(preds.confusion(), preds.classes), key="eval_cm", width="stretch")
+    right.dataframe(pd.DataFrame({"class": list(result["per_class"]), "accuracy": list(result["per_class"].values())})
+                    .style.format({"accuracy": "{:.0%}"}, na_rep="—"), hide_index=True, key="eval_per_class")
+
+
+def default_choice(runs: list) -> list:
+    """The newest launch group's runs, else the four newest runs that finished."""
+    groups = [r.config.get("group") for r in runs if r.config.get("group")]
+    if groups:
+        newest = max(groups)
+        return [r.run_id for r in runs if r.config.get("group") == newest]
+    return [r.run_id for r in runs if r.status == "finished"][:4]
+
+
+# ------------------------------------------------------------------------------------------------- page
+
+st.title("📊 Compare")
+st.caption("Which regime wins, by how much, and at what cost — every run in the run store.")
+all_runs = RunStore(settings.runs_dir).list_runs()
+if not all_runs:
+    empty_state()
+    st.caption(f"Run store: `{settings.runs_dir}`")
+    st.stop()
+
+table = runs_table(all_runs)
+view = runs_section(table, all_runs)
+summary_section(view)
+
+st.subheader("Runs side by side")
+readable = [r for r in all_runs if r.status != "corrupt"]
+several_backbones = len({r.config.get("model", {}).get("backbone") for r in readable}) > 1
+labels = {r.run_id: run_label(r, with_backbone=several_backbones) for r in readable}
+ids = st.multiselect("Runs to compare", list(labels), default=default_choice(readable),
+                     format_func=labels.get, key="compare_runs",
+                     help="Starts with your latest race. Add earlier runs to compare across launches.")
+chosen = [r for r in readable if r.run_id in ids]
+if not chosen:
+    st.info("Choose one or more runs above to see their curves, confusion matrices and predictions.")
+else:
+    tabs = st.tabs(["📈 Curves", "🧩 Confusion matrix", "🔮 Predict a photo", "📁 Evaluate on another folder"])
+    with tabs[0]:
+        curves_tab(chosen, labels)
+    with tabs[1]:
+        confusion_tab(chosen, labels)
+    with tabs[2]:
+        predict_tab(chosen, labels)
+    with tabs[3]:
+        evaluate_tab(chosen, labels, st.session_state.get("dataset"))
+st.caption(f"Run store: `{settings.runs_dir}`")

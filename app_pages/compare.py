@@ -158,23 +158,24 @@ def confusion_tab(chosen: list, labels: dict) -> None:
     if not usable:
         st.info("None of the chosen runs has a checkpoint yet (a run saves one after its first epoch).")
         return
-    run = st.selectbox("Run", usable, format_func=lambda r: labels[r.run_id], key="cm_run")
+    by_id = {r.run_id: r for r in usable}
+    run = by_id[st.selectbox("Run", list(by_id), format_func=labels.get, key="cm_run")]
     try:
         preds = cached_test_predictions(str(run.dir), _stamp(run.dir))
     except TransferLabError as e:
         st.error(str(e))
         return
-    cells = [None] + [(t, p) for ti, t in enumerate(preds.classes) for pi, p in enumerate(preds.classes)
-                      if preds.confusion()[ti][pi] and ti != pi]
+    cm = preds.confusion()
+    filled = [(t, p, cm[ti][pi]) for ti, t in enumerate(preds.classes) for pi, p in enumerate(preds.classes)
+              if cm[ti][pi]]
+    cells = [None] + [(t, p) for t, p, _ in filled if t != p] + [(t, p) for t, p, _ in filled if t == p]
     cell_key, chart_key = f"cm_cell-{run.run_id}", f"cm_chart-{run.run_id}"
 
-    def on_click() -> None:  # a click on a cell chooses it in the picker below
+    def on_click() -> None:  # a click on a (non-empty) cell chooses it in the picker below
         points = st.session_state[chart_key].selection.points
-        if points and points[0].get("y") in preds.classes and points[0].get("x") in preds.classes:
+        if points and (points[0].get("y"), points[0].get("x")) in cells:
             st.session_state[cell_key] = (points[0]["y"], points[0]["x"])
 
-    if st.session_state.get(cell_key) is not None and st.session_state[cell_key] not in cells:
-        cells.append(st.session_state[cell_key])  # an empty or diagonal (correct) cell, chosen by a click
     left, right = st.columns([3, 2])
     with left:
         st.markdown(f"**Test split: {preds.accuracy:.1%}** of {preds.n} images right")
@@ -182,7 +183,6 @@ def confusion_tab(chosen: list, labels: dict) -> None:
                         selection_mode="points", width="stretch")
         st.caption("Rows: the true class · columns: what the model said. Click a cell to see its photos.")
     with right:
-        cm = preds.confusion()
         per_class = pd.DataFrame({"class": preds.classes, "test images": [sum(r) for r in cm],
                                   "right": [cm[i][i] for i in range(len(cm))],
                                   "accuracy": list(preds.per_class_accuracy().values())})
@@ -241,7 +241,8 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
     if not ready:
         st.info("None of the chosen runs has a checkpoint yet.")
         return
-    run = st.selectbox("Run", ready, format_func=lambda r: labels[r.run_id], key="eval_run")
+    by_id = {r.run_id: r for r in ready}
+    run = by_id[st.selectbox("Run", list(by_id), format_func=labels.get, key="eval_run")]
     folder = st.text_input("Folder with one sub-folder per class (or a .zip, `sample`, `flowers`)",
                            key="eval_folder", placeholder="/home/me/held-out-flowers")
     if dataset and st.button("Use the sidebar's dataset", key="eval_use_sidebar"):

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-from core.config import REGIMES, DataConfig, ModelConfig, RunConfig, TrainConfig, PRESETS, apply_preset
+from core.config import REGIMES, DataConfig, ModelConfig, RunConfig, PRESETS, apply_preset
 from core.errors import TransferLabError
 
 SUMMARY_KEYS = ("run_id", "run_dir", "status", "regime", "backbone", "dataset", "epochs", "epochs_done",

@@ -12,7 +12,6 @@ Fast paths (each measured in BENCHMARKS.md, each can be switched off in :class:`
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import time

@@ -49,7 +49,7 @@ def decode_image(source, size: int) -> np.ndarray:
             im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale when much larger
             im = ImageOps.exif_transpose(im)
             im = im.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)  # a writable copy (torch.from_numpy wants one)
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import platform
 import time
 import traceback
-from dataclasses import asdict
 from typing import Dict, Optional
 
 import torch

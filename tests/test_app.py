@@ -1,4 +1,5 @@
-"""The app through streamlit's AppTest: home, train (launch, live curves, stop, queueing), runs."""
+"""The app through streamlit's AppTest: home, train (launch, live curves, stop, queueing), the compare page's empty state
+(the rest of Compare is in test_compare.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.jobs import shared_queue
 from core.runstore import RunStore
-from core.train import train_run
 from tests.helpers import ROOT
 
 APP = str(ROOT / "streamlit_app.py")
@@ -116,22 +115,6 @@ def test_two_sessions_launching_at_once_queue_instead_of_running_in_parallel(set
     assert b.get("plotly_chart")
 
 
-def test_runs_page_lists_finished_and_corrupt_runs(settings, tiny_folder):
-    s = train_run(RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32),
-                            model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"),
-                            train=TrainConfig(epochs=1)), settings)
-    bad = settings.runs_dir / "20000101-000000-broken"
-    bad.mkdir()
-    (bad / "config.json").write_text("{")
-    at = app().switch_page("app_pages/runs.py").run()
-    assert not at.exception
-    df = at.dataframe[0].value
-    assert set(df["run"]) == {s["run_id"], bad.name}
-    row = df[df["run"] == s["run_id"]].iloc[0]
-    assert row["status"] == "finished" and row["test acc"] == s["test_acc"]
-    assert any("corrupt" in c.value for c in at.caption)
-
-
 def test_sidebar_local_folder_and_bad_folder(settings, tiny_folder, tmp_path):
     at = app()
     at.sidebar.radio(key="dataset_choice").set_value("Local folder").run()
@@ -173,8 +156,8 @@ def test_sidebar_downloads_flowers_with_progress_or_says_why_not(settings, tiny_
     assert any("5 classes, 80 images" in c.value for c in at.sidebar.caption)
 
 
-def test_runs_page_empty_state_points_to_the_train_page(settings):
-    at = app().switch_page("app_pages/runs.py").run()
+def test_compare_page_empty_state_points_to_the_train_page(settings):
+    at = app().switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert "No runs yet" in at.info[0].value
     assert any("Train page" in link.label for link in at.get("page_link"))

@@ -1,0 +1,288 @@
+"""The Compare page and what it reads: runs made by the engine on tiny data, then an interrupted run, a run
+killed mid-way (no summary) and a corrupt folder next to them — the page must show each as what it is."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from core.compare import best_index, epoch_metrics, regime_summary, runs_table, smooth
+from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.data import SplitTensors
+from core.engine import evaluate_model
+from core.errors import DataError
+from core.evaluate import evaluate_run, load_run_model
+from core.events import EpochEnd
+from core.plots import confusion_figure, curves_figure, CurveSeries
+from core.predictions import load_predictions, predict_image, run_test_predictions
+from core.runstore import RunStore
+from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings
+from core.tensor_cache import decode_image
+from core.train import train_run
+from tests.helpers import ROOT
+
+APP = str(ROOT / "streamlit_app.py")
+BACKBONE = "efficientnet_lite0"
+
+
+def _cfg(folder, regime, seed, epochs=2, group="g-test"):
+    return RunConfig(data=DataConfig(source=str(folder), img_size=32, split_seed=seed),
+                     model=ModelConfig(backbone=BACKBONE, regime=regime),
+                     train=TrainConfig(epochs=epochs, seed=seed, lr=1e-3), group=group)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, session_cache, tiny_folder):
+    """A run store with: transfer seeds 0 and 1, finetune seed 0 (one launch group), a run stopped after
+    its first epoch, a run whose process died (no summary), and a corrupt folder."""
+    settings = Settings(cache_dir=session_cache, runs_dir=tmp_path_factory.mktemp("compare") / "runs")
+    summaries = {}
+    for regime, seed in (("transfer", 0), ("transfer", 1), ("finetune", 0)):
+        summaries[(regime, seed)] = train_run(_cfg(tiny_folder, regime, seed), settings)
+    epochs_seen = []
+
+    def note(event):
+        if isinstance(event, EpochEnd):
+            epochs_seen.append(event.epoch)
+
+    stopped = train_run(_cfg(tiny_folder, "full", 0, epochs=5, group="g-old"), settings, on_event=note,
+                        should_stop=lambda: len(epochs_seen) >= 1)
+    killed = settings.runs_dir / "20000101-000001-transfer-efficientnet_lite0-dead"
+    shutil.copytree(summaries[("transfer", 0)]["run_dir"], killed)
+    (killed / "summary.json").unlink()
+    (killed / "predictions.json").unlink()
+    status = json.loads((killed / "status.json").read_text())
+    (killed / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 2 ** 22 + 12345}))
+    corrupt = settings.runs_dir / "20000101-000000-broken"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{")
+    return {"settings": settings, "summaries": summaries, "stopped": stopped, "killed": killed.name,
+            "corrupt": corrupt.name, "folder": tiny_folder}
+
+
+@pytest.fixture
+def compare_page(store, monkeypatch):
+    monkeypatch.setenv(ENV_CACHE_DIR, str(store["settings"].cache_dir))
+    monkeypatch.setenv(ENV_RUNS_DIR, str(store["settings"].runs_dir))
+    monkeypatch.delenv(ENV_RESNET18_WEIGHTS, raising=False)
+
+    def open_page() -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=120).run()
+        at.switch_page("app_pages/compare.py").run()
+        assert not at.exception, at.exception
+        return at
+    return open_page
+
+
+def _chart(at, title_word):
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if title_word in json.dumps(spec.get("layout", {})) or title_word in json.dumps(spec.get("data", [])[:1]):
+            return spec
+    raise AssertionError(f"no chart mentioning {title_word!r}")
+
+
+# ------------------------------------------------------------------------------------------- the page
+
+def test_table_rows_match_each_runs_summary(store, compare_page):
+    at = compare_page()
+    df = at.dataframe[0].value
+    assert len(df) == 6
+    for s in store["summaries"].values():
+        row = df[df["run"] == s["run_id"]].iloc[0]
+        assert row["status"] == "finished" and row["regime"] == s["regime"] and row["backbone"] == BACKBONE
+        assert row["test acc"] == pytest.approx(s["test_acc"])
+        assert row["best val acc"] == pytest.approx(s["best_val_acc"])
+        assert row["best epoch"] == s["best_epoch"]
+        assert row["train s"] == pytest.approx(s["train_seconds"])
+        assert row["s/epoch"] == pytest.approx(s["seconds_per_epoch"])
+        assert row["trainable params"] == s["trainable_params"] and row["total params"] == s["total_params"]
+        assert row["epochs"] == row["of"] == 2 and row["image px"] == 32 and row["dataset"] == store["folder"].name
+    status = dict(zip(df["run"], df["status"]))
+    assert status[store["stopped"]["run_id"]] == "interrupted"
+    assert status[store["killed"]] == "interrupted"
+    assert status[store["corrupt"]] == "corrupt"
+    killed = df[df["run"] == store["killed"]].iloc[0]  # no summary: its epochs so far still count
+    assert killed["epochs"] == 2 and not math.isnan(killed["best val acc"]) and math.isnan(killed["test acc"])
+    captions = " ".join(c.value for c in at.caption)
+    assert "corrupt" in captions and "ended before the run finished" in captions
+    assert at.download_button(key="download_table").label.startswith("⬇️ Table as CSV")
+
+
+def test_headline_and_summary_pool_seeds(store, compare_page):
+    at = compare_page()
+    summary = at.dataframe[1].value
+    accs = [store["summaries"][("transfer", s)]["test_acc"] for s in (0, 1)]
+    transfer = summary[summary["regime"] == "transfer"].iloc[0]
+    assert transfer["runs"] == 2 and transfer["seeds"] == "0, 1"
+    assert transfer["mean test acc"] == pytest.approx(sum(accs) / 2)
+    assert transfer["std"] == pytest.approx(pd.Series(accs).std(ddof=1))
+    finetune = summary[summary["regime"] == "finetune"].iloc[0]
+    assert finetune["runs"] == 1 and math.isnan(finetune["std"])
+    assert "interrupted" not in set(summary.columns) and len(summary) == 2  # unfinished runs are left out
+    assert at.success and "wins" in at.success[0].value
+
+
+def test_filters_narrow_the_table(store, compare_page):
+    at = compare_page()
+    at.multiselect(key="filter_status").set_value(["finished"]).run()
+    assert not at.exception
+    assert set(at.dataframe[0].value["status"]) == {"finished"}
+    at.multiselect(key="filter_dataset").set_value([]).run()
+    assert not at.exception and len(at.dataframe[0].value) == 0
+
+
+def test_curves_and_epoch_csv_of_the_chosen_runs(store, compare_page):
+    at = compare_page()
+    chosen = at.multiselect(key="compare_runs").value  # the newest launch group by default
+    assert set(chosen) == {s["run_id"] for s in store["summaries"].values()} | {store["killed"]}
+    spec = _chart(at, "Validation accuracy")
+    names = {t.get("name") for t in spec["data"]}
+    assert any("Transfer learning" in (n or "") for n in names) and any("(raw)" in (n or "") for n in names)
+    at.slider(key="smoothing").set_value(0.0).run()
+    assert not any("(raw)" in (t.get("name") or "") for t in _chart(at, "Validation accuracy")["data"])
+    assert at.download_button(key="download_epochs")
+
+
+def test_confusion_matrix_sums_to_the_test_split_and_shows_the_cell_photos(store, compare_page):
+    s = store["summaries"][("transfer", 0)]
+    at = compare_page()
+    at.selectbox(key="cm_run").set_value(s["run_id"]).run()
+    heat = next(t for t in _chart(at, "share of")["data"] if t["type"] == "heatmap")
+    counts = [[int(v) for v in row] for row in heat["text"]]
+    assert sum(map(sum, counts)) == s["n_test"] == s["split_sizes"]["test"]
+    assert counts == s["confusion"]
+    # choosing a cell shows exactly its photos
+    cell_key = f"cm_cell-{s['run_id']}"
+    classes = s["classes"]
+    t, p = max(((a, b) for a in range(5) for b in range(5)), key=lambda ab: counts[ab[0]][ab[1]])
+    at.selectbox(key=cell_key)  # exists
+    at.session_state[cell_key] = (classes[t], classes[p])  # what a click on the cell does
+    at.run()
+    assert not at.exception
+    assert len(at.get("image")) == min(counts[t][p], 24)
+
+
+def test_predict_a_test_photo_with_every_chosen_run(store, compare_page):
+    at = compare_page()
+    at.button(key="predict_random").click().run()
+    assert not at.exception
+    bars = at.get("progress")
+    assert len(bars) == 4 * 3  # top-3 for each of the four chosen runs (the killed one has a checkpoint)
+    classes = store["summaries"][("transfer", 0)]["classes"]
+    assert all(0 <= b.proto.value <= 100 and b.proto.text.split(" — ")[0] in classes for b in bars)
+    firsts = [b.proto.text for b in bars[::3]]  # each run's top-1, marked right or wrong: the photo's class is known
+    assert all(t.endswith("✅") or t.endswith("❌") for t in firsts)
+    assert [b.proto.value for b in bars[:3]] == sorted((b.proto.value for b in bars[:3]), reverse=True)
+
+
+def test_evaluate_on_another_folder_matches_the_cli_and_says_it_saw_these_photos(store, compare_page):
+    at = compare_page()
+    run_id = at.selectbox(key="eval_run").value
+    at.text_input(key="eval_folder").input(str(store["folder"])).run()
+    at.button(key="eval_go").click().run()
+    assert not at.exception
+    expected = evaluate_run(store["settings"].runs_dir / run_id, str(store["folder"]), store["settings"])
+    assert next(m for m in at.metric if m.label == "Accuracy").value == f"{expected['accuracy']:.1%}"
+    assert next(m for m in at.metric if m.label == "Images").value == "80"
+    assert any("trained on" in w.value for w in at.warning)  # the training folder: optimistic, and said so
+    assert any(f"python -m core evaluate {store['settings'].runs_dir / run_id} --data" in c.value for c in at.caption)
+
+    at.text_input(key="eval_folder").input(str(store["folder"] / "nope")).run()
+    at.button(key="eval_go").click().run()
+    assert not at.exception and at.error  # a clear message...
+    assert len(at.dataframe[0].value) == 6  # ...and nothing else lost
+
+
+# ----------------------------------------------------------------------------------------------- core
+
+def test_training_saves_test_predictions_that_agree_with_the_summary(store):
+    s = store["summaries"][("finetune", 0)]
+    preds = load_predictions(s["run_dir"])
+    assert preds is not None and preds.n == s["n_test"]
+    assert preds.confusion() == s["confusion"] and preds.accuracy == pytest.approx(s["test_acc"])
+    assert all(m["true"] != m["predicted"] for m in preds.mistakes())
+    assert len(preds.mistakes()) == preds.n - sum(s["confusion"][i][i] for i in range(5))
+
+
+def test_predictions_are_computed_from_the_checkpoint_when_missing(store, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(store["summaries"][("transfer", 1)]["run_dir"], run_dir)
+    (run_dir / "predictions.json").unlink()
+    preds = run_test_predictions(RunStore(tmp_path).get(str(run_dir)), store["settings"])
+    assert (run_dir / "predictions.json").exists()  # saved for next time
+    assert preds.n == store["summaries"][("transfer", 1)]["n_test"]
+
+
+def test_predict_image_matches_the_model_on_the_same_pixels(store):
+    s = store["summaries"][("transfer", 0)]
+    run = RunStore(store["settings"].runs_dir).get(s["run_id"])
+    model = load_run_model(run)
+    path = store["folder"] / load_predictions(run.dir).files[0]
+    top = predict_image(model, s["classes"], 32, path, k=3)
+    x = torch.from_numpy(decode_image(path, 32)).permute(2, 0, 1).unsqueeze(0)
+    probs = evaluate_model(model, SplitTensors(x, torch.tensor([0]))).probabilities[0]
+    assert [c for c, _ in top] == [s["classes"][i] for i in probs.topk(3).indices]
+    assert [p for _, p in top] == pytest.approx(probs.topk(3).values.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("payload", [b"this is not an image", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00truncated"])
+def test_predict_rejects_a_file_that_is_not_a_photo_clearly(store, payload):
+    s = store["summaries"][("transfer", 0)]
+    model = load_run_model(RunStore(store["settings"].runs_dir).get(s["run_id"]))
+    with pytest.raises(DataError, match="cannot be used as a photo"):
+        predict_image(model, s["classes"], 32, io.BytesIO(payload))
+
+
+def test_table_csv_round_trips(store):
+    runs = RunStore(store["settings"].runs_dir).list_runs()
+    table = runs_table(runs)
+    back = pd.read_csv(io.StringIO(table.to_csv(index=False)))
+    assert list(back.columns) == list(table.columns) and len(back) == len(table)
+    for col in ("test acc", "best val acc", "train s"):
+        assert back[col].tolist() == pytest.approx(table[col].astype(float).tolist(), nan_ok=True)
+    metrics = epoch_metrics([r for r in runs if r.status != "corrupt"])
+    back = pd.read_csv(io.StringIO(metrics.to_csv(index=False)))
+    assert len(back) == sum(len(r.metrics) for r in runs) and back["val_acc"].tolist() == \
+        pytest.approx(metrics["val_acc"].tolist())
+
+
+def test_best_index_picks_the_best_of_each_metric_including_ties():
+    df = pd.DataFrame({"best val acc": [0.5, 0.9, 0.9], "test acc": [0.7, float("nan"), 0.6],
+                       "train s": [10.0, 3.0, 5.0], "s/epoch": [1.0, 1.0, 2.0]})
+    assert best_index(df) == {"best val acc": [1, 2], "test acc": [0], "train s": [1], "s/epoch": [0, 1]}
+
+
+def test_summary_groups_only_identical_recipes():
+    base = {"status": "finished", "regime": "transfer", "backbone": "b", "dataset": "d", "image px": 32, "of": 2,
+            "seed": 0, "test acc": 0.5, "train s": 1.0}
+    df = pd.DataFrame([base, {**base, "seed": 1, "test acc": 0.7}, {**base, "image px": 64, "test acc": 0.9},
+                       {**base, "status": "interrupted", "test acc": float("nan")}])
+    summary = regime_summary(df)
+    assert summary["runs"].tolist() == [1, 2] and summary["mean test acc"].tolist() == pytest.approx([0.9, 0.6])
+
+
+def test_smoothing_is_a_bias_corrected_moving_average():
+    assert smooth([0.2, 0.4, None, 0.8], 0.0) == [0.2, 0.4, None, 0.8]
+    assert smooth([0.5] * 5, 0.9) == pytest.approx([0.5] * 5)  # no start-up bias towards 0
+    out = smooth([0.0, 1.0], 0.5)
+    assert out == pytest.approx([0.0, (0.5 * 0.0 * 0.5 + 0.5 * 1.0) / (1 - 0.25)])
+    with pytest.raises(ValueError):
+        smooth([1.0], 1.0)
+
+
+def test_figures_mark_the_best_epoch_and_make_every_cell_clickable():
+    metrics = [{"epoch": e, "val_acc": a, "val_loss": l} for e, a, l in ((1, 0.5, 1.0), (2, 0.7, 0.6), (3, 0.65, 0.8))]
+    fig = curves_figure([CurveSeries("run", "transfer", metrics)], smoothing=0.5)
+    stars = [t for t in fig.data if t.marker.symbol == "star"]
+    assert [list(t.x) for t in stars] == [[2], [2]]  # lowest validation loss, on both panels
+    fig = confusion_figure([[3, 1], [0, 4]], ["a", "b"])
+    cells = next(t for t in fig.data if t.type == "scatter")
+    assert list(zip(cells.y, cells.x)) == [("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]

@@ -14,7 +14,7 @@ from core.compare import (BEST_IS, best_index, epoch_metrics, headline, regime_s
 from core.errors import TransferLabError
 from core.evaluate import evaluate_run_detailed, load_run_model
 from core.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
-from core.predictions import SplitPredictions, predict_image, run_test_predictions
+from core.predictions import SplitPredictions, load_photo, predict_image, run_test_predictions
 from core.runstore import RunStore, load_run
 from core.settings import Settings
 
@@ -208,29 +208,28 @@ def predict_tab(chosen: list, labels: dict) -> None:
             st.error(f"No test photo to pick: {e}")
     sample = st.session_state.get("predict_sample")
     if up is not None:
-        source, shown, truth = up, up, None
+        source, name, truth = up, up.name, None
     elif sample:
-        source, shown, truth = sample["path"], sample["path"], sample["true"]
+        source, name, truth = sample["path"], Path(sample["path"]).name, sample["true"]
     else:
         return
-    left, right = st.columns([1, 4])
     try:
-        left.image(shown, caption=f"true class: {truth}" if truth else getattr(up, "name", ""), width="stretch")
-    except Exception:  # not an image: the prediction below says so clearly
-        pass
+        photo = load_photo(source, name)
+    except TransferLabError as e:
+        st.error(str(e))
+        return
+    left, right = st.columns([1, 4])
+    left.image(photo, caption=f"{name} — true class: {truth}" if truth else name, width="stretch")
     cols = right.columns(min(len(ready), 4))
     for i, run in enumerate(ready):
         with cols[i % len(cols)]:
             st.markdown(f"**{labels[run.run_id]}**")
             try:
                 model = cached_model(str(run.dir), _stamp(run.dir))
-                if hasattr(source, "seek"):
-                    source.seek(0)
-                top = predict_image(model, run.config["resolved"]["classes"], run.config["data"]["img_size"],
-                                    source, k=3)
             except TransferLabError as e:
                 st.error(str(e))
                 continue
+            top = predict_image(model, run.config["resolved"]["classes"], run.config["data"]["img_size"], photo, k=3)
             for rank, (cls, p) in enumerate(top):
                 mark = " ✅" if truth and rank == 0 and cls == truth else (" ❌" if truth and rank == 0 else "")
                 st.progress(p, text=f"{cls} — {p:.0%}{mark}")

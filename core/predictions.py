@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from PIL import Image
 
 from core.augment import to_float
 from core.backbones import Classifier
 from core.errors import DataError
 from core.runstore import RunRecord, write_json_atomic
-from core.tensor_cache import ImageDecodeError, decode_image
+from core.tensor_cache import ImageDecodeError, open_rgb, resize_square
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -110,18 +111,23 @@ def run_test_predictions(run: RunRecord, settings=None) -> SplitPredictions:
     return preds
 
 
-@torch.inference_mode()
-def predict_image(model: Classifier, classes: Sequence[str], img_size: int, source,
-                  k: int = 3) -> List[Tuple[str, float]]:
-    """The top-``k`` ``(class, probability)`` of one image (a path or file-like), resized as in training.
+def load_photo(source, name: str = "") -> Image.Image:
+    """An uploaded or chosen photo (path or file-like; JPEG, PNG, WebP…; EXIF rotation applied), as RGB.
 
-    Raises :class:`DataError` with a plain message when ``source`` is not a readable image.
+    Raises :class:`DataError` saying plainly why a file cannot be used.
     """
     try:
-        arr = decode_image(source, img_size)
+        return open_rgb(source)
     except ImageDecodeError as e:
-        raise DataError(f"This file cannot be used as a photo: {e}. Upload a JPEG, PNG or WebP image.") from e
-    x = to_float(torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0))
+        label = f"'{name}'" if name else "This file"
+        raise DataError(f"{label} cannot be used as a photo: {e}. Use a JPEG, PNG or WebP image.") from e
+
+
+@torch.inference_mode()
+def predict_image(model: Classifier, classes: Sequence[str], img_size: int, photo: Image.Image,
+                  k: int = 3) -> List[Tuple[str, float]]:
+    """The top-``k`` ``(class, probability)`` of a photo (from :func:`load_photo`), resized as in training."""
+    x = to_float(torch.from_numpy(resize_square(photo, img_size)).permute(2, 0, 1).unsqueeze(0))
     device = next(model.parameters()).device
     probs = model.eval()(x.to(device)).float().softmax(1)[0].cpu()
     top = probs.topk(min(k, len(classes)))

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.progress import ProgressFn, no_progress
 
@@ -33,11 +33,11 @@ class ImageDecodeError(ValueError):
     """An image file could not be read; the message says why."""
 
 
-def decode_image(source, size: int) -> np.ndarray:
-    """Read one image (path or file-like), respect EXIF rotation, return uint8 ``(size, size, 3)`` RGB.
+def open_rgb(source, draft_size: Optional[int] = None) -> Image.Image:
+    """Read one image (path or file-like) as an RGB PIL image, EXIF rotation applied.
 
-    The image is resized to a square, as the course notebook's ``Resize((size, size))``. Raises
-    :class:`ImageDecodeError` for anything that is not a readable image.
+    ``draft_size`` lets JPEGs decode at a reduced scale when they are much larger than needed. Raises
+    :class:`ImageDecodeError` with a plain reason for anything that is not a readable image.
     """
     try:
         with warnings.catch_warnings():  # our own size check below gives the clear message
@@ -45,15 +45,33 @@ def decode_image(source, size: int) -> np.ndarray:
             im = Image.open(source)
         with im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise ImageDecodeError(f"image too large ({im.width}x{im.height} pixels)")
-            im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale when much larger
+                raise ImageDecodeError(f"the image is too large ({im.width}x{im.height} pixels; "
+                                       f"at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels)")
+            if draft_size:
+                im.draft("RGB", (draft_size, draft_size))
             im = ImageOps.exif_transpose(im)
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-            return np.array(im, dtype=np.uint8)  # a writable copy (torch.from_numpy wants one)
+            return im.convert("RGB")
     except ImageDecodeError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(f"not a readable image ({type(e).__name__}: {e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageDecodeError("it is not in an image format that can be read") from e
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"the image is too large ({e})") from e
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageDecodeError(f"the image data is damaged or cut short ({e})") from e
+
+
+def resize_square(im: Image.Image, size: int) -> np.ndarray:
+    """uint8 ``(size, size, 3)``: resized to a square, as the course notebook's ``Resize((size, size))``."""
+    return np.array(im.resize((size, size), Image.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
+
+
+def decode_image(source, size: int) -> np.ndarray:
+    """Read one image (path or file-like), respect EXIF rotation, return uint8 ``(size, size, 3)`` RGB.
+
+    Raises :class:`ImageDecodeError` for anything that is not a readable image.
+    """
+    return resize_square(open_rgb(source, draft_size=size * 2), size)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from core.errors import DataError
 from core.evaluate import evaluate_run, load_run_model
 from core.events import EpochEnd
 from core.plots import confusion_figure, curves_figure, CurveSeries
-from core.predictions import load_predictions, predict_image, run_test_predictions
+from core.predictions import load_photo, load_predictions, predict_image, run_test_predictions
 from core.runstore import RunStore
 from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings
 from core.tensor_cache import decode_image
@@ -226,19 +226,29 @@ def test_predict_image_matches_the_model_on_the_same_pixels(store):
     run = RunStore(store["settings"].runs_dir).get(s["run_id"])
     model = load_run_model(run)
     path = store["folder"] / load_predictions(run.dir).files[0]
-    top = predict_image(model, s["classes"], 32, path, k=3)
+    top = predict_image(model, s["classes"], 32, load_photo(path), k=3)
     x = torch.from_numpy(decode_image(path, 32)).permute(2, 0, 1).unsqueeze(0)
     probs = evaluate_model(model, SplitTensors(x, torch.tensor([0]))).probabilities[0]
     assert [c for c, _ in top] == [s["classes"][i] for i in probs.topk(3).indices]
     assert [p for _, p in top] == pytest.approx(probs.topk(3).values.tolist(), abs=1e-5)
 
 
-@pytest.mark.parametrize("payload", [b"this is not an image", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00truncated"])
-def test_predict_rejects_a_file_that_is_not_a_photo_clearly(store, payload):
-    s = store["summaries"][("transfer", 0)]
-    model = load_run_model(RunStore(store["settings"].runs_dir).get(s["run_id"]))
-    with pytest.raises(DataError, match="cannot be used as a photo"):
-        predict_image(model, s["classes"], 32, io.BytesIO(payload))
+@pytest.mark.parametrize("payload, reason", [(b"this is not an image", "it is not in an image format"),
+                                             (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00truncated", "")])
+def test_a_file_that_is_not_a_photo_gets_a_clear_message(payload, reason):
+    with pytest.raises(DataError, match=f"'holiday.jpg' cannot be used as a photo: {reason}") as e:
+        load_photo(io.BytesIO(payload), "holiday.jpg")
+    assert "BytesIO" not in str(e.value) and "UploadedFile" not in str(e.value)
+
+
+def test_photo_exif_rotation_is_respected(tmp_path):
+    from PIL import Image
+
+    im = Image.new("RGB", (40, 20), "red")
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    im.save(tmp_path / "phone.jpg", exif=exif)
+    assert load_photo(tmp_path / "phone.jpg").size == (20, 40)
 
 
 def test_table_csv_round_trips(store):

@@ -69,7 +69,7 @@ def test_decode_respects_exif_rotation(tmp_path):
 
 def test_decode_rejects_garbage_truncated_and_huge(tmp_path):
     (tmp_path / "junk.jpg").write_bytes(b"this is not a jpeg")
-    with pytest.raises(ImageDecodeError, match="not a readable image"):
+    with pytest.raises(ImageDecodeError, match="not in an image format"):
         decode_image(tmp_path / "junk.jpg", 16)
     good = _png(tmp_path / "ok.png", size=(64, 64))
     (tmp_path / "trunc.png").write_bytes(good.read_bytes()[:60])

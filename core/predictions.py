@@ -97,17 +97,20 @@ def load_predictions(run_dir: Path) -> Optional[SplitPredictions]:
 
 
 def run_test_predictions(run: RunRecord, settings=None) -> SplitPredictions:
-    """The run's predictions on its own test split: saved ones, else computed from its checkpoint (and saved).
+    """The run's predictions on its own test split: the saved ones when they are at least as new as its
+    checkpoint, else computed from the checkpoint (and saved, unless the run is still training).
 
     Raises :class:`DataError` when the run has no checkpoint or its test images are gone.
     """
+    saved_path, checkpoint = Path(run.dir) / PREDICTIONS_FILE, Path(run.dir) / "best.pt"
     saved = load_predictions(run.dir)
-    if saved is not None:
+    if saved is not None and (not checkpoint.exists() or saved_path.stat().st_mtime >= checkpoint.stat().st_mtime):
         return saved
     from core.evaluate import evaluate_run_detailed  # evaluate imports this module
 
     _, preds = evaluate_run_detailed(run.dir, None, settings)
-    save_predictions(run.dir, preds)
+    if run.status != "running":  # a running run's checkpoint may still change
+        save_predictions(run.dir, preds)
     return preds
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shutil
 
 import pandas as pd
@@ -219,6 +220,11 @@ def test_predictions_are_computed_from_the_checkpoint_when_missing(store, tmp_pa
     preds = run_test_predictions(RunStore(tmp_path).get(str(run_dir)), store["settings"])
     assert (run_dir / "predictions.json").exists()  # saved for next time
     assert preds.n == store["summaries"][("transfer", 1)]["n_test"]
+    stale = {**json.loads((run_dir / "predictions.json").read_text()),
+             "predictions": [(p + 1) % 5 for p in preds.predictions]}  # all wrong
+    (run_dir / "predictions.json").write_text(json.dumps(stale))
+    os.utime(run_dir / "predictions.json", (1, 1))  # older than the checkpoint: recomputed, not trusted
+    assert run_test_predictions(RunStore(tmp_path).get(str(run_dir)), store["settings"]).predictions == preds.predictions
 
 
 def test_predict_image_matches_the_model_on_the_same_pixels(store):

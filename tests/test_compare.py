@@ -42,7 +42,7 @@ def _cfg(folder, regime, seed, epochs=2, group="g-test"):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, session_cache, tiny_folder):
     """A run store with: transfer seeds 0 and 1, finetune seed 0 (one launch group), a run stopped after
-    its first epoch, a run whose process died (no summary), and a corrupt folder."""
+    its first epoch, a run whose process died (no summary), one still training, and a corrupt folder."""
     settings = Settings(cache_dir=session_cache, runs_dir=tmp_path_factory.mktemp("compare") / "runs")
     summaries = {}
     for regime, seed in (("transfer", 0), ("transfer", 1), ("finetune", 0)):
@@ -61,11 +61,18 @@ def store(tmp_path_factory, session_cache, tiny_folder):
     (killed / "predictions.json").unlink()
     status = json.loads((killed / "status.json").read_text())
     (killed / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 2 ** 22 + 12345}))
+    live = settings.runs_dir / "20000101-000002-transfer-efficientnet_lite0-live"  # still training, here
+    shutil.copytree(summaries[("transfer", 1)]["run_dir"], live)
+    for name in ("summary.json", "predictions.json"):
+        (live / name).unlink()
+    config = json.loads((live / "config.json").read_text())
+    (live / "config.json").write_text(json.dumps({**config, "group": "g-live"}))
+    (live / "status.json").write_text(json.dumps({**status, "status": "running", "pid": os.getpid()}))
     corrupt = settings.runs_dir / "20000101-000000-broken"
     corrupt.mkdir()
     (corrupt / "config.json").write_text("{")
     return {"settings": settings, "summaries": summaries, "stopped": stopped, "killed": killed.name,
-            "corrupt": corrupt.name, "folder": tiny_folder}
+            "live": live.name, "corrupt": corrupt.name, "folder": tiny_folder}
 
 
 @pytest.fixture
@@ -95,7 +102,7 @@ def _chart(at, title_word):
 def test_table_rows_match_each_runs_summary(store, compare_page):
     at = compare_page()
     df = at.dataframe[0].value
-    assert len(df) == 6
+    assert len(df) == 7
     for s in store["summaries"].values():
         row = df[df["run"] == s["run_id"]].iloc[0]
         assert row["status"] == "finished" and row["regime"] == s["regime"] and row["backbone"] == BACKBONE
@@ -110,6 +117,7 @@ def test_table_rows_match_each_runs_summary(store, compare_page):
     assert status[store["stopped"]["run_id"]] == "interrupted"
     assert status[store["killed"]] == "interrupted"
     assert status[store["corrupt"]] == "corrupt"
+    assert status[store["live"]] == "running"
     killed = df[df["run"] == store["killed"]].iloc[0]  # no summary: its epochs so far still count
     assert killed["epochs"] == 2 and not math.isnan(killed["best val acc"]) and math.isnan(killed["test acc"])
     captions = " ".join(c.value for c in at.caption)
@@ -171,6 +179,15 @@ def test_confusion_matrix_sums_to_the_test_split_and_shows_the_cell_photos(store
     assert len(at.get("image")) == min(counts[t][p], 24)
 
 
+def test_a_run_still_training_gets_a_confusion_matrix_from_its_checkpoint_but_none_is_saved(store, compare_page):
+    at = compare_page()
+    at.multiselect(key="compare_runs").set_value([store["live"]]).run()
+    assert not at.exception
+    heat = next(t for t in _chart(at, "share of")["data"] if t["type"] == "heatmap")
+    assert sum(int(v) for row in heat["text"] for v in row) == store["summaries"][("transfer", 1)]["n_test"]
+    assert not (store["settings"].runs_dir / store["live"] / "predictions.json").exists()
+
+
 def test_predict_a_test_photo_with_every_chosen_run(store, compare_page):
     at = compare_page()
     at.button(key="predict_random").click().run()
@@ -199,7 +216,7 @@ def test_evaluate_on_another_folder_matches_the_cli_and_says_it_saw_these_photos
     at.text_input(key="eval_folder").input(str(store["folder"] / "nope")).run()
     at.button(key="eval_go").click().run()
     assert not at.exception and at.error  # a clear message...
-    assert len(at.dataframe[0].value) == 6  # ...and nothing else lost
+    assert len(at.dataframe[0].value) == 7  # ...and nothing else lost
 
 
 # ----------------------------------------------------------------------------------------------- core
@@ -221,7 +238,7 @@ def test_predictions_are_computed_from_the_checkpoint_when_missing(store, tmp_pa
     assert (run_dir / "predictions.json").exists()  # saved for next time
     assert preds.n == store["summaries"][("transfer", 1)]["n_test"]
     stale = {**json.loads((run_dir / "predictions.json").read_text()),
-             "predictions": [(p + 1) % 5 for p in preds.predictions]}  # all wrong
+             "predictions": [(p + 1) % 5 for p in preds.predictions]}  # every one changed
     (run_dir / "predictions.json").write_text(json.dumps(stale))
     os.utime(run_dir / "predictions.json", (1, 1))  # older than the checkpoint: recomputed, not trusted
     assert run_test_predictions(RunStore(tmp_path).get(str(run_dir)), store["settings"]).predictions == preds.predictions

@@ -15,7 +15,7 @@ from core.errors import TransferLabError
 from core.evaluate import evaluate_run_detailed, load_run_model
 from core.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
 from core.predictions import SplitPredictions, load_photo, predict_image, run_test_predictions
-from core.runstore import RunStore, load_run
+from core.runstore import STATUSES, RunStore, load_run
 from core.settings import Settings
 
 settings = Settings.from_env()
@@ -62,13 +62,18 @@ def empty_state() -> None:
 
 # ------------------------------------------------------------------------------------------------ table
 
-def runs_section(table: pd.DataFrame, runs: list) -> pd.DataFrame:
+def _filter(column, label: str, values: list) -> list:
+    """A multiselect of ``values``, all chosen at first. Its key names the values, so when a new one appears
+    (a run on a new dataset) the filter starts again from "all" instead of silently hiding it."""
+    return column.multiselect(label, values, default=values, key=f"filter_{label.lower()}-{'|'.join(values)}")
+
+
+def runs_section(table: pd.DataFrame, runs: list):
+    """Filters, the verdict, the runs table; returns the filtered table and its summary by regime."""
     c = st.columns(3)
-    datasets, backbones = sorted(table["dataset"].unique()), sorted(table["backbone"].unique())
-    statuses = [s for s in ("finished", "running", "interrupted", "failed", "corrupt") if s in set(table["status"])]
-    pick_ds = c[0].multiselect("Dataset", datasets, default=datasets, key="filter_dataset")
-    pick_bb = c[1].multiselect("Backbone", backbones, default=backbones, key="filter_backbone")
-    pick_st = c[2].multiselect("Status", statuses, default=statuses, key="filter_status")
+    pick_ds = _filter(c[0], "Dataset", sorted(table["dataset"].unique()))
+    pick_bb = _filter(c[1], "Backbone", sorted(table["backbone"].unique()))
+    pick_st = _filter(c[2], "Status", list(STATUSES))
     view = table[table["dataset"].isin(pick_ds) & table["backbone"].isin(pick_bb) & table["status"].isin(pick_st)]
 
     summary = regime_summary(view)
@@ -92,12 +97,11 @@ def runs_section(table: pd.DataFrame, runs: list) -> pd.DataFrame:
     for r in runs:
         if r.run_id in set(view["run"]) and r.status in ("corrupt", "interrupted", "failed"):
             st.caption(f"⚠️ `{r.run_id}`: **{r.status}** — {r.error or 'see its folder'}")
-    return view
+    return view, summary
 
 
-def summary_section(view: pd.DataFrame) -> None:
+def summary_section(summary: pd.DataFrame) -> None:
     st.subheader("Summary by regime")
-    summary = regime_summary(view)
     if summary.empty:
         st.info("No finished runs among those shown yet.")
         return
@@ -300,8 +304,8 @@ if not all_runs:
     st.stop()
 
 table = runs_table(all_runs)
-view = runs_section(table, all_runs)
-summary_section(view)
+view, summary = runs_section(table, all_runs)
+summary_section(summary)
 
 st.subheader("Runs side by side")
 readable = [r for r in all_runs if r.status != "corrupt"]

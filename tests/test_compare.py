@@ -141,11 +141,30 @@ def test_headline_and_summary_pool_seeds(store, compare_page):
 
 def test_filters_narrow_the_table(store, compare_page):
     at = compare_page()
-    at.multiselect(key="filter_status").set_value(["finished"]).run()
+    def pick(label):
+        return next(m for m in at.multiselect if m.label == label)
+
+    pick("Status").set_value(["finished"]).run()
     assert not at.exception
     assert set(at.dataframe[0].value["status"]) == {"finished"}
-    at.multiselect(key="filter_dataset").set_value([]).run()
+    pick("Dataset").set_value([]).run()
     assert not at.exception and len(at.dataframe[0].value) == 0
+    assert "No finished runs" in at.info[0].value
+
+
+def test_a_run_on_a_new_dataset_is_not_hidden_by_the_filters(store, compare_page, tmp_path):
+    at = compare_page()
+    next(m for m in at.multiselect if m.label == "Status").set_value(["finished", "interrupted"]).run()
+    new = store["settings"].runs_dir / "20000101-000003-transfer-efficientnet_lite0-new0"
+    shutil.copytree(store["summaries"][("finetune", 0)]["run_dir"], new)
+    config = json.loads((new / "config.json").read_text())
+    (new / "config.json").write_text(json.dumps({**config, "data": {**config["data"], "source": "sample"}}))
+    try:
+        at.run()
+        shown = at.dataframe[0].value
+        assert new.name in set(shown["run"]) and set(shown["status"]) == {"finished", "interrupted"}
+    finally:
+        shutil.rmtree(new)
 
 
 def test_curves_and_epoch_csv_of_the_chosen_runs(store, compare_page):

@@ -4,6 +4,7 @@ All numbers come from the run folders (``core.compare``); this page only lays th
 model for Predict, an evaluation on another folder) happens only when asked for, and is cached.
 """
 
+import random
 from pathlib import Path
 
 import pandas as pd
@@ -24,9 +25,9 @@ PERCENT_COLUMNS = ("best val acc", "test acc")
 THUMBS_PER_ROW, MAX_THUMBS = 6, 24
 
 
-def _stamp(run_dir: Path) -> float:
-    """Changes when the run's checkpoint or saved predictions change (cache key)."""
-    return sum(p.stat().st_mtime for p in (run_dir / "best.pt", run_dir / "predictions.json") if p.exists())
+def _stamp(*files: Path) -> float:
+    """Changes when any of ``files`` changes (a cache key)."""
+    return sum(p.stat().st_mtime for p in files if p.exists())
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the run's model…")
@@ -37,6 +38,14 @@ def cached_model(run_dir: str, stamp: float):
 @st.cache_data(max_entries=32, show_spinner="Predicting the run's test split…")
 def cached_test_predictions(run_dir: str, stamp: float) -> SplitPredictions:
     return run_test_predictions(load_run(Path(run_dir)), settings)
+
+
+def run_model(run):
+    return cached_model(str(run.dir), _stamp(run.dir / "best.pt"))
+
+
+def own_test_predictions(run) -> SplitPredictions:
+    return cached_test_predictions(str(run.dir), _stamp(run.dir / "best.pt", run.dir / "predictions.json"))
 
 
 def styled_table(df: pd.DataFrame):
@@ -165,14 +174,13 @@ def confusion_tab(chosen: list, labels: dict) -> None:
     by_id = {r.run_id: r for r in usable}
     run = by_id[st.selectbox("Run", list(by_id), format_func=labels.get, key="cm_run")]
     try:
-        preds = cached_test_predictions(str(run.dir), _stamp(run.dir))
+        preds = own_test_predictions(run)
     except TransferLabError as e:
         st.error(str(e))
         return
     cm = preds.confusion()
-    filled = [(t, p, cm[ti][pi]) for ti, t in enumerate(preds.classes) for pi, p in enumerate(preds.classes)
-              if cm[ti][pi]]
-    cells = [None] + [(t, p) for t, p, _ in filled if t != p] + [(t, p) for t, p, _ in filled if t == p]
+    filled = [(t, p) for ti, t in enumerate(preds.classes) for pi, p in enumerate(preds.classes) if cm[ti][pi]]
+    cells = [None] + [c for c in filled if c[0] != c[1]] + [c for c in filled if c[0] == c[1]]  # mistakes first
     cell_key, chart_key = f"cm_cell-{run.run_id}", f"cm_chart-{run.run_id}"
 
     def on_click() -> None:  # a click on a (non-empty) cell chooses it in the picker below
@@ -183,7 +191,7 @@ def confusion_tab(chosen: list, labels: dict) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.markdown(f"**Test split: {preds.accuracy:.1%}** of {preds.n} images right")
-        st.plotly_chart(confusion_figure(preds.confusion(), preds.classes), key=chart_key, on_select=on_click,
+        st.plotly_chart(confusion_figure(cm, preds.classes), key=chart_key, on_select=on_click,
                         selection_mode="points", width="stretch")
         st.caption("Rows: the true class · columns: what the model said. Click a cell to see its photos.")
     with right:
@@ -203,10 +211,8 @@ def predict_tab(chosen: list, labels: dict) -> None:
         return
     up = st.file_uploader("A photo (JPEG, PNG, WebP…)", type=UPLOAD_TYPES, key="predict_upload")
     if st.button("🎲 Or try a random photo from a test split", key="predict_random"):
-        import random
-
         try:
-            pool = cached_test_predictions(str(ready[0].dir), _stamp(ready[0].dir))
+            pool = own_test_predictions(ready[0])
             st.session_state["predict_sample"] = random.choice(pool.images())
         except (TransferLabError, IndexError) as e:
             st.error(f"No test photo to pick: {e}")
@@ -229,7 +235,7 @@ def predict_tab(chosen: list, labels: dict) -> None:
         with cols[i % len(cols)]:
             st.markdown(f"**{labels[run.run_id]}**")
             try:
-                model = cached_model(str(run.dir), _stamp(run.dir))
+                model = run_model(run)
             except TransferLabError as e:
                 st.error(str(e))
                 continue

@@ -40,8 +40,8 @@ def run_label(run: RunRecord, with_backbone: bool = True) -> str:
     """How a run is named in pickers and legends: regime, (backbone,) seed and start time."""
     c = run.config
     rid = run.run_id  # "20261122-074512-transfer-resnet18-ab12"
-    stamp = f"{rid[4:6]}-{rid[6:8]} {rid[9:11]}:{rid[11:13]}:{rid[13:15]}" if rid[:8].isdigit() and rid[9:15].isdigit() \
-        else rid
+    dated = rid[:8].isdigit() and rid[9:15].isdigit()
+    stamp = f"{rid[4:6]}-{rid[6:8]} {rid[9:11]}:{rid[11:13]}:{rid[13:15]}" if dated else rid
     parts = [regime_title(c.get("model", {}).get("regime", "?"))]
     if with_backbone:
         parts.append(c.get("model", {}).get("backbone", "?"))
@@ -162,7 +162,7 @@ def seconds(s: float) -> str:
 
 
 def headline(summary: pd.DataFrame) -> List[str]:
-    """One sentence per (dataset, backbone): which regime wins, and what the cheapest good one costs."""
+    """One sentence per (dataset, backbone): which regime wins, and what the quickest one reaches in its time."""
     lines = []
     for (dataset, backbone), g in summary.groupby(["dataset", "backbone"], sort=False):
         best = g.iloc[0]  # summary is sorted by mean test accuracy
@@ -191,19 +191,3 @@ def epoch_metrics(runs: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "regime", "backbone", "dataset", "seed", "epoch", "train_loss",
                                        "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec",
                                        "is_best"])
-
-
-def smooth(values: Sequence[Optional[float]], weight: float) -> List[Optional[float]]:
-    """Exponential moving average with start-up bias correction (as TensorBoard's smoothing slider):
-    ``weight`` 0 returns the values, closer to 1 smooths more. Missing values stay missing."""
-    if not 0.0 <= weight < 1.0:
-        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
-    out, avg, n = [], 0.0, 0
-    for v in values:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out.append(None)
-            continue
-        n += 1
-        avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight ** n))
-    return out

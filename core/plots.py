@@ -7,6 +7,7 @@ accuracy on the right, training dashed and validation solid, one colour per regi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -68,6 +69,22 @@ def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
     return fig
 
 
+def smooth(values: Sequence[Optional[float]], weight: float) -> List[Optional[float]]:
+    """Exponential moving average with start-up bias correction (as TensorBoard's smoothing slider):
+    ``weight`` 0 returns the values, closer to 1 smooths more. Missing values stay missing."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out, avg, n = [], 0.0, 0
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(None)
+            continue
+        n += 1
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** n))
+    return out
+
+
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
@@ -77,8 +94,6 @@ def curves_figure(runs: Sequence[CurveSeries], smoothing: float = 0.0, height: i
 
     Runs of the same regime share its colour and differ by dash.
     """
-    from core.compare import smooth  # local: compare imports pandas, not needed for the race chart
-
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Validation accuracy", "Validation loss"),
                         horizontal_spacing=0.08)
     seen: Dict[str, int] = {}

@@ -14,14 +14,14 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core.compare import best_index, epoch_metrics, regime_summary, runs_table, smooth
+from core.compare import best_index, epoch_metrics, regime_summary, runs_table
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.data import SplitTensors
 from core.engine import evaluate_model
 from core.errors import DataError
 from core.evaluate import evaluate_run, load_run_model
 from core.events import EpochEnd
-from core.plots import confusion_figure, curves_figure, CurveSeries
+from core.plots import CurveSeries, confusion_figure, curves_figure, smooth
 from core.predictions import load_photo, load_predictions, predict_image, run_test_predictions
 from core.runstore import RunStore
 from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings

@@ -273,10 +273,11 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
     if not shown or shown["run"] != run.run_id:
         return
     result, preds = shown["result"], shown["preds"]
-    data_root = run.config.get("resolved", {}).get("data_root")
-    if data_root and Path(preds.root).resolve() == Path(data_root).resolve():
-        st.warning("This is the folder the run was trained on: most of these images were seen in training, "
-                   "so this accuracy is optimistic. A held-out folder gives the honest number.", icon="⚠️")
+    seen = result["seen_in_training"]
+    if seen["train"] or seen["val"]:
+        st.warning(f"This is the folder the run was trained on: {seen['train']:,} of these {result['n']:,} images "
+                   f"were in its training split and {seen['val']:,} in its validation split, so this accuracy is "
+                   "optimistic. A held-out folder gives the honest number.", icon="⚠️")
     c = st.columns(3)
     c[0].metric("Accuracy", f"{result['accuracy']:.1%}")
     c[1].metric("Images", f"{result['n']:,}")

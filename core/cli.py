@@ -182,7 +182,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.evaluate import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data)
-    print(json.dumps({k: result[k] for k in ("accuracy", "n", "per_class", "data", "run_id")}))
+    seen = result["seen_in_training"]
+    if seen["train"] or seen["val"]:
+        print(f"warning: {seen['train']} of these {result['n']} images were in the run's training split and "
+              f"{seen['val']} in its validation split: this accuracy is optimistic.", file=sys.stderr)
+    print(json.dumps({k: result[k] for k in ("accuracy", "n", "per_class", "data", "run_id", "seen_in_training")}))
     return 0
 
 

@@ -84,5 +84,18 @@ def evaluate_run_detailed(run_dir: Path, data: Optional[str] = None, settings: O
     summary = {"run_id": run.run_id, "data": source, "accuracy": result.accuracy, "n": result.n,
                "per_class": result.per_class_accuracy(decoded.labels, classes),
                "confusion": result.confusion(decoded.labels, len(classes)), "classes": classes,
-               "skipped_files": len(decoded.skipped)}
+               "skipped_files": len(decoded.skipped), "seen_in_training": seen_in_training(run, root, decoded.files)}
     return summary, preds
+
+
+def seen_in_training(run: RunRecord, root: Path, files) -> Dict[str, int]:
+    """How many of ``files`` (relative to ``root``) the run trained on (``train``) or picked its checkpoint
+    with (``val``): an accuracy on them is optimistic. Zero unless ``root`` is the run's own data folder."""
+    try:
+        manifest = load_manifest(run.dir / "split.json")
+    except (OSError, ValueError):
+        return {"train": 0, "val": 0}
+    if Path(manifest["root"]).resolve() != Path(root).resolve():
+        return {"train": 0, "val": 0}
+    chosen = set(files)
+    return {split: sum(1 for f, _ in manifest["splits"].get(split, []) if f in chosen) for split in ("train", "val")}

@@ -46,6 +46,14 @@ def test_train_then_evaluate_from_the_command_line(tiny_folder, settings, tmp_pa
     ev = last_json(e.stdout)
     assert ev["n"] == 10 and set(ev["per_class"]) == {"daisy", "dandelion", "roses", "sunflowers", "tulips"}
     assert ev["accuracy"] == pytest.approx(s["test_acc"], abs=0.101)  # bf16 rounding may flip one image
+    assert ev["seen_in_training"] == {"train": 0, "val": 0}  # its own test split: never seen
+
+    e = run_cli("evaluate", s["run_dir"], "--data", data)  # the folder it trained on: said to be optimistic
+    assert e.returncode == 0, e.stderr
+    seen = last_json(e.stdout)["seen_in_training"]
+    split = json.loads((Path(s["run_dir"]) / "split.json").read_text())["splits"]
+    assert seen == {"train": len(split["train"]), "val": len(split["val"])}
+    assert "optimistic" in e.stderr
 
     r = run_cli("runs")
     assert r.returncode == 0 and last_json(r.stdout)[0]["run_id"] == s["run_id"]

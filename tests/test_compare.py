@@ -229,7 +229,8 @@ def test_evaluate_on_another_folder_matches_the_cli_and_says_it_saw_these_photos
     expected = evaluate_run(store["settings"].runs_dir / run_id, str(store["folder"]), store["settings"])
     assert next(m for m in at.metric if m.label == "Accuracy").value == f"{expected['accuracy']:.1%}"
     assert next(m for m in at.metric if m.label == "Images").value == "80"
-    assert any("trained on" in w.value for w in at.warning)  # the training folder: optimistic, and said so
+    split = json.loads((store["settings"].runs_dir / run_id / "split.json").read_text())["splits"]
+    assert any(f"{len(split['train'])} of these 80 images were in its training split" in w.value for w in at.warning)
     assert any(f"python -m core evaluate {store['settings'].runs_dir / run_id} --data" in c.value for c in at.caption)
 
     at.text_input(key="eval_folder").input(str(store["folder"] / "nope")).run()

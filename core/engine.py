@@ -84,17 +84,6 @@ class EvalResult:
     predictions: torch.Tensor  # int64 (N,)
     probabilities: torch.Tensor  # float32 (N, C)
 
-    def confusion(self, labels: torch.Tensor, num_classes: int) -> List[List[int]]:
-        cm = torch.bincount(labels * num_classes + self.predictions, minlength=num_classes * num_classes)
-        return cm.view(num_classes, num_classes).tolist()
-
-    def per_class_accuracy(self, labels: torch.Tensor, classes) -> Dict[str, Optional[float]]:
-        out = {}
-        for c, name in enumerate(classes):
-            mask = labels == c
-            out[name] = float((self.predictions[mask] == c).float().mean()) if mask.any() else None
-        return out
-
 
 @dataclass
 class FitResult:

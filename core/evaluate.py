@@ -82,8 +82,7 @@ def evaluate_run_detailed(run_dir: Path, data: Optional[str] = None, settings: O
                             resolve_precision("auto", device), device)
     preds = SplitPredictions.from_tensors(root, classes, decoded.files, decoded.labels, result.probabilities)
     summary = {"run_id": run.run_id, "data": source, "accuracy": result.accuracy, "n": result.n,
-               "per_class": result.per_class_accuracy(decoded.labels, classes),
-               "confusion": result.confusion(decoded.labels, len(classes)), "classes": classes,
+               "per_class": preds.per_class_accuracy(), "confusion": preds.confusion(), "classes": classes,
                "skipped_files": len(decoded.skipped), "seen_in_training": seen_in_training(run, root, decoded.files)}
     return summary, preds
 

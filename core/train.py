@@ -101,13 +101,12 @@ def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: Eve
         if result.status == "finished":
             on_event(PhaseProgress("test", 0, sizes["test"], "evaluating the best epoch on the test split"))
             test = trainer.evaluate(data.splits["test"])
-            labels = data.splits["test"].labels
-            save_predictions(writer.dir, SplitPredictions.from_tensors(
-                data.manifest["root"], data.classes, [f for f, _ in data.manifest["splits"]["test"]], labels,
-                test.probabilities))
+            preds = SplitPredictions.from_tensors(data.manifest["root"], data.classes,
+                                                  [f for f, _ in data.manifest["splits"]["test"]],
+                                                  data.splits["test"].labels, test.probabilities)
+            save_predictions(writer.dir, preds)
             fields.update(test_acc=test.accuracy, test_loss=test.loss, n_test=test.n,
-                          per_class=test.per_class_accuracy(labels, data.classes),
-                          confusion=test.confusion(labels, len(data.classes)))
+                          per_class=preds.per_class_accuracy(), confusion=preds.confusion())
         else:
             fields.update(test_acc=None, n_test=sizes["test"])
         summary = build_summary(writer, cfg, result.status, **fields)

@@ -13,7 +13,7 @@ import streamlit as st
 from core.compare import (BEST_IS, best_index, epoch_metrics, headline, regime_summary, run_label, runs_table,
                           spread_groups)
 from core.errors import TransferLabError
-from core.evaluate import evaluate_run_detailed, load_run_model
+from core.evaluate import evaluate_run, load_run_model
 from core.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
 from core.predictions import SplitPredictions, load_photo, predict_image, run_test_predictions
 from core.runstore import STATUSES, RunStore, load_run
@@ -254,17 +254,16 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
     run = by_id[st.selectbox("Run", list(by_id), format_func=labels.get, key="eval_run")]
     folder = st.text_input("Folder with one sub-folder per class (or a .zip, `sample`, `flowers`)",
                            key="eval_folder", placeholder="/home/me/held-out-flowers")
-    if dataset and st.button("Use the sidebar's dataset", key="eval_use_sidebar"):
-        st.session_state["eval_folder"] = dataset["root"]
-        st.rerun()
+    if dataset:
+        st.button("Use the sidebar's dataset", key="eval_use_sidebar",
+                  on_click=lambda: st.session_state.update(eval_folder=dataset["root"]))
     st.caption(f"The same as `python -m core evaluate {run.dir} --data {folder.strip() or 'PATH'}`")
     if st.button("Evaluate", type="primary", key="eval_go", disabled=not folder.strip()):
         bar = st.progress(0.0, text="reading images")
         try:
-            result, preds = evaluate_run_detailed(
-                run.dir, folder.strip(), settings,
-                lambda d, t, m: bar.progress(min(1.0, d / t) if t else 0.0, text=m))
-            st.session_state["eval_result"] = {"run": run.run_id, "result": result, "preds": preds}
+            result = evaluate_run(run.dir, folder.strip(), settings,
+                                  lambda d, t, m: bar.progress(min(1.0, d / t) if t else 0.0, text=m))
+            st.session_state["eval_result"] = {"run": run.run_id, "result": result}
         except TransferLabError as e:
             st.session_state.pop("eval_result", None)
             st.error(str(e))
@@ -272,7 +271,7 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
     shown = st.session_state.get("eval_result")
     if not shown or shown["run"] != run.run_id:
         return
-    result, preds = shown["result"], shown["preds"]
+    result = shown["result"]
     seen = result["seen_in_training"]
     if seen["train"] or seen["val"]:
         st.warning(f"This is the folder the run was trained on: {seen['train']:,} of these {result['n']:,} images "
@@ -286,7 +285,7 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
     if result.get("skipped_files"):
         st.caption(f"{result['skipped_files']} unreadable file(s) skipped.")
     left, right = st.columns([3, 2])
-    left.plotly_chart(confusion_figure(preds.confusion(), preds.classes), key="eval_cm", width="stretch")
+    left.plotly_chart(confusion_figure(result["confusion"], result["classes"]), key="eval_cm", width="stretch")
     right.dataframe(pd.DataFrame({"class": list(result["per_class"]), "accuracy": list(result["per_class"].values())})
                     .style.format({"accuracy": "{:.0%}"}, na_rep="—"), hide_index=True, key="eval_per_class")
 

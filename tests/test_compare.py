@@ -223,6 +223,9 @@ def test_predict_a_test_photo_with_every_chosen_run(store, compare_page):
 def test_evaluate_on_another_folder_matches_the_cli_and_says_it_saw_these_photos(store, compare_page):
     at = compare_page()
     run_id = at.selectbox(key="eval_run").value
+    at.button(key="eval_use_sidebar").click().run()  # the sidebar's dataset: the built-in sample
+    assert not at.exception
+    assert at.text_input(key="eval_folder").value == at.session_state["dataset"]["root"]
     at.text_input(key="eval_folder").input(str(store["folder"])).run()
     at.button(key="eval_go").click().run()
     assert not at.exception

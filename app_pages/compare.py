@@ -103,8 +103,9 @@ def runs_section(table: pd.DataFrame, runs: list):
                "(highest accuracy, least time).")
     st.download_button("⬇️ Table as CSV", view.to_csv(index=False), "transfer-lab-runs.csv", "text/csv",
                        key="download_table")
+    shown = set(view["run"])
     for r in runs:
-        if r.run_id in set(view["run"]) and r.status in ("corrupt", "interrupted", "failed"):
+        if r.run_id in shown and r.status in ("corrupt", "interrupted", "failed"):
             st.caption(f"⚠️ `{r.run_id}`: **{r.status}** — {r.error or 'see its folder'}")
     return view, summary
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import pandas as pd
 
 from core.regimes import REGIMES
-from core.runstore import RunRecord
+from core.runstore import RunRecord, best_epoch_metrics
 
 # The table's columns, in order; the metric columns say which direction is best (highlighted on the page).
 TABLE_COLUMNS = ("regime", "backbone", "dataset", "seed", "epochs", "of", "image px", "trainable params",
@@ -56,16 +56,11 @@ def local_time(iso: str) -> str:
         return ""
 
 
-def _best_so_far(metrics: List[Dict]) -> Optional[Dict]:
-    rows = [m for m in metrics if m.get("val_loss") is not None]
-    return min(rows, key=lambda m: m["val_loss"]) if rows else None
-
-
 def run_row(run: RunRecord) -> Dict:
     """One table row. A run without a summary (running, or killed) shows its epochs so far."""
     c, s = run.config, run.summary
     resolved = c.get("resolved", {})
-    best = _best_so_far(run.metrics)
+    best = best_epoch_metrics(run.metrics)
     trainable = s.get("trainable_params", resolved.get("trainable_params"))
     frozen = s.get("frozen_params", resolved.get("frozen_params"))
     total = s.get("total_params", trainable + frozen if trainable is not None and frozen is not None else None)

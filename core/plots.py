@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.runstore import best_epoch_metrics
+
 REGIME_COLOURS = {"scratch": "#d62728", "transfer": "#1f77b4", "finetune": "#ff7f0e", "full": "#2ca02c"}
 FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -27,9 +29,9 @@ class CurveSeries:
     metrics: List[Dict] = field(default_factory=list)
     colour: Optional[str] = None
 
-    def best_epoch(self) -> Optional[int]:
-        rows = [m for m in self.metrics if m.get("val_loss") is not None]
-        return min(rows, key=lambda m: m["val_loss"])["epoch"] if rows else None
+    def best_row(self) -> Optional[Dict]:
+        """The best epoch's metrics (lowest validation loss), or None."""
+        return best_epoch_metrics(self.metrics)
 
 
 def colour_for(series: CurveSeries, index: int) -> str:
@@ -41,7 +43,7 @@ def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
     for i, run in enumerate(runs):
         colour = colour_for(run, i)
         epochs = [m["epoch"] for m in run.metrics]
-        best = run.best_epoch()
+        best = run.best_row()
         for col, key in ((1, "loss"), (2, "acc")):
             for split, dash in (("train", "dash"), ("val", "solid")):
                 fig.add_trace(go.Scatter(
@@ -52,9 +54,8 @@ def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
                                                         "<extra></extra>",
                 ), row=1, col=col)
             if best is not None:
-                row = next(m for m in run.metrics if m["epoch"] == best)
                 fig.add_trace(go.Scatter(
-                    x=[best], y=[row.get(f"val_{key}")], mode="markers", name=f"{run.label} — best epoch",
+                    x=[best["epoch"]], y=[best.get(f"val_{key}")], mode="markers", name=f"{run.label} — best epoch",
                     legendgroup=run.label, showlegend=False,
                     marker=dict(symbol="star", size=15, color=colour, line=dict(color="white", width=1)),
                     cliponaxis=False,
@@ -102,7 +103,7 @@ def curves_figure(runs: Sequence[CurveSeries], smoothing: float = 0.0, height: i
         dash = DASHES[seen.get(run.regime, 0) % len(DASHES)]
         seen[run.regime] = seen.get(run.regime, 0) + 1
         epochs = [m["epoch"] for m in run.metrics]
-        best = run.best_epoch()
+        best = run.best_row()
         for col, key in ((1, "val_acc"), (2, "val_loss")):
             raw = [m.get(key) for m in run.metrics]
             if smoothing > 0:
@@ -117,9 +118,8 @@ def curves_figure(runs: Sequence[CurveSeries], smoothing: float = 0.0, height: i
                 hovertemplate=f"{run.label} {key}{' (smoothed)' if smoothing else ''}: %{{y:.3f}}<br>"
                               "epoch %{x}<extra></extra>"), row=1, col=col)
             if best is not None:
-                value = next(m for m in run.metrics if m["epoch"] == best).get(key)
                 fig.add_trace(go.Scatter(
-                    x=[best], y=[value], mode="markers", legendgroup=run.label, showlegend=False,
+                    x=[best["epoch"]], y=[best.get(key)], mode="markers", legendgroup=run.label, showlegend=False,
                     name=f"{run.label} — best epoch", cliponaxis=False,
                     marker=dict(symbol="star", size=15, color=colour, line=dict(color="white", width=1)),
                     hovertemplate=f"{run.label}: best epoch %{{x}}, {key} %{{y:.3f}}<extra></extra>"),
@@ -175,7 +175,7 @@ def regime_spread_figure(groups: Sequence[Dict], height: int = 340) -> go.Figure
     """
     fig = go.Figure()
     for i, g in enumerate(groups):
-        accs, mean, std = list(g["accuracies"]), g["mean"], g["std"] if len(g["accuracies"]) > 1 else 0.0
+        accs, mean, std = list(g["accuracies"]), g["mean"], g["std"]
         colour = REGIME_COLOURS.get(g["regime"], FALLBACK_COLOURS[i % len(FALLBACK_COLOURS)])
         fig.add_trace(go.Bar(x=[g["label"]], y=[mean], marker_color=colour, opacity=0.55, showlegend=False,
                              error_y=dict(type="data", array=[std], visible=len(accs) > 1, thickness=2),

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -117,6 +117,12 @@ class RunRecord:
     @property
     def has_checkpoint(self) -> bool:
         return (self.dir / "best.pt").is_file()
+
+
+def best_epoch_metrics(metrics: List[Dict]) -> Optional[Dict]:
+    """The epoch row with the lowest validation loss — the epoch ``best.pt`` holds — or None."""
+    rows = [m for m in metrics if m.get("val_loss") is not None]
+    return min(rows, key=lambda m: m["val_loss"]) if rows else None
 
 
 def _read_metrics(path: Path) -> List[Dict]:

@@ -125,5 +125,6 @@ page = st.navigation([
     st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
     st.Page("app_pages/train.py", title="Train", icon="🏋️"),
     st.Page("app_pages/compare.py", title="Compare", icon="📊"),
+    st.Page("app_pages/search.py", title="Search", icon="🔎"),
 ])
 page.run()

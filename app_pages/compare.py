@@ -14,13 +14,13 @@ from core.compare import (BEST_IS, best_index, epoch_metrics, headline, regime_s
                           spread_groups)
 from core.errors import TransferLabError
 from core.evaluate import evaluate_run, load_run_model
+from core.imagefolder import PHOTO_TYPES
 from core.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
 from core.predictions import SplitPredictions, load_photo, predict_image, run_test_predictions
 from core.runstore import STATUSES, RunStore, load_run
 from core.settings import Settings
 
 settings = Settings.from_env()
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 PERCENT_COLUMNS = ("best val acc", "test acc")
 THUMBS_PER_ROW, MAX_THUMBS = 6, 24
 
@@ -210,7 +210,7 @@ def predict_tab(chosen: list, labels: dict) -> None:
     if not ready:
         st.info("None of the chosen runs has a checkpoint yet.")
         return
-    up = st.file_uploader("A photo (JPEG, PNG, WebP…)", type=UPLOAD_TYPES, key="predict_upload")
+    up = st.file_uploader("A photo (JPEG, PNG, WebP…)", type=PHOTO_TYPES, key="predict_upload")
     if st.button("🎲 Or try a random photo from a test split", key="predict_random"):
         try:
             pool = own_test_predictions(ready[0])

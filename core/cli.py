@@ -1,4 +1,5 @@
-"""Command line: ``python -m core {train,evaluate,runs,settings}``.
+"""Command line: ``python -m core {train,evaluate,runs,settings}``, and ``{index,search,retrieval-eval}`` for
+image retrieval (:mod:`core.retrieval_cli`).
 
 Progress goes to stderr (tqdm); the last line on stdout is one JSON object, for scripts. User mistakes
 (bad arguments, missing data or weights) give a one-paragraph message and exit status 2, never a traceback.
@@ -85,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir")
 
     sub.add_parser("settings", help="show where data, caches and runs are kept")
+
+    from core.retrieval_cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -141,6 +146,14 @@ class _TqdmListener:
             print(f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.3f} acc {event.train_acc:.3f} | "
                   f"val loss {event.val_loss:.3f} acc {event.val_acc:.3f} | {event.seconds:.1f}s{best}",
                   file=sys.stderr)
+
+    def progress(self, done: int, total, message: str) -> None:
+        """A :data:`core.progress.ProgressFn` drawing one bar per message."""
+        if self.quiet or not total:
+            return
+        bar = self._bar(("progress", message), total, message, "it")
+        bar.n = done
+        bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -213,7 +226,10 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "runs": cmd_runs, "settings": cmd_settings}[args.command]
+    from core.retrieval_cli import HANDLERS
+
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "runs": cmd_runs, "settings": cmd_settings,
+               **HANDLERS}[args.command]
     try:
         return handler(args)
     except TransferLabError as e:

@@ -14,6 +14,7 @@ from typing import List, Tuple
 from core.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+PHOTO_TYPES = [ext[1:] for ext in IMAGE_EXTENSIONS]  # for upload widgets
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,24 @@ def regime_spread_figure(groups: Sequence[Dict], height: int = 340) -> go.Figure
     fig.update_yaxes(title_text="test accuracy", tickformat=".0%", range=[0, 1.05])
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), bargap=0.45)
     return fig
+
+
+METHOD_COLOURS = {"l1": "#9e9e9e", "cosine": "#607d8b", "deep": "#2ca02c"}
+
+
+def retrieval_quality_figure(rows: Sequence[Dict], chance: Optional[float] = None, height: int = 320) -> go.Figure:
+    """precision@k and mAP@k per retrieval method, side by side. ``rows``: dicts with ``method``, ``label``,
+    ``k``, ``precision_at_k``, ``map_at_k``; ``chance``: the precision@k of picking images at random."""
+    fig = go.Figure()
+    for key, name, pattern in (("precision_at_k", "precision@k", ""), ("map_at_k", "mAP@k", "/")):
+        fig.add_trace(go.Bar(
+            x=[r["label"] for r in rows], y=[r[key] for r in rows], name=name, text=[f"{r[key]:.0%}" for r in rows],
+            textposition="outside", marker=dict(color=[METHOD_COLOURS.get(r["method"], "#1f77b4") for r in rows],
+                                                pattern_shape=pattern),
+            hovertemplate=f"%{{x}}: {name} = %{{y:.3f}} (k = {rows[0]['k'] if rows else ''})<extra></extra>"))
+    if chance is not None:
+        fig.add_hline(y=chance, line_dash="dot", line_color="#d62728",
+                      annotation_text=f"random guess {chance:.0%}", annotation_position="top left")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), barmode="group", bargap=0.3,
+                      yaxis=dict(range=[0, 1.08], tickformat=".0%"), legend=dict(orientation="h", y=1.12))
+    return fig

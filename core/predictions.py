@@ -17,9 +17,8 @@ from PIL import Image
 
 from core.augment import to_float
 from core.backbones import Classifier
-from core.errors import DataError
 from core.runstore import RunRecord, write_json_atomic
-from core.tensor_cache import ImageDecodeError, open_rgb, resize_square
+from core.tensor_cache import ImageDecodeError, open_rgb, resize_square, unusable_photo
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -122,8 +121,7 @@ def load_photo(source, name: str = "") -> Image.Image:
     try:
         return open_rgb(source)
     except ImageDecodeError as e:
-        label = f"'{name}'" if name else "This file"
-        raise DataError(f"{label} cannot be used as a photo: {e}. Use a JPEG, PNG or WebP image.") from e
+        raise unusable_photo(e, name) from e
 
 
 @torch.inference_mode()

@@ -15,12 +15,13 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.errors import DataError
 from core.progress import ProgressFn, no_progress
 
 CACHE_VERSION = 1
@@ -31,6 +32,12 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 class ImageDecodeError(ValueError):
     """An image file could not be read; the message says why."""
+
+
+def unusable_photo(error: ImageDecodeError, name: str = "") -> DataError:
+    """The user-facing error for a photo (upload or query) that cannot be read."""
+    label = f"'{name}'" if name else "This file"
+    return DataError(f"{label} cannot be used as a photo: {error}. Use a JPEG, PNG or WebP image.")
 
 
 def open_rgb(source, draft_size: Optional[int] = None) -> Image.Image:
@@ -102,24 +109,36 @@ def files_fingerprint(root: Path, files: Sequence[str]) -> str:
     return h.hexdigest()[:20]
 
 
-def _decode_many(root: Path, files: Sequence[str], size: int, on_progress: ProgressFn,
-                 workers: int) -> Tuple[np.ndarray, list]:
-    out = np.zeros((len(files), size, size, 3), dtype=np.uint8)
-    ok = [False] * len(files)
+def decode_parallel(sources: Sequence, decode: Callable[[object], np.ndarray], out: np.ndarray,
+                    on_progress: ProgressFn = no_progress, message: str = "decoding images",
+                    workers: Optional[int] = None) -> List[bool]:
+    """``out[i] = decode(sources[i])`` on a thread pool (PIL releases the GIL while decoding).
+
+    Returns which sources decoded; a source raising :class:`ImageDecodeError` leaves its row untouched.
+    """
+    ok = [False] * len(sources)
 
     def work(i: int) -> None:
         try:
-            out[i] = decode_image(Path(root) / files[i], size)
+            out[i] = decode(sources[i])
             ok[i] = True
         except ImageDecodeError:
             pass
 
     done = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL while decoding
-        for _ in pool.map(work, range(len(files))):
+    with ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1)) as pool:
+        for _ in pool.map(work, range(len(sources))):
             done += 1
-            if done % 32 == 0 or done == len(files):
-                on_progress(done, len(files), "decoding images")
+            if done % 32 == 0 or done == len(sources):
+                on_progress(done, len(sources), message)
+    return ok
+
+
+def _decode_many(root: Path, files: Sequence[str], size: int, on_progress: ProgressFn,
+                 workers: int) -> Tuple[np.ndarray, list]:
+    out = np.zeros((len(files), size, size, 3), dtype=np.uint8)
+    ok = decode_parallel([Path(root) / f for f in files], lambda p: decode_image(p, size), out, on_progress,
+                         workers=workers)
     return out, ok
 
 

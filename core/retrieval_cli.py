@@ -1,0 +1,162 @@
+"""Command line for image retrieval: ``python -m core {index,search,retrieval-eval}``.
+
+Same conventions as :mod:`core.cli`: progress on stderr, the last line on stdout is JSON, user mistakes
+exit with status 2 and a plain message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List
+
+from core.errors import ConfigError
+
+METHOD_NAMES = ("l1", "cosine", "deep")
+
+
+def _pixel_size(text: str):
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 86x128, got '{text}'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _add_common(p: argparse.ArgumentParser, method_help: str, method_default=None) -> None:
+    from core.backbones import BACKBONES
+
+    p.add_argument("--data", default="sample", help="'sample' (built-in, offline), 'flowers' (downloaded once), "
+                   "a folder with one sub-folder per class, or a .zip of one (default: sample)")
+    p.add_argument("--method", choices=METHOD_NAMES, default=method_default, help=method_help)
+    p.add_argument("--backbone", default="auto", choices=["auto", *BACKBONES],
+                   help="deep features: ImageNet backbone (default auto: ResNet18 when its weights are on this "
+                   "machine, else the offline EfficientNet-Lite0)")
+    p.add_argument("--run", default="", help="deep features: a finished training run (folder or id) whose "
+                   "fine-tuned body replaces the ImageNet backbone")
+    p.add_argument("--pixel-size", type=_pixel_size, default=None, metavar="HxW",
+                   help="raw-pixel methods: the size images are resized to (default 86x128, as in the notebook)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="deep features: auto = bf16 on CPUs with native bf16")
+    p.add_argument("--approx-threshold", type=int, default=None, metavar="N",
+                   help="use an approximate HNSW index above N images (default 50000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_parsers(sub) -> None:
+    from core.cli import _positive_int
+
+    i = sub.add_parser("index", help="build (or reuse) the cached search index of a dataset")
+    _add_common(i, "one method (default: all three)")
+
+    s = sub.add_parser("search", help="the nearest neighbours of a photo in a dataset")
+    _add_common(s, "how to compare images (default: deep)", "deep")
+    s.add_argument("--query", required=True, help="the photo to search with (JPEG, PNG, WebP…)")
+    s.add_argument("-k", type=_positive_int, default=8, help="how many neighbours (default 8)")
+
+    e = sub.add_parser("retrieval-eval", help="precision@k and mAP@k of each method on a labelled dataset")
+    _add_common(e, "one method (default: all three)")
+    e.add_argument("--queries", help="a folder of query images with the same class folders (default: "
+                   "leave-one-out over the dataset)")
+    e.add_argument("-k", type=_positive_int, default=10, help="how many neighbours count (default 10)")
+
+
+def _configs(args):
+    from core.embedders import EmbedderConfig
+    from core.image_index import IndexConfig
+
+    emb = EmbedderConfig(backbone=args.backbone, run=args.run, precision=args.precision)
+    if args.pixel_size:
+        emb.pixel_height, emb.pixel_width = args.pixel_size
+    idx = IndexConfig()
+    if args.approx_threshold is not None:
+        idx.approx_threshold = args.approx_threshold
+    return emb.validate(), idx.validate()
+
+
+def _open(args, methods: List[str], progress) -> list:
+    from core.data import resolve_source
+    from core.image_index import open_index
+    from core.settings import Settings
+
+    settings = Settings.from_env()
+    root = resolve_source(args.data, settings, progress)
+    emb, idx = _configs(args)
+    out = []
+    for method in methods:
+        out.append(open_index(root, method, emb, idx, settings, on_progress=progress))
+    return out
+
+
+def _progress(args):
+    from core.cli import _TqdmListener
+
+    return _TqdmListener(args.quiet)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    bars = _progress(args)
+    try:
+        opened = _open(args, [args.method] if args.method else list(METHOD_NAMES), bars.progress)
+    finally:
+        bars.close()
+    for _, report in opened:
+        print(report.describe())
+    print(json.dumps([report.as_json() for _, report in opened]))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    query = Path(args.query).expanduser()
+    if not query.is_file():
+        raise ConfigError(f"Query image not found: {query}")
+    bars = _progress(args)
+    try:
+        [(index, _)] = _open(args, [args.method], bars.progress)
+    finally:
+        bars.close()
+    own = None
+    try:
+        own = query.resolve().relative_to(index.root.resolve()).as_posix()
+    except ValueError:
+        pass
+    own = own if own is not None and index.id_of(own) is not None else None
+    result = index.search(query, args.k, exclude_file=own, name=query.name)
+    if own:
+        print(f"(the query is in the dataset as {own}; it is left out of its own results)", file=sys.stderr)
+    for n in result.neighbours:
+        print(f"{n.rank:3d}. {index.method.format_score(n.score, index.embedder.dim):>16s}  {n.label:12s} {n.file}",
+              file=sys.stderr)
+    print(f"{index.method.display}: {len(result.neighbours)} neighbours in {result.seconds * 1000:.0f} ms",
+          file=sys.stderr)
+    print(json.dumps([n.as_json() for n in result.neighbours]))
+    return 0
+
+
+def cmd_retrieval_eval(args: argparse.Namespace) -> int:
+    from core.retrieval_eval import evaluate_index
+
+    if args.queries and not Path(args.queries).expanduser().is_dir():
+        raise ConfigError(f"Query folder not found: {args.queries}")
+    bars = _progress(args)
+    methods = [args.method] if args.method else list(METHOD_NAMES)
+    results = {}
+    try:
+        for index, _ in _open(args, methods, bars.progress):
+            q = evaluate_index(index, args.k, Path(args.queries).expanduser() if args.queries else None, bars.progress)
+            results[index.method.name] = q
+    finally:
+        bars.close()
+    k = min(q.k for q in results.values())
+    for name, q in results.items():
+        print(f"{name:7s} precision@{q.k} {q.precision_at_k:.3f}  mAP@{q.k} {q.map_at_k:.3f}  "
+              f"({q.queries} queries, {q.protocol}, {q.seconds:.1f} s)", file=sys.stderr)
+    print(json.dumps({"k": k, "methods": {name: q.as_json() for name, q in results.items()}}))
+    return 0
+
+
+HANDLERS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "index": cmd_index, "search": cmd_search, "retrieval-eval": cmd_retrieval_eval,
+}

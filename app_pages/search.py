@@ -139,7 +139,7 @@ def neighbour_grid(index, result, truth) -> None:
         cols = st.columns(THUMBS_PER_ROW)
         for col, n in zip(cols, row):
             same = truth is not None and n.label == truth
-            caption = (f"{n.rank}. {'✅ ' if same else ''}**{n.label}** · "
+            caption = (f"{n.rank}. {'✅ ' if same else ''}**{n.label}**  \n"
                        f"{index.method.format_score(n.score, index.embedder.dim)}")
             try:
                 col.image(framed_thumbnail(n.path, MATCH if same else OTHER, Path(n.path).stat().st_mtime),
@@ -169,9 +169,8 @@ def results_section(opened: dict, source, name: str, truth, own_file, k: int) ->
             for col, (method, r) in zip(cols, results.items()):
                 same = sum(n.label == truth for n in r.neighbours)
                 col.metric(f"{METHODS[method].display}: same class", f"{same} / {len(r.neighbours)}")
-        slowest = max((r.seconds for r in results.values()), default=0.0)
-        st.caption(f"⏱ Each method answers in {', '.join(f'{METHODS[m].display} {r.seconds * 1000:.0f} ms' for m, r in results.items())}"
-                   f" (embedding the photo plus searching the index; slowest {slowest * 1000:.0f} ms).")
+        times = " · ".join(f"{METHODS[m].display} {r.seconds * 1000:.0f} ms" for m, r in results.items())
+        st.caption(f"⏱ Query time (embedding the photo + searching the index): {times}")
     columns = st.columns(len(opened), gap="large")
     for col, (method, got) in zip(columns, opened.items()):
         with col:

@@ -165,6 +165,8 @@ class ImageIndex:
     meta: dict
     path: Path
     _loo: Optional[np.ndarray] = field(default=None, repr=False)
+    _loo_partial: Optional[Tuple[np.ndarray, int]] = field(default=None, repr=False)  # (ids, rows done)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -243,24 +245,30 @@ class ImageIndex:
 
     def leave_one_out(self, k: int, on_progress: ProgressFn = no_progress, batch: int = 256) -> np.ndarray:
         """ids ``(n, k)``: each image's ``k`` nearest *other* images, closest first. Kept in memory and on
-        disk; a smaller ``k`` later is answered from the saved larger one."""
-        cached = self._cached_loo(k)
-        if cached is not None:
-            return cached
-        n = len(self)
-        ids = np.full((n, k), -1, dtype=np.int64)
-        for start in range(0, n, batch):
-            stop = min(n, start + batch)
-            q = self.index.reconstruct_n(start, stop - start)
-            _, found = self.search_vectors(q, k + 1)
-            for row, i in enumerate(range(start, stop)):
-                hits = [j for j in found[row] if j != i and j >= 0][:k]  # the query itself, wherever ties put it
-                ids[i, :len(hits)] = hits
-            on_progress(stop, n, f"leave-one-out search ({self.method.display})")
-        path, token = self._loo_cache()
-        _save_npz(path, token=np.array(token), ids=ids)
-        self._loo = ids
-        return ids
+        disk; a smaller ``k`` later is answered from the saved larger one. Resumable: when ``on_progress``
+        raises (an app rerun stops the script there), the next call carries on from the last finished batch."""
+        with self._lock:
+            cached = self._cached_loo(k)
+            if cached is not None:
+                return cached
+            n = len(self)
+            if self._loo_partial is None or self._loo_partial[0].shape[1] != k:
+                self._loo_partial = (np.full((n, k), -1, dtype=np.int64), 0)
+            ids, start = self._loo_partial
+            while start < n:
+                stop = min(n, start + batch)
+                q = self.index.reconstruct_n(start, stop - start)
+                _, found = self.search_vectors(q, k + 1)
+                for row, i in enumerate(range(start, stop)):
+                    hits = [j for j in found[row] if j != i and j >= 0][:k]  # the query itself, wherever ties put it
+                    ids[i, :len(hits)] = hits
+                self._loo_partial = (ids, stop)
+                start = stop
+                on_progress(stop, n, f"leave-one-out search ({self.method.display})")
+            path, token = self._loo_cache()
+            _save_npz(path, token=np.array(token), ids=ids)
+            self._loo, self._loo_partial = ids, None
+            return ids
 
 
 # --------------------------------------------------------------------------------------------- building

@@ -202,9 +202,10 @@ def retrieval_quality_figure(rows: Sequence[Dict], chance: Optional[float] = Non
             textposition="outside", marker=dict(color=[METHOD_COLOURS.get(r["method"], "#1f77b4") for r in rows],
                                                 pattern_shape=pattern),
             hovertemplate=f"%{{x}}: {name} = %{{y:.3f}} (k = {rows[0]['k'] if rows else ''})<extra></extra>"))
-    if chance is not None:
-        fig.add_hline(y=chance, line_dash="dot", line_color="#d62728",
-                      annotation_text=f"random guess {chance:.0%}", annotation_position="top left")
+    if chance is not None:  # a dotted line across the chart, named in the legend
+        line = dict(dash="dot", color="#d62728", width=2)
+        fig.add_hline(y=chance, line=line)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=line, name=f"random picks ({chance:.0%})"))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), barmode="group", bargap=0.3,
                       yaxis=dict(range=[0, 1.08], tickformat=".0%"), legend=dict(orientation="h", y=1.12))
     return fig

@@ -303,3 +303,42 @@ def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(br
             page.screenshot(path="/tmp/browser_compare.png", full_page=True)
         except Exception:  # noqa: BLE001 - the screenshot is a debugging aid; never hide the real failure
             pass
+
+
+def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_page, app_server, tmp_path):
+    """Search in a real browser: the page arrives with a dataset photo searched three ways; an uploaded copy of a
+    sample photo finds itself first by L1 (distance 0); a text file named .jpg gets a clear message."""
+    from playwright.sync_api import expect
+
+    from core.sample import ensure_sample
+
+    base_url, runs_dir, log_path = app_server
+    page, js_errors = browser_page
+    try:
+        page.goto(f"{base_url}/search", wait_until="domcontentloaded")
+        for name in ("L1 pixels", "Cosine pixels", "Deep features"):
+            page.get_by_role("heading", name=name).wait_for()
+        images = page.locator('[data-testid="stImage"]')
+        expect(images).to_have_count(1 + 3 * 8, timeout=120_000)  # first visit: the indexes are built
+        expect(page.get_by_text("Query time")).to_be_visible()
+
+        photo = next(iter(sorted((ensure_sample(tmp_path / "cache") / "tulips").iterdir())))  # same as the app's
+        upload = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+        upload.set_input_files(str(photo))
+        expect(page.get_by_text(f"Query: {photo.name}")).to_be_visible()
+        expect(images).to_have_count(1 + 3 * 8)
+        first_l1 = images.nth(1).inner_text()
+        assert first_l1.startswith("1.") and "tulips" in first_l1 and "mean |Δ| 0.0" in first_l1, first_l1
+
+        bad = tmp_path / "holiday.jpg"
+        bad.write_bytes(b"this is a text file, not a photo")
+        upload.set_input_files(str(bad))
+        expect(page.get_by_text("'holiday.jpg' cannot be used as a photo").first).to_be_visible()
+        expect(page.get_by_role("heading", name="🔎 Search")).to_be_visible()
+        assert not page.locator('[data-testid="stException"]').count(), _log_tail(log_path)
+        assert not js_errors, js_errors
+    finally:
+        try:
+            page.screenshot(path="/tmp/browser_search.png", full_page=True)
+        except Exception:  # noqa: BLE001 - the screenshot is a debugging aid; never hide the real failure
+            pass

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import image_index
 from core.cli import main
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.embedders import EmbedderConfig, PixelEmbedder
@@ -118,6 +117,28 @@ def test_leave_one_out_quality_matches_numpy(noise, settings):
     assert q.precision_at_k > q.chance  # colour bias per class: pixels do better than random
 
 
+def test_leave_one_out_resumes_after_an_interruption_and_is_saved(noise, settings):
+    index, _ = open_index(noise, "l1", SMALL, settings=settings)
+    full = open_index(noise, "l1", SMALL, settings=type(settings)(settings.cache_dir / "b", settings.runs_dir))[0]
+    want = full.leave_one_out(6, batch=5)
+    seen = []
+
+    def stop_after_two_batches(done, total, message):
+        seen.append(done)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # as a Streamlit rerun stops the script inside the callback
+
+    with pytest.raises(KeyboardInterrupt):
+        index.leave_one_out(6, stop_after_two_batches, batch=5)
+    assert not index.has_leave_one_out(6)
+    np.testing.assert_array_equal(index.leave_one_out(6, lambda d, t, m: seen.append(d), batch=5), want)
+    assert seen == [5, 10, 15, 18]  # carried on from the third batch
+    clear_memory_cache()
+    again, _ = open_index(noise, "l1", SMALL, settings=settings)
+    assert again.has_leave_one_out(6) and again.has_leave_one_out(3) and not again.has_leave_one_out(7)
+    np.testing.assert_array_equal(again.leave_one_out(3), want[:, :3])
+
+
 def test_quality_formula_on_a_hand_worked_example():
     # relevant at ranks 1 and 3 of 3, two relevant images exist: P@3 = 2/3, AP@3 = (1/1 + 2/3) / 2
     p, m = quality_from_relevance(np.array([[1, 0, 1]]), [2])
@@ -204,6 +225,17 @@ def test_index_is_saved_and_reused_until_a_file_changes(noise, settings, monkeyp
     (noise / "c" / "0.png").unlink()
     rem, r6 = open_index(noise, "l1", SMALL, settings=settings)
     assert r6.action == "updated" and r6.embedded == 0 and len(rem) == 19 and "c/0.png" not in rem.files
+
+
+def test_building_reports_progress_and_reusing_does_not(noise, settings):
+    calls = []
+    open_index(noise, "cosine", SMALL, settings=settings, on_progress=lambda *a: calls.append(a))
+    assert calls and calls[-1][:2] == (18, 18) and calls[-1][2].startswith("embedding images (raw pixels 12×16")
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)
+    calls.clear()
+    clear_memory_cache()
+    assert open_index(noise, "cosine", SMALL, settings=settings, on_progress=lambda *a: calls.append(a))[1].action \
+        == "reused" and calls == []
 
 
 def test_another_embedder_gets_its_own_index(noise, settings, monkeypatch):

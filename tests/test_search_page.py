@@ -1,0 +1,136 @@
+"""The Search page through streamlit's AppTest, on the built-in sample (the app's offline default).
+
+Uploads cannot be driven by AppTest; they are covered in real Chromium in ``test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.compare import regime_title
+from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.image_index import METHODS, clear_memory_cache, open_index
+from core.retrieval_eval import evaluate_index
+from tests.helpers import ROOT
+
+APP = str(ROOT / "streamlit_app.py")
+
+
+def search_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.switch_page("app_pages/search.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _tag(at) -> str:
+    """The dataset tag in the page's widget keys (keys are per dataset, so switching datasets resets them)."""
+    return hashlib.sha1(at.session_state["dataset"]["root"].encode()).hexdigest()[:8]
+
+
+def _query(at):
+    """(class, relative file) of the dataset photo the page is searching with."""
+    cls = at.session_state[f"search_class-{_tag(at)}"]
+    return cls, at.session_state[f"search_file-{_tag(at)}-{cls}"]
+
+
+def _captions(at):
+    """Captions of the page's images, top to bottom (the query first)."""
+    out = []
+    for el in at.get("image"):
+        out.extend(i.caption for i in el.proto.imgs)
+    return out
+
+
+def test_search_page_shows_k_neighbours_three_ways_matching_core(sample_folder, settings):
+    at = search_page()
+    assert at.title[0].value == "🔎 Search"
+    headers = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert headers == [f"#### {spec.display}" for spec in METHODS.values()]
+    cls, rel = _query(at)
+    captions = _captions(at)
+    assert len(captions) == 1 + 3 * 8  # the query and 8 neighbours per method
+    assert captions[0] == f"Query: {rel.split('/')[-1]} — {cls}"
+
+    # every neighbour shown is the one core finds, in order, with its class and score
+    shown = captions[1:]
+    for m, method in enumerate(METHODS):
+        index, _ = open_index(sample_folder, method, settings=settings)
+        result = index.search(sample_folder / rel, 8, exclude_file=rel)
+        for n, caption in zip(result.neighbours, shown[8 * m:8 * (m + 1)]):
+            assert caption.startswith(f"{n.rank}. {'✅ ' if n.label == cls else ''}**{n.label}**")
+            assert index.method.format_score(n.score, index.embedder.dim) in caption
+        same = sum(n.label == cls for n in result.neighbours)
+        metric = [x for x in at.metric if x.label == f"{METHODS[method].display}: same class"][0]
+        assert metric.value == f"{same} / 8"
+    assert any("Query time" in c.value and " ms" in c.value for c in at.caption)
+
+    # the quality panel (300 images: measured without asking) shows core's leave-one-out figures
+    table = at.dataframe[0].value  # (AppTest does not see keys of read-only dataframes)
+    assert list(table["method"]) == [spec.display for spec in METHODS.values()]
+    for method, row in zip(METHODS, table.itertuples(index=False)):
+        q = evaluate_index(open_index(sample_folder, method, settings=settings)[0], 8)
+        assert row[1] == pytest.approx(q.precision_at_k) and row[2] == pytest.approx(q.map_at_k)
+    deep = table.iloc[2, 1]
+    assert deep > table.iloc[0, 1] and deep > table.iloc[1, 1]  # deep features win on the sample too
+    assert not at.exception
+
+
+def test_k_random_pick_and_choosing_a_photo(sample_folder, settings):
+    at = search_page()
+    at.slider(key="search_k").set_value(3).run()
+    assert len(_captions(at)) == 1 + 3 * 3
+    before = _query(at)
+    for _ in range(5):  # a random pick: a new query (five tries: it may pick the same photo again)
+        at.button(key="search_random").click().run()
+        if _query(at) != before:
+            break
+    assert _query(at) != before
+    cls, rel = _query(at)
+    assert (sample_folder / rel).is_file() and rel.startswith(f"{cls}/")
+    # choosing a photo by hand searches with it, and it is left out of its own results
+    key = f"search_file-{_tag(at)}-{cls}"
+    other = [o for o in at.selectbox(key=key).options if o != rel.split("/")[-1]][0]
+    at.selectbox(key=key).set_value(f"{cls}/{other}").run()
+    captions = _captions(at)
+    assert captions[0].startswith(f"Query: {other}")
+    index, _ = open_index(sample_folder, "l1", settings=settings)
+    assert f"{cls}/{other}" not in [n.file for n in index.search(sample_folder / cls / other, 3,
+                                                                  exclude_file=f"{cls}/{other}").neighbours]
+    assert not at.exception
+
+
+def test_deep_features_from_a_finished_run(sample_folder, tiny_folder, settings):
+    from core.train import train_run
+
+    summary = train_run(RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32),
+                                  model=ModelConfig(backbone="efficientnet_lite0", regime="full"),
+                                  train=TrainConfig(epochs=1, lr=1e-3)), settings)
+    at = search_page()
+    box = at.selectbox(key="search_deep")
+    assert box.options[0] == "ImageNet EfficientNet-Lite0 (pretrained)"
+    assert any(o.startswith(f"Fine-tuned run: {regime_title('full')} · efficientnet_lite0 · seed 0") for o in box.options)
+    box.set_value(f"run:{summary['run_id']}").run()
+    assert not at.exception
+    assert any(f"features of run {summary['run_id']}" in c.value for c in at.caption)
+    assert len(_captions(at)) == 1 + 3 * 8
+
+
+def test_indexes_are_reused_after_a_restart(sample_folder, settings):
+    search_page()
+    clear_memory_cache()  # a new server process: only the disk cache is left
+    at = search_page()
+    about = [m.value for m in at.main.expander[-1].markdown]
+    assert [line.split(":")[0] for line in about] == [f"- {m}" for m in METHODS]
+    assert all("reused the cached index" in line for line in about), about
+
+
+def test_without_a_dataset_the_page_says_what_to_do(settings):
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.radio(key="dataset_choice").set_value("Local folder").run()
+    at.switch_page("app_pages/search.py").run()
+    assert not at.exception
+    assert any("Choose a dataset in the sidebar" in w.value for w in at.warning)

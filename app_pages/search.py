@@ -24,6 +24,7 @@ from core.predictions import load_photo
 from core.retrieval_eval import evaluate_index
 from core.runstore import RunStore
 from core.settings import Settings
+from core.tasks import shared_tasks
 
 settings = Settings.from_env()
 K_MAX = 24  # the most neighbours shown; leave-one-out rankings are computed (and saved) to this depth
@@ -80,22 +81,25 @@ def deep_sources() -> dict:
 
 
 def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
-    """``{method: (index, report) or error message}``, building what is missing under a progress bar."""
+    """``{method: (index, report) or error message}``. Building runs as a background task, so a click
+    during a first build does not throw the work away: the rerun finds the task and shows its progress."""
     holder = st.empty()
-    state = {"bar": None}
+    shown = {"bar": None}
     out = {}
     for method, spec in METHODS.items():
+        cfg = deep_cfg if method == "deep" else EmbedderConfig()
 
-        def progress(done, total, message, spec=spec):
-            if state["bar"] is None:
-                state["bar"] = holder.progress(0.0, text="Building the search indexes (once; saved for next time)…")
-            frac = min(1.0, done / total) if total else 0.0
-            counts = f" {done:,} / {total:,}" if total else ""
-            state["bar"].progress(frac, text=f"{spec.display}: {message}{counts}")
+        def poll(task, spec=spec):
+            if shown["bar"] is None:
+                shown["bar"] = holder.progress(0.0, text="Building the search indexes (once; saved for next time)…")
+            counts = f" {task.done:,} / {task.total:,}" if task.total else ""
+            shown["bar"].progress(task.fraction, text=f"{spec.display}: {task.message}{counts}")
+
+        def build(progress, method=method, cfg=cfg):
+            return open_index(Path(root), method, cfg, settings=settings, on_progress=progress)
 
         try:
-            out[method] = open_index(Path(root), method, deep_cfg if method == "deep" else EmbedderConfig(),
-                                     settings=settings, on_progress=progress)
+            out[method] = shared_tasks().run(f"index|{root}|{method}|{cfg}", build, poll)
         except TransferLabError as e:
             out[method] = str(e)
     holder.empty()
@@ -108,9 +112,8 @@ def choose_query(root: str, classes: list):
                           key="search_upload")
     if up is not None:
         truth = st.selectbox("What is in the photo? (optional: highlights the neighbours of that class)",
-                             [None, *classes], format_func=lambda c: "— don't know —" if c is None else c,
-                             key="search_truth")
-        return io.BytesIO(up.getvalue()), up.name, truth, None
+                             ["", *classes], format_func=lambda c: c or "— don't know —", key="search_truth")
+        return io.BytesIO(up.getvalue()), up.name, truth or None, None
     by_class = files_by_class(root)
     tag = hashlib.sha1(root.encode()).hexdigest()[:8]
     class_key = f"search_class-{tag}"
@@ -161,10 +164,11 @@ def results_section(opened: dict, source, name: str, truth, own_file, k: int) ->
     with left:
         if hasattr(source, "seek"):
             source.seek(0)
-        st.image(load_photo(source, name), caption=f"Query: {name}" + (f" — {truth}" if truth else ""),
-                 width="stretch")
+        shown = load_photo(source, name)
+        shown.thumbnail((640, 640))  # an upload may be 100 megapixels: send the browser a small copy
+        st.image(shown, caption=f"Query: {name}" + (f" — {truth}" if truth else ""), width="stretch")
     with right:
-        if truth is not None:
+        if truth is not None and results:
             cols = st.columns(len(results))
             for col, (method, r) in zip(cols, results.items()):
                 same = sum(n.label == truth for n in r.neighbours)
@@ -199,16 +203,17 @@ def quality_section(opened: dict, root: str, k: int) -> None:
                   on_click=lambda: st.session_state.update({measure_key: True}))
         return
     holder = st.empty()
+    shown = {"bar": None}
     rows = []
     for method, index in ready.items():
-        bar = None
 
-        def progress(done, total, message):
-            nonlocal bar
-            bar = bar or holder.progress(0.0)
-            bar.progress(min(1.0, done / total) if total else 0.0, text=f"{message}: {done:,} / {total:,}")
+        def poll(task):
+            shown["bar"] = shown["bar"] or holder.progress(0.0)
+            shown["bar"].progress(task.fraction, text=f"{task.message}: {task.done:,} / {task.total or 0:,}")
 
-        index.leave_one_out(min(K_MAX, len(index) - 1), progress)
+        depth = min(K_MAX, len(index) - 1)
+        shared_tasks().run(f"loo|{index.path}|{depth}", lambda progress, ix=index: ix.leave_one_out(depth, progress),
+                           poll)
         q = evaluate_index(index, k)
         rows.append({"method": method, "label": METHODS[method].display, "k": q.k,
                      "precision_at_k": q.precision_at_k, "map_at_k": q.map_at_k, "chance": q.chance})

@@ -404,20 +404,19 @@ def open_index(root: Path, method: str, embedder_cfg: Optional[EmbedderConfig] =
             index = _wrap(spec, root, listing.classes, saved[0], saved[1], embedder, path)
             _remember(index)
             return index, report("reused", index, 0, 0)
-        index, embedded, reused, action = _build(spec, root, listing.classes, entries, saved, embedder, kind,
-                                                 index_cfg, on_progress)
-        meta = {"version": INDEX_VERSION, "method": method, "root": str(root.resolve()),
+        b = _build(spec, root, entries, saved, embedder, kind, index_cfg, on_progress)
+        meta = {"version": INDEX_VERSION, "method": method, "root": str(root),
                 "embedder_key": embedder.key, "embedder": embedder.description,
                 "embedder_config": (embedder_cfg or EmbedderConfig()).to_dict(), "index_config": cfg_dict,
-                "kind": kind, "dim": embedder.dim, "fingerprint": fingerprint, "entries": index[1],
-                "skipped": index[2], "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "recall": None}
+                "kind": kind, "dim": embedder.dim, "fingerprint": fingerprint, "entries": b.entries,
+                "skipped": b.skipped, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "recall": None}
         if kind == "hnsw":
             on_progress(0, None, "measuring the approximate index's recall")
-            meta["recall"] = measure_recall(index[0], spec.metric, index_cfg.recall_k, index_cfg.recall_queries)
-        _save(path, index[0], meta)
-        built = _wrap(spec, root, listing.classes, index[0], meta, embedder, path)
+            meta["recall"] = measure_recall(b.index, spec.metric, index_cfg.recall_k, index_cfg.recall_queries)
+        _save(path, b.index, meta)
+        built = _wrap(spec, root, listing.classes, b.index, meta, embedder, path)
         _remember(built)
-        return built, report(action, built, embedded, reused)
+        return built, report(b.action, built, b.embedded, b.reused)
 
 
 def _wrap(spec: MethodSpec, root: Path, classes: Sequence[str], index: faiss.Index, meta: dict,
@@ -431,52 +430,53 @@ def _wrap(spec: MethodSpec, root: Path, classes: Sequence[str], index: faiss.Ind
                       embedder=embedder, meta=meta, path=path)
 
 
-def _build(spec: MethodSpec, root: Path, classes: Sequence[str], entries: List[Tuple[str, int, int]],
+@dataclass
+class _Built:
+    index: faiss.Index
+    entries: List[list]  # [relative path, size, mtime_ns] in id order
+    skipped: List[list]
+    embedded: int
+    reused: int
+    action: str
+
+
+def _build(spec: MethodSpec, root: Path, entries: List[Tuple[str, int, int]],
            saved: Optional[Tuple[faiss.Index, dict]], embedder: Embedder, kind: str, cfg: IndexConfig,
-           on_progress: ProgressFn):
-    """((index, kept entries, skipped entries), embedded, reused, action): reusing what ``saved`` holds."""
+           on_progress: ProgressFn) -> _Built:
+    """The index of ``entries``, embedding only what ``saved`` (same embedder) does not already hold."""
     old_index, old_meta = saved if saved and saved[1]["embedder_key"] == embedder.key else (None, None)
     old_ids = {tuple(e): i for i, e in enumerate(old_meta["entries"])} if old_meta else {}
     old_skipped = {tuple(e) for e in old_meta["skipped"]} if old_meta else set()
     current = [tuple(e) for e in entries]
     todo = [e for e in current if e not in old_ids and e not in old_skipped]  # new or changed files
-    still_skipped = [list(e) for e in current if e in old_skipped]
-
-    def embed(items):
-        if not items:
-            return np.zeros((0, embedder.dim), dtype=np.float32), []
-        vectors, ok = embedder.embed_files([root / e[0] for e in items], on_progress)
-        if spec.normalise:
-            faiss.normalize_L2(vectors)
-        return vectors, ok
-
-    only_added = (old_index is not None and old_meta["kind"] == kind and len(old_ids) + len(old_skipped)
-                  == len(set(current) & (set(old_ids) | old_skipped)) and (kind == "flat" or old_meta["index_config"]
-                                                                           == asdict(cfg)))
-    vectors, ok = embed(todo)
-    new_entries = [list(e) for e, good in zip(todo, ok) if good]
-    skipped = still_skipped + [list(e) for e, good in zip(todo, ok) if not good]
-    if only_added:  # every saved vector still stands: add the new ones to the saved index
-        old_index.add(vectors[[i for i, g in enumerate(ok) if g]])
-        kept = [list(e) for e in old_meta["entries"]] + new_entries
-        if not kept:
-            raise DataError(f"None of the {len(current)} image file(s) in {root} could be read as an image.")
-        return (old_index, kept, skipped), len(todo), len(old_ids), "added"
-    fresh_rows = {tuple(e): row for row, e in enumerate(todo)}
-    kept = [list(e) for e in current if e in old_ids or (e in fresh_rows and ok[fresh_rows[e]])]
-    if not kept:
-        raise DataError(f"None of the {len(current)} image file(s) in {root} could be read as an image.")
+    vectors, ok = embedder.embed_files([root / e[0] for e in todo], on_progress) if todo else (
+        np.zeros((0, embedder.dim), dtype=np.float32), [])
+    if spec.normalise:
+        faiss.normalize_L2(vectors)
+    ok = np.array(ok, dtype=bool)
+    good = {e: row for row, e in enumerate(todo) if ok[row]}
+    skipped = [list(e) for e in current if e in old_skipped] + [list(e) for e, g in zip(todo, ok) if not g]
     reuse = [e for e in current if e in old_ids]
+    if not reuse and not good:
+        raise DataError(f"None of the {len(current)} image file(s) in {root} could be read as an image.")
+    everything_kept = len(reuse) + len(old_skipped & set(current)) == len(old_ids) + len(old_skipped)
+    same_kind = old_meta is not None and old_meta["kind"] == kind and (
+        kind == "flat" or old_meta["index_config"] == asdict(cfg))
+    if old_index is not None and everything_kept and same_kind:  # only additions: add them to the saved index
+        old_index.add(vectors[ok])
+        return _Built(old_index, [list(e) for e in old_meta["entries"]] + [list(e) for e in good], skipped,
+                      len(todo), len(reuse), "added")
+    kept = [e for e in current if e in old_ids or e in good]
+    pos = {e: i for i, e in enumerate(kept)}
     all_vectors = np.zeros((len(kept), embedder.dim), dtype=np.float32)
-    pos = {tuple(e): i for i, e in enumerate(kept)}
     if reuse:
         old_vectors = old_index.reconstruct_n(0, old_index.ntotal)
         all_vectors[[pos[e] for e in reuse]] = old_vectors[[old_ids[e] for e in reuse]]
-    fresh = [(pos[e], row) for e, row in fresh_rows.items() if ok[row]]
-    if fresh:
-        all_vectors[[p for p, _ in fresh]] = vectors[[row for _, row in fresh]]
+    if good:
+        all_vectors[[pos[e] for e in good]] = vectors[list(good.values())]
     index = _new_index(kind, embedder.dim, spec.metric, cfg)
     if kind == "hnsw":
         on_progress(0, len(kept), "building the HNSW graph")
     index.add(all_vectors)
-    return (index, kept, skipped), len(todo), len(reuse), "updated" if old_index is not None else "built"
+    return _Built(index, [list(e) for e in kept], skipped, len(todo), len(reuse),
+                  "updated" if old_index is not None else "built")

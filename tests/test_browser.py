@@ -307,7 +307,8 @@ def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(br
 
 def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_page, app_server, tmp_path):
     """Search in a real browser: the page arrives with a dataset photo searched three ways; an uploaded copy of a
-    sample photo finds itself first by L1 (distance 0); a text file named .jpg gets a clear message."""
+    sample photo finds itself first by L1 (distance 0); a text file named .jpg, a truncated JPEG and a
+    120-megapixel PNG each get a clear message, and the page stays."""
     from playwright.sync_api import expect
 
     from core.sample import ensure_sample
@@ -330,11 +331,18 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
         first_l1 = images.nth(1).inner_text()
         assert first_l1.startswith("1.") and "tulips" in first_l1 and "mean |Δ| 0.0" in first_l1, first_l1
 
-        bad = tmp_path / "holiday.jpg"
-        bad.write_bytes(b"this is a text file, not a photo")
-        upload.set_input_files(str(bad))
-        expect(page.get_by_text("'holiday.jpg' cannot be used as a photo").first).to_be_visible()
-        expect(page.get_by_role("heading", name="🔎 Search")).to_be_visible()
+        from PIL import Image
+
+        (tmp_path / "holiday.jpg").write_bytes(b"this is a text file, not a photo")
+        (tmp_path / "cut.jpg").write_bytes(photo.read_bytes()[:len(photo.read_bytes()) // 2])
+        Image.new("1", (12000, 10000)).save(tmp_path / "huge.png")  # 120 megapixels in a small file
+        for name, reason in (("holiday.jpg", "not in an image format"), ("cut.jpg", "damaged or cut short"),
+                             ("huge.png", "too large")):
+            upload.set_input_files(str(tmp_path / name))
+            expect(page.get_by_text(f"'{name}' cannot be used as a photo: the image").or_(
+                page.get_by_text(f"'{name}' cannot be used as a photo: it is")).first).to_be_visible()
+            assert reason in page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+            expect(page.get_by_role("heading", name="🔎 Search")).to_be_visible()
         assert not page.locator('[data-testid="stException"]').count(), _log_tail(log_path)
         assert not js_errors, js_errors
     finally:

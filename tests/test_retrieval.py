@@ -306,6 +306,16 @@ def test_query_respects_exif_rotation_and_any_size(noise, settings, tmp_path):
     assert hit.file == "c/3.png"
 
 
+def test_webp_and_png_queries_find_their_original(noise, settings, tmp_path):
+    index, _ = open_index(noise, "l1", SMALL, settings=settings)
+    src = Image.open(noise / "b" / "4.png")
+    src.save(tmp_path / "q.webp", lossless=True)
+    src.convert("RGBA").save(tmp_path / "q.png")  # with an alpha channel
+    for name in ("q.webp", "q.png"):
+        hit = index.search(tmp_path / name, k=1).neighbours[0]
+        assert hit.file == "b/4.png" and hit.score == 0.0
+
+
 def _orientation(value):
     exif = Image.Exif()
     exif[0x0112] = value
@@ -368,6 +378,25 @@ def test_a_finished_runs_backbone_gives_its_own_index(tiny_folder, settings):
     assert not np.allclose(tuned.vectors(), imagenet.vectors())
     with pytest.raises(DataError, match="Run not found"):
         open_index(tiny_folder, "deep", EmbedderConfig(run="no-such-run"), settings=settings)
+
+
+def test_deep_features_use_resnet18_when_its_weights_are_here(noise, settings, tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    from core import backbones
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # nothing in the hub cache
+    torch.manual_seed(0)
+    weights = tmp_path / "r18.pth"
+    torch.save(backbones._build_resnet18().state_dict(), weights)  # a local file, as users can point to
+    with_r18 = dataclasses.replace(settings, resnet18_weights=weights)
+    index, r = open_index(noise, "deep", settings=with_r18)  # backbone "auto"
+    assert index.embedder.dim == 512 and r.embedder == "ImageNet ResNet18 features"
+    assert "imagenet-resnet18" in index.embedder.key
+    offline, _ = open_index(noise, "deep", settings=settings)  # no weights file: the offline backbone
+    assert offline.embedder.dim == 1280 and offline.path != index.path
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -17,7 +17,7 @@ from core.backbones import BACKBONES, pick_pretrained_backbone
 from core.compare import run_label
 from core.embedders import EmbedderConfig
 from core.errors import TransferLabError
-from core.image_index import METHODS, open_index
+from core.image_index import METHODS, IndexConfig, open_index
 from core.imagefolder import PHOTO_TYPES, scan_image_folder
 from core.plots import retrieval_quality_figure
 from core.predictions import load_photo
@@ -189,7 +189,7 @@ def results_section(opened: dict, source, name: str, truth, own_file, k: int) ->
 
 
 def quality_section(opened: dict, root: str, k: int) -> None:
-    st.subheader("📏 Which method finds the right flowers?")
+    st.subheader("📏 Which method finds photos of the same class?")
     ready = {m: got[0] for m, got in opened.items() if isinstance(got, tuple)}
     if not ready:
         return
@@ -212,8 +212,8 @@ def quality_section(opened: dict, root: str, k: int) -> None:
             shown["bar"].progress(task.fraction, text=f"{task.message}: {task.done:,} / {task.total or 0:,}")
 
         depth = min(K_MAX, len(index) - 1)
-        shared_tasks().run(f"loo|{index.path}|{depth}", lambda progress, ix=index: ix.leave_one_out(depth, progress),
-                           poll)
+        shared_tasks().run(f"loo|{index.path}|{depth}",
+                           lambda progress, ix=index, d=depth: ix.leave_one_out(d, progress), poll)
         q = evaluate_index(index, k)
         rows.append({"method": method, "label": METHODS[method].display, "k": q.k,
                      "precision_at_k": q.precision_at_k, "map_at_k": q.map_at_k, "chance": q.chance})
@@ -227,11 +227,12 @@ def quality_section(opened: dict, root: str, k: int) -> None:
         st.dataframe(table.style.format({c: "{:.1%}" for c in table.columns[1:]}), hide_index=True, width="stretch",
                      key="search_quality_table")
         best = max(rows, key=lambda r: r["precision_at_k"])
+        why = ": raw pixels see colours and layout, deep features see petals and shapes" if best["method"] == "deep" \
+            else ""
         st.markdown(
             f"Each of the {n:,} images searched for its {rows[0]['k']} nearest *other* images. **precision@k**: the "
             f"share of those neighbours in the query's class (random picks would get {rows[0]['chance']:.0%}). "
-            f"**mAP@k** also rewards putting them first. **{best['label']}** wins here: raw pixels see colours and "
-            f"layout, deep features see petals and shapes.")
+            f"**mAP@k** also rewards putting them first. **{best['label']}** wins here{why}.")
 
 
 st.title("🔎 Search")
@@ -263,6 +264,6 @@ with st.expander("About the indexes"):
     for method, got in opened.items():
         st.markdown(f"- {got[1].describe()}" if isinstance(got, tuple) else f"- {method}: {got}")
     st.caption("Exact FAISS flat indexes (L1: `METRIC_L1`; cosine: inner product of L2-normalised vectors). Above "
-               "50,000 images an approximate HNSW index is used and its recall against exact search is shown "
-               "here. Indexes are rebuilt only when the dataset's files or the embedder change; added photos are "
+               f"{IndexConfig().approx_threshold:,} images an approximate HNSW index is used and its recall against "
+               "exact search is shown here. Indexes are rebuilt only when the dataset's files or the embedder change; added photos are "
                "embedded and added on their own.")

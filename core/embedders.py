@@ -76,14 +76,12 @@ class Embedder:
         """float32 ``(n, dim)`` vectors of a batch of :meth:`decode` outputs."""
         raise NotImplementedError
 
-    def embed_files(self, paths: Sequence[Path], on_progress: ProgressFn = no_progress,
-                    should_stop=lambda: False) -> Tuple[np.ndarray, List[bool]]:
+    def embed_files(self, paths: Sequence[Path],
+                    on_progress: ProgressFn = no_progress) -> Tuple[np.ndarray, List[bool]]:
         """Vectors of ``paths`` (rows of files that cannot be decoded are zero) and which ones decoded."""
         out = np.zeros((len(paths), self.dim), dtype=np.float32)
         ok: List[bool] = []
         for start in range(0, len(paths), CHUNK):
-            if should_stop():
-                raise InterruptedError("stopped")
             chunk = list(paths[start:start + CHUNK])
             pixels = np.zeros((len(chunk), *self.decoded_shape), dtype=np.uint8)
             good = decode_parallel(chunk, self.decode, pixels)
@@ -196,9 +194,11 @@ def _deep_embedder(cfg: EmbedderConfig, settings: Settings) -> DeepEmbedder:
         if not run.has_checkpoint:
             raise DataError(f"Run {run.run_id} has no checkpoint yet (best.pt): it has not finished an epoch.")
         cache_key = ("run", str(run.dir.resolve()), _file_stamp(run.dir / "best.pt"), cfg.precision)
-        build = lambda: DeepEmbedder(  # noqa: E731
-            load_run_model(run), int(run.config["data"]["img_size"]), cfg.precision, identity=f"run-{run.run_id}",
-            description=f"features of run {run.run_id} ({run.config['model']['regime']})")
+
+        def build() -> DeepEmbedder:
+            return DeepEmbedder(load_run_model(run), int(run.config["data"]["img_size"]), cfg.precision,
+                                identity=f"run-{run.run_id}",
+                                description=f"features of run {run.run_id} ({run.config['model']['regime']})")
     else:
         name = cfg.backbone if cfg.backbone != "auto" else pick_pretrained_backbone(settings)[0]
         cache_key = ("imagenet", name, str(settings.resnet18_weights), cfg.precision)

@@ -1,10 +1,10 @@
 """Image retrieval indexes: three ways to find similar photos, each a FAISS index cached on disk.
 
-| method   | vectors                                  | FAISS index                        | score               |
-|----------|------------------------------------------|------------------------------------|---------------------|
-| ``l1``     | raw pixels 86×128, values 0–255          | ``IndexFlat(METRIC_L1)``             | L1 distance (lower is closer)       |
-| ``cosine`` | raw pixels, L2-normalised                | ``IndexFlatIP``                      | cosine similarity (higher is closer) |
-| ``deep``   | pooled CNN features, L2-normalised       | ``IndexFlatIP``                      | cosine similarity (higher is closer) |
+| method     | vectors                              | FAISS index              | score                                |
+|------------|--------------------------------------|--------------------------|--------------------------------------|
+| ``l1``     | raw pixels 86×128, values 0–255      | ``IndexFlat(METRIC_L1)`` | L1 distance (lower is closer)        |
+| ``cosine`` | raw pixels, L2-normalised            | ``IndexFlatIP``          | cosine similarity (higher is closer) |
+| ``deep``   | pooled CNN features, L2-normalised   | ``IndexFlatIP``          | cosine similarity (higher is closer) |
 
 Collections above :attr:`IndexConfig.approx_threshold` images get an HNSW graph instead of a flat index;
 its recall against exact search is measured after every build and saved with it.

@@ -129,8 +129,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     for n in result.neighbours:
         print(f"{n.rank:3d}. {index.method.format_score(n.score, index.embedder.dim):>16s}  {n.label:12s} {n.file}",
               file=sys.stderr)
-    print(f"{index.method.display}: {len(result.neighbours)} neighbours in {result.seconds * 1000:.0f} ms",
-          file=sys.stderr)
+    spec = index.method
+    print(f"{spec.display}: {len(result.neighbours)} neighbours in {result.seconds * 1000:.0f} ms; score = "
+          f"{spec.score_name}, {'higher' if spec.higher_is_better else 'lower'} is closer", file=sys.stderr)
     print(json.dumps([n.as_json() for n in result.neighbours]))
     return 0
 

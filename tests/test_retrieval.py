@@ -421,6 +421,7 @@ def test_cli_index_search_and_eval(noise, settings, capsys):
     hits = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and len(hits) == 4 and set(hits[0]) == {"path", "label", "score"}
     assert all(h["path"] != str(query.resolve()) for h in hits) and "left out of its own results" in err
+    assert "score = L1 distance, lower is closer" in err
     assert [h["score"] for h in hits] == sorted(h["score"] for h in hits)  # L1: closest (smallest) first
     assert all(os.path.isabs(h["path"]) and h["label"] == os.path.basename(os.path.dirname(h["path"])) for h in hits)
 

@@ -15,7 +15,8 @@ st.markdown(
     "**fine-tuning** the deeper layers, and fine-tuning **everything**.\n\n"
     "**In class:** 1. pick the dataset and backbone in the sidebar · 2. on **Train**, press *Run all four* "
     "with the *quick demo* preset and watch the curves · 3. on **Compare**, read off which regime wins and what "
-    "it cost. Runs are saved: close the laptop, reopen, they are still there."
+    "it cost · 4. on **Search**, upload a photo and see its nearest neighbours by raw pixels and by deep "
+    "features: *why* ImageNet features transfer. Runs are saved: close the laptop, reopen, they are still there."
 )
 
 if dataset:

@@ -23,7 +23,7 @@ class Task:
         self.key = key
         self.done = 0
         self.total: Optional[int] = None
-        self.message = "waiting for the worker"
+        self.message = "starting"
         self.future: Future = Future()
 
     def progress(self, done: int, total: Optional[int], message: str) -> None:

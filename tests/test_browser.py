@@ -306,7 +306,8 @@ def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(br
 
 
 def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_page, app_server, tmp_path):
-    """Search in a real browser: the page arrives with a dataset photo searched three ways; an uploaded copy of a
+    """Search in a real browser: a first visit builds the indexes under a progress bar, then shows a dataset
+    photo searched three ways; an uploaded copy of a
     sample photo finds itself first by L1 (distance 0); a text file named .jpg, a truncated JPEG and a
     120-megapixel PNG each get a clear message, and the page stays."""
     from playwright.sync_api import expect
@@ -317,6 +318,9 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
     page, js_errors = browser_page
     try:
         page.goto(f"{base_url}/search", wait_until="domcontentloaded")
+        # a first visit builds the indexes under a progress bar (the deep one takes a few seconds)
+        expect(page.locator('[data-testid="stProgress"]', has_text="Deep features: embedding images")).to_be_visible(
+            timeout=120_000)
         for name in ("L1 pixels", "Cosine pixels", "Deep features"):
             page.get_by_role("heading", name=name).wait_for()
         images = page.locator('[data-testid="stImage"]')

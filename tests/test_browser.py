@@ -1,5 +1,7 @@
-"""End to end in a real browser: a headless Chromium opens the app served by ``streamlit run``, goes to the
-Train page, sets a tiny run (1 epoch, 32 px), presses "Run all four" and waits for four finished runs.
+"""End to end in a real browser: a headless Chromium opens the app served by ``streamlit run``. On Train it sets a
+tiny run (1 epoch, 32 px), presses "Run all four" and waits for four finished runs; it uploads a ``.zip``
+dataset; on Compare it downloads both CSVs, clicks a confusion cell and uploads photos; on Search it watches
+the first index build, uploads a photo and three files that are not usable photos.
 
 Needs Playwright for Python (``pip install playwright``, no ``playwright install``: the test drives Debian's
 ``/usr/bin/chromium``) and skips with a reason when either is missing. ``.ci/run`` installs both.

@@ -86,6 +86,10 @@ def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
     holder = st.empty()
     shown = {"bar": None}
     out = {}
+    try:
+        listing = scan_image_folder(Path(root), min_classes=1)  # once for all three methods
+    except TransferLabError as e:
+        return {method: str(e) for method in METHODS}
     for method, spec in METHODS.items():
         cfg = deep_cfg if method == "deep" else EmbedderConfig()
 
@@ -96,7 +100,7 @@ def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
             shown["bar"].progress(task.fraction, text=f"{spec.display}: {task.message}{counts}")
 
         def build(progress, method=method, cfg=cfg):
-            return open_index(Path(root), method, cfg, settings=settings, on_progress=progress)
+            return open_index(Path(root), method, cfg, settings=settings, on_progress=progress, listing=listing)
 
         try:
             out[method] = shared_tasks().run(f"index|{root}|{method}|{cfg}", build, poll)

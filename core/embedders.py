@@ -23,9 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.augment import to_float
 from core.backbones import BACKBONES, Classifier, create_model, pick_pretrained_backbone
-from core.engine import autocast_context, pick_device, resolve_precision
+from core.engine import autocast_context, pick_device, prepare_batch, resolve_precision
 from core.errors import ConfigError, DataError
 from core.progress import ProgressFn, no_progress
 from core.settings import Settings
@@ -162,9 +161,7 @@ class DeepEmbedder(Embedder):
 
     @torch.inference_mode()
     def embed_decoded(self, batch: np.ndarray) -> np.ndarray:
-        x = to_float(torch.from_numpy(batch).permute(0, 3, 1, 2)).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = prepare_batch(torch.from_numpy(batch).permute(0, 3, 1, 2), self.device, self.channels_last)
         with self._lock, autocast_context(self.precision, self.device):
             f = self.model.features(x)
         f = torch.nn.functional.normalize(f.float(), dim=1)

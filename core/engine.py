@@ -121,7 +121,7 @@ def evaluate_model(model: Classifier, data: SplitTensors, batch_size: int = 64, 
     for i in range(0, len(data), batch_size):
         if should_stop():
             raise _Stopped()
-        x = _prepare(data.images[i:i + batch_size], device, channels_last)
+        x = prepare_batch(data.images[i:i + batch_size], device, channels_last)
         with autocast_context(precision, device):
             logits = model(x)
         logits = logits.float().cpu()
@@ -138,7 +138,8 @@ def _eval_from(loss_sum: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor
                       n=n, predictions=preds, probabilities=probs)
 
 
-def _prepare(x_uint8: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def prepare_batch(x_uint8: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 ``(N, 3, H, W)`` images as the model's float input on ``device`` (channels_last if asked)."""
     x = to_float(x_uint8.to(device, non_blocking=True))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -190,7 +191,7 @@ class Trainer:
         for b, i in enumerate(range(0, len(images), bs)):
             self._check_stop()
             chunk = images[i:i + bs]
-            x = self._augmented(chunk) if augmented else _prepare(chunk, self.device, self.channels_last)
+            x = self._augmented(chunk) if augmented else prepare_batch(chunk, self.device, self.channels_last)
             with autocast_context(self.precision, self.device):
                 f = self.model.features(x)
             out.append(f.float().cpu())

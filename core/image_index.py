@@ -32,10 +32,10 @@ import numpy as np
 
 from core.embedders import Embedder, EmbedderConfig, get_embedder
 from core.errors import ConfigError, DataError
-from core.imagefolder import scan_image_folder
+from core.imagefolder import ImageFolderListing, scan_image_folder
 from core.progress import ProgressFn, no_progress
 from core.settings import Settings
-from core.tensor_cache import ImageDecodeError, unusable_photo
+from core.tensor_cache import ImageDecodeError, file_stats, stats_fingerprint, unusable_photo
 
 INDEX_VERSION = 1
 
@@ -49,6 +49,12 @@ class MethodSpec:
     normalise: bool  # L2-normalise vectors (cosine similarity as inner product)
     score_name: str
     higher_is_better: bool
+
+    def prepare(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` (float32, in place) as this method's index holds them: L2-normalised for cosine."""
+        if self.normalise and len(vectors):
+            faiss.normalize_L2(vectors)
+        return vectors
 
     def format_score(self, score: float, dim: int) -> str:
         """The score as shown under a thumbnail."""
@@ -187,9 +193,13 @@ class ImageIndex:
             v = self.embedder.embed_source(source)[None].astype(np.float32)
         except ImageDecodeError as e:
             raise unusable_photo(e, name or Path(str(getattr(source, "name", source) or "")).name) from e
-        if self.method.normalise:
-            faiss.normalize_L2(v)
-        return v
+        return self.method.prepare(v)
+
+    def embed_files(self, paths: Sequence[Path],
+                    on_progress: ProgressFn = no_progress) -> Tuple[np.ndarray, np.ndarray]:
+        """Vectors of ``paths`` as the index holds them, and which files could be read (bool array)."""
+        vectors, ok = self.embedder.embed_files(paths, on_progress)
+        return self.method.prepare(vectors), np.array(ok, dtype=bool)
 
     def search_vectors(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """Scores and ids ``(m, k)`` of the ``k`` nearest (closest first; id -1 where fewer exist)."""
@@ -274,21 +284,6 @@ class ImageIndex:
 # --------------------------------------------------------------------------------------------- building
 
 
-def _entries(root: Path, files: Sequence[str]) -> List[Tuple[str, int, int]]:
-    out = []
-    for rel in files:
-        st = (root / rel).stat()
-        out.append((rel, st.st_size, st.st_mtime_ns))
-    return out
-
-
-def _fingerprint(root: Path, entries: Sequence[Tuple[str, int, int]]) -> str:
-    h = hashlib.sha1(str(root.resolve()).encode())
-    for rel, size, mtime in entries:
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
-    return h.hexdigest()[:20]
-
-
 def index_path(root: Path, method: str, embedder_key: str, settings: Settings) -> Path:
     folder = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
     return settings.cache_dir / "indexes" / folder / f"{method}-{hashlib.sha1(embedder_key.encode()).hexdigest()[:12]}.npz"
@@ -366,19 +361,22 @@ def clear_memory_cache() -> None:
 
 def open_index(root: Path, method: str, embedder_cfg: Optional[EmbedderConfig] = None,
                index_cfg: Optional[IndexConfig] = None, settings: Optional[Settings] = None,
-               on_progress: ProgressFn = no_progress) -> Tuple[ImageIndex, BuildReport]:
+               on_progress: ProgressFn = no_progress,
+               listing: Optional[ImageFolderListing] = None) -> Tuple[ImageIndex, BuildReport]:
     """The index of the images under ``root`` (one sub-folder per class) for ``method``: from memory, from
-    disk, updated incrementally, or built — whichever the dataset's files and the embedder allow."""
+    disk, updated incrementally, or built — whichever the dataset's files and the embedder allow.
+
+    ``listing``: ``root`` just scanned by :func:`scan_image_folder` (opening several methods scans once)."""
     spec = get_method(method)
     settings = settings or Settings.from_env()
     index_cfg = (index_cfg or IndexConfig()).validate()
     root = Path(root).expanduser().resolve()
     started = time.perf_counter()
-    listing = scan_image_folder(root, min_classes=1)
+    listing = listing or scan_image_folder(root, min_classes=1)
     embedder = get_embedder(spec.embedder, embedder_cfg, settings)
     path = index_path(root, method, embedder.key, settings)
-    entries = _entries(root, listing.files)
-    fingerprint = _fingerprint(root, entries)
+    entries = file_stats(root, listing.files)
+    fingerprint = stats_fingerprint(root, entries)
     kind = index_cfg.kind_for(len(entries))
     cfg_dict = asdict(index_cfg)
 
@@ -449,10 +447,8 @@ def _build(spec: MethodSpec, root: Path, entries: List[Tuple[str, int, int]],
     old_skipped = {tuple(e) for e in old_meta["skipped"]} if old_meta else set()
     current = [tuple(e) for e in entries]
     todo = [e for e in current if e not in old_ids and e not in old_skipped]  # new or changed files
-    vectors, ok = embedder.embed_files([root / e[0] for e in todo], on_progress) if todo else (
-        np.zeros((0, embedder.dim), dtype=np.float32), [])
-    if spec.normalise:
-        faiss.normalize_L2(vectors)
+    vectors, ok = embedder.embed_files([root / e[0] for e in todo], on_progress)
+    spec.prepare(vectors)
     ok = np.array(ok, dtype=bool)
     good = {e: row for row, e in enumerate(todo) if ok[row]}
     skipped = [list(e) for e in current if e in old_skipped] + [list(e) for e, g in zip(todo, ok) if not g]

@@ -79,15 +79,14 @@ def _configs(args):
 def _open(args, methods: List[str], progress) -> list:
     from core.data import resolve_source
     from core.image_index import open_index
+    from core.imagefolder import scan_image_folder
     from core.settings import Settings
 
     settings = Settings.from_env()
-    root = resolve_source(args.data, settings, progress)
+    root = Path(resolve_source(args.data, settings, progress)).resolve()
     emb, idx = _configs(args)
-    out = []
-    for method in methods:
-        out.append(open_index(root, method, emb, idx, settings, on_progress=progress))
-    return out
+    listing = scan_image_folder(root, min_classes=1)
+    return [open_index(root, method, emb, idx, settings, on_progress=progress, listing=listing) for method in methods]
 
 
 def _progress(args):

@@ -81,14 +81,10 @@ def evaluate_index(index: ImageIndex, k: int = 10, queries: Optional[Path] = Non
         if not set(listing.classes) & set(position):
             raise DataError(f"None of the query folder's classes ({', '.join(listing.classes)}) is a class of the "
                             f"dataset ({', '.join(index.classes)}).")
-        vectors, ok = index.embedder.embed_files([listing.root / f for f in listing.files], on_progress)
-        vectors = vectors[np.array(ok, dtype=bool)]
+        vectors, ok = index.embed_files([listing.root / f for f in listing.files], on_progress)
+        vectors = vectors[ok]
         if not len(vectors):
             raise DataError(f"None of the images in {queries} could be read.")
-        if index.method.normalise:
-            import faiss
-
-            faiss.normalize_L2(vectors)
         k = min(k, len(index))
         _, ids = index.search_vectors(vectors, k)
         query_labels = np.array([position.get(listing.classes[lab], -1)

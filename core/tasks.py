@@ -69,14 +69,9 @@ class TaskRunner:
         return self.wait(self.start(key, work), poll)
 
 
-_shared: Optional[TaskRunner] = None
-_shared_lock = threading.Lock()
+_shared = TaskRunner()  # cheap: its worker thread starts with the first task
 
 
 def shared_tasks() -> TaskRunner:
     """The process-wide runner every app session shares."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = TaskRunner()
-        return _shared
+    return _shared

@@ -100,13 +100,26 @@ class DecodedImages:
         return len(self.files)
 
 
-def files_fingerprint(root: Path, files: Sequence[str]) -> str:
-    """Changes when any of ``files`` is added, removed, renamed, resized or touched."""
-    h = hashlib.sha1(str(Path(root).resolve()).encode())
+def file_stats(root: Path, files: Sequence[str]) -> List[Tuple[str, int, int]]:
+    """``(relative path, size, mtime_ns)`` of each of ``files``."""
+    out = []
     for rel in files:
         st = (Path(root) / rel).stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        out.append((rel, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def stats_fingerprint(root: Path, stats: Sequence[Tuple[str, int, int]]) -> str:
+    """The fingerprint of :func:`file_stats` output (see :func:`files_fingerprint`)."""
+    h = hashlib.sha1(str(Path(root).resolve()).encode())
+    for rel, size, mtime_ns in stats:
+        h.update(f"{rel}\0{size}\0{mtime_ns}\n".encode())
     return h.hexdigest()[:20]
+
+
+def files_fingerprint(root: Path, files: Sequence[str]) -> str:
+    """Changes when any of ``files`` is added, removed, renamed, resized or touched."""
+    return stats_fingerprint(root, file_stats(root, files))
 
 
 def decode_parallel(sources: Sequence, decode: Callable[[object], np.ndarray], out: np.ndarray,

@@ -13,8 +13,8 @@ st.markdown(
     "**See transfer learning happen.** Train the same network four ways on photos of flowers and watch the "
     "regimes race: from **scratch**, **transfer** learning (ImageNet features frozen, a new last layer), "
     "**fine-tuning** the deeper layers, and fine-tuning **everything**.\n\n"
-    "**In class:** 1. pick the dataset and backbone in the sidebar · 2. on **Train**, press *Run all four* "
-    "with the *quick demo* preset and watch the curves · 3. on **Compare**, read off which regime wins and what "
+    "**In class:** 1. pick the dataset and backbone in the sidebar · 2. on **Train**, say how long the class "
+    "can wait (*5 minutes* by default), press *Run all four* and watch the regimes race · 3. on **Compare**, read off which regime wins and what "
     "it cost · 4. on **Search**, upload a photo and see its nearest neighbours by raw pixels and by deep "
     "features: *why* ImageNet features transfer. Runs are saved: close the laptop, reopen, they are still there."
 )
@@ -33,7 +33,7 @@ else:
 st.subheader("This machine")
 m = machine_state(settings)
 c1, c2, c3 = st.columns(3)
-c1.metric("Device", m["device"].upper())
+c1.metric("Device", m["device"].upper(), help=f"{m['cpu']} (best vector extension: {m['isa']})")
 c2.metric("Threads", f"{m['torch_threads']} of {m['cpu_cores']} cores")
 c3.metric("Precision", m["precision"], help="bf16 on CPUs with native bf16 support (about 2–3× faster), else fp32")
 for name, src in m["imagenet_weights"].items():

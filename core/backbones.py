@@ -5,6 +5,9 @@ its ImageNet head removed, returning pooled features) and a fresh linear ``head`
 Parameter order is the backbone's own, head last, so "freeze the first N tensors" means what it means in
 the course notebook (ResNet18: 62 tensors, 60 in the body, the head's weight and bias last).
 
+A classifier is also a list of *stages* in forward order (``normalize``, the body's blocks, ``head``) whose
+composition is the forward pass: the regimes cut it into a frozen prefix and a trainable suffix there.
+
 Adding a backbone is one :data:`BACKBONES` entry.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,21 +28,43 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class Classifier(nn.Module):
-    """``head(body(normalise(x)))`` for float images in [0, 1]."""
+Stages = List[Tuple[str, nn.Module]]
 
-    def __init__(self, body: nn.Module, head: nn.Linear, mean, std):
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, for float images in [0, 1]. Its buffers are not saved in checkpoints."""
+
+    def __init__(self, mean, std):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """``head(body(normalize(x)))`` for float images in [0, 1], also usable stage by stage."""
+
+    def __init__(self, body: nn.Module, head: nn.Linear, mean, std,
+                 body_stages: Callable[[nn.Module], Stages]):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
         self.body = body
         self.head = head
+        self._body_stages = body_stages
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body((x - self.mean) / self.std)
+        return self.body(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def stages(self) -> Stages:
+        """``[(name, module), ...]`` in forward order; applying them one after another is :meth:`forward`.
+        Names are paths inside the classifier (``body.layer3.1``), so parameters map to their stage by prefix."""
+        body = [(f"body.{name}", module) for name, module in self._body_stages(self.body)]
+        return [("normalize", self.normalize), *body, ("head", self.head)]
 
 
 # ----------------------------------------------------------------------------------------------- ResNet18
@@ -120,6 +145,13 @@ def load_resnet18_imagenet(model: nn.Module, settings: Settings, allow_download:
     return source
 
 
+def _resnet_stages(body: nn.Module) -> Stages:
+    """torchvision ResNet's forward, block by block (its ``fc`` is the removed head)."""
+    stem = [(n, getattr(body, n)) for n in ("conv1", "bn1", "relu", "maxpool")]
+    blocks = [(f"layer{i}.{j}", block) for i in range(1, 5) for j, block in enumerate(getattr(body, f"layer{i}"))]
+    return [*stem, *blocks, ("avgpool", body.avgpool), ("flatten", nn.Flatten(1))]
+
+
 # ---------------------------------------------------------------------------------------- EfficientNet-Lite0
 
 
@@ -127,6 +159,13 @@ def _build_efficientnet_lite0() -> nn.Module:
     import timm
 
     return timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=0.0)
+
+
+def _efficientnet_stages(body: nn.Module) -> Stages:
+    """timm EfficientNet's ``forward_features`` + ``forward_head`` (no dropout), block by block."""
+    blocks = [(f"blocks.{i}.{j}", block) for i, stage in enumerate(body.blocks) for j, block in enumerate(stage)]
+    return [("conv_stem", body.conv_stem), ("bn1", body.bn1), *blocks, ("conv_head", body.conv_head),
+            ("bn2", body.bn2), ("global_pool", body.global_pool)]
 
 
 def efficientnet_lite0_weights_file() -> Optional[Path]:
@@ -179,6 +218,7 @@ class BackboneSpec:
     feature_dim: int
     head_attr: str  # attribute of the raw model holding its ImageNet classifier
     build: Callable[[], nn.Module]
+    stages: Callable[[nn.Module], Stages]  # the body (head removed) as named modules in forward order
     load_imagenet: Callable[..., str]
     weights_source: Callable[[Settings], Optional[str]]  # where weights come from offline, or None
     notebook_freeze: int  # finetune default: leading parameter tensors frozen
@@ -193,12 +233,14 @@ NOTEBOOK_FREEZE_RESNET18 = 50  # the notebook freezes 50 of ResNet18's 62 tensor
 BACKBONES: Dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec(
         name="resnet18", display="ResNet18", feature_dim=512, head_attr="fc",
-        build=_build_resnet18, load_imagenet=load_resnet18_imagenet, weights_source=resnet18_weights_source,
+        build=_build_resnet18, stages=_resnet_stages, load_imagenet=load_resnet18_imagenet,
+        weights_source=resnet18_weights_source,
         notebook_freeze=NOTEBOOK_FREEZE_RESNET18,
     ),
     "efficientnet_lite0": BackboneSpec(
         name="efficientnet_lite0", display="EfficientNet-Lite0 (offline)", feature_dim=1280,
-        head_attr="classifier", build=_build_efficientnet_lite0, load_imagenet=load_efficientnet_lite0_imagenet,
+        head_attr="classifier", build=_build_efficientnet_lite0, stages=_efficientnet_stages,
+        load_imagenet=load_efficientnet_lite0_imagenet,
         weights_source=efficientnet_lite0_weights_source,
         # the notebook's share (50 of ResNet18's 62 tensors) of EfficientNet-Lite0's 149 parameter tensors
         notebook_freeze=round(149 * NOTEBOOK_FREEZE_RESNET18 / RESNET18_TENSORS), offline=True,
@@ -230,7 +272,7 @@ def create_model(backbone: str, num_classes: int, pretrained: bool, settings: Op
         source = spec.load_imagenet(raw, settings or Settings.from_env(), allow_download=allow_download)
     setattr(raw, spec.head_attr, nn.Identity())
     head = nn.Linear(spec.feature_dim, num_classes)
-    return Classifier(raw, head, spec.mean, spec.std), source
+    return Classifier(raw, head, spec.mean, spec.std, spec.stages), source
 
 
 def pick_pretrained_backbone(settings: Settings, preferred: str = "resnet18") -> Tuple[str, str]:

@@ -12,6 +12,9 @@ from typing import Any, Dict, Optional
 from core.errors import ConfigError
 
 REGIMES = ("scratch", "transfer", "finetune", "full")
+SCHEDULES = ("constant", "onecycle")
+RUNTIMES = ("auto", "torch", "onnxruntime")
+MAX_THREADS = 256
 
 
 @dataclass
@@ -62,10 +65,15 @@ class TrainConfig:
     seed: int = 0
     rotation_degrees: float = 10.0  # augmentation, as in the notebook: flip + small rotation
     hflip: bool = True
+    schedule: str = "constant"  # learning rate: "constant" (the notebook) or "onecycle" (warm-up, cosine decay)
+    train_img_size: Optional[int] = None  # progressive resizing: train at this size, the last epochs at img_size
+    full_size_epochs: int = 1  # with train_img_size: how many final epochs run at the full img_size
     precision: str = "auto"  # "auto" (bf16 on CPUs with native bf16, else fp32), "fp32", "bf16"
     channels_last: bool = True
-    feature_cache: str = "auto"  # "auto" (on when the backbone is frozen), "on", "off"
-    feature_views: int = 2  # augmented views of the training set whose features are cached (epochs cycle them)
+    feature_cache: str = "auto"  # "auto" (on when the regime has a frozen prefix), "on", "off"
+    feature_views: int = 2  # views of the training set whose frozen-prefix output is cached: the plain images,
+    # then seeded flip+rotation copies; epochs cycle through them
+    runtime: str = "auto"  # frozen passes: "auto" (the faster of torch and onnxruntime here), "torch", "onnxruntime"
     num_threads: Optional[int] = None  # torch threads (None = all cores)
     device: str = "auto"  # "auto" (cuda, mps, cpu), or a torch device string
 
@@ -82,6 +90,19 @@ class TrainConfig:
             raise ConfigError(f"Feature cache must be auto, on or off, got '{self.feature_cache}'.")
         if self.feature_views < 1:
             raise ConfigError(f"Feature views must be at least 1, got {self.feature_views}.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"Schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'.")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"Runtime must be one of {', '.join(RUNTIMES)}, got '{self.runtime}'.")
+        if self.weight_decay < 0:
+            raise ConfigError(f"Weight decay must be 0 or more, got {self.weight_decay}.")
+        if self.train_img_size is not None and not 32 <= self.train_img_size <= 512:
+            raise ConfigError(f"The training image size must be between 32 and 512 pixels, got {self.train_img_size}.")
+        if not 1 <= self.full_size_epochs <= self.epochs:
+            raise ConfigError(f"Full-size epochs must be between 1 and the number of epochs ({self.epochs}), "
+                              f"got {self.full_size_epochs}.")
+        if self.num_threads is not None and not 1 <= self.num_threads <= MAX_THREADS:
+            raise ConfigError(f"Threads must be between 1 and {MAX_THREADS}, got {self.num_threads}.")
 
 
 @dataclass
@@ -92,11 +113,20 @@ class RunConfig:
     preset: Optional[str] = None
     note: str = ""
     group: str = ""  # runs launched together (e.g. "Run all four") share a group and race in one chart
+    plan: Dict[str, Any] = field(default_factory=dict)  # a planned race's prediction for this run (core.planner)
 
     def validate(self) -> "RunConfig":
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        if self.train.train_img_size is not None:
+            if self.train.train_img_size > self.data.img_size:
+                raise ConfigError(f"The training image size ({self.train.train_img_size} px) must not exceed the "
+                                  f"image size ({self.data.img_size} px) it ends at.")
+            if self.model.regime in ("transfer", "finetune") and self.train.feature_cache != "off":
+                raise ConfigError("Progressive resizing (a smaller training image size) runs the whole network each "
+                                  "batch; the 'transfer' and 'finetune' regimes cache their frozen layers instead. "
+                                  "Use it with 'scratch' or 'full', or set the feature cache off.")
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -115,33 +145,48 @@ class RunConfig:
             preset=d.get("preset"),
             note=d.get("note", ""),
             group=d.get("group", ""),
+            plan=d.get("plan") or {},
         )
+
+
+# How a regime trains when nothing else is set: the notebook's settings (the dataclass defaults), except for
+# `transfer`: its head trains on cached features in milliseconds an epoch, so it runs to the linear probe's
+# optimum (many epochs, a one-cycle schedule, weight decay) instead of stopping after a few at 1e-4
+# (BENCHMARKS.md, "transfer trained to convergence").
+REGIME_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "transfer": {"train": {"epochs": 30, "lr": 3e-3, "schedule": "onecycle", "weight_decay": 1e-2}},
+}
+
+
+def regime_defaults(cfg: RunConfig) -> RunConfig:
+    """A copy of ``cfg`` with its regime's own defaults applied (see :data:`REGIME_DEFAULTS`)."""
+    return _override(cfg, REGIME_DEFAULTS.get(cfg.model.regime, {}))
+
+
+def _override(cfg: RunConfig, p: Dict[str, Dict[str, Any]], **top) -> RunConfig:
+    return replace(cfg, data=replace(cfg.data, **p.get("data", {})), model=replace(cfg.model, **p.get("model", {})),
+                   train=replace(cfg.train, **p.get("train", {})), **top)
 
 
 # Presets a teacher picks by name. Each maps a section to overrides of that section's defaults.
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
-    # A few minutes per regime on a 2-core laptop CPU: small images, a subset, few epochs, a larger lr.
-    "quick demo": {
-        "data": {"img_size": 128, "limit_per_class": 200},
-        "train": {"epochs": 4, "batch_size": 32, "lr": 5e-4},
-    },
-    # The course notebook: full dataset, 224 px, Adam at 1e-4, 10 epochs, batch 32.
+    # The course notebook: full dataset, 224 px, Adam at a constant 1e-4, 10 epochs, batch 32, for every regime.
     "notebook recipe": {
         "data": {"img_size": 224, "limit_per_class": None},
-        "train": {"epochs": 10, "batch_size": 32, "lr": 1e-4},
+        "train": {"epochs": 10, "batch_size": 32, "lr": 1e-4, "schedule": "constant", "weight_decay": 0.0,
+                  "train_img_size": None},
     },
 }
 
 
+# Presets that are a time budget rather than settings: the chosen regimes, planned by core.planner from this
+# machine's measured speed to finish one after another within so many minutes.
+BUDGET_PRESETS: Dict[str, float] = {"5 minutes": 5, "quick demo": 2}
+PRESET_NAMES = (*BUDGET_PRESETS, *PRESETS)
+
+
 def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
-    """A copy of ``cfg`` with the named preset's values applied."""
+    """A copy of ``cfg`` with the named (settings) preset's values applied."""
     if name not in PRESETS:
-        raise ConfigError(f"Unknown preset '{name}'. Choose one of: {', '.join(PRESETS)}.")
-    p = PRESETS[name]
-    return replace(
-        cfg,
-        data=replace(cfg.data, **p.get("data", {})),
-        model=replace(cfg.model, **p.get("model", {})),
-        train=replace(cfg.train, **p.get("train", {})),
-        preset=name,
-    )
+        raise ConfigError(f"Unknown preset '{name}'. Choose one of: {', '.join(PRESET_NAMES)}.")
+    return _override(cfg, PRESETS[name], preset=name)

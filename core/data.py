@@ -8,6 +8,7 @@ train/val/test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ def stratified_split(labels: Sequence[int], val_fraction: float, test_fraction: 
 class SplitTensors:
     images: torch.Tensor  # uint8 (N, 3, S, S)
     labels: torch.Tensor  # int64 (N,)
+    key: str = ""  # identifies these exact images (for sharing cached activations); "" = unknown
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -107,6 +109,12 @@ class PreparedData:
         return self.decoded.skipped
 
 
+def _split_key(decoded_key: str, indices: Sequence[int]) -> str:
+    if not decoded_key:
+        return ""
+    return hashlib.sha1(f"{decoded_key}:{','.join(map(str, indices))}".encode()).hexdigest()[:20]
+
+
 def prepare_data(cfg: DataConfig, settings: Settings, on_progress: ProgressFn = no_progress) -> PreparedData:
     """Resolve the source, decode once (cached), split; raises :class:`DataError` on unusable data."""
     root = resolve_source(cfg.source, settings, on_progress)
@@ -122,7 +130,8 @@ def prepare_data(cfg: DataConfig, settings: Settings, on_progress: ProgressFn = 
     if not idx["train"] or not idx["val"] or not idx["test"]:
         raise DataError(f"Too few images in {root} to split into train/val/test "
                         f"({len(decoded)} readable; each class needs at least 3).")
-    splits = {s: SplitTensors(decoded.images[torch.tensor(ix)], decoded.labels[torch.tensor(ix)])
+    splits = {s: SplitTensors(decoded.images[torch.tensor(ix)], decoded.labels[torch.tensor(ix)],
+                              key=_split_key(decoded.key, ix))
               for s, ix in idx.items()}
     manifest = {
         "root": str(Path(root).resolve()),

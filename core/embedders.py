@@ -12,7 +12,6 @@ decode path, so a dataset photo given as a query finds itself at distance 0 (sim
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -23,10 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.augment import to_float
 from core.backbones import BACKBONES, Classifier, create_model, pick_pretrained_backbone
-from core.engine import autocast_context, pick_device, prepare_batch, resolve_precision
+from core.device import pick_device, resolve_precision
 from core.errors import ConfigError, DataError
 from core.progress import ProgressFn, no_progress
+from core.runtime import example_images, frozen_pass, module_fingerprint
 from core.settings import Settings
 from core.tensor_cache import decode_image, decode_parallel, open_rgb
 
@@ -126,29 +127,28 @@ class PixelEmbedder(Embedder):
         return batch.reshape(len(batch), -1).astype(np.float32)
 
 
-def _state_hash(model: torch.nn.Module) -> str:
-    h = hashlib.sha1()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
 class DeepEmbedder(Embedder):
-    """Global-pooled features of a CNN body at ``img_size`` px, L2-normalised (cosine = inner product)."""
+    """Global-pooled features of a CNN body at ``img_size`` px, L2-normalised (cosine = inner product).
+
+    The body is frozen, so it runs as a frozen pass (:mod:`core.runtime`): on ONNX Runtime where that is
+    measured faster here, else PyTorch (bf16 where native)."""
 
     kind = "deep"
 
-    def __init__(self, model: Classifier, img_size: int, precision: str, identity: str, description: str):
-        self.device = pick_device("auto")
-        self.model = model.eval().to(self.device)
-        self.precision = resolve_precision(precision, self.device)
-        self.channels_last = self.device.type != "mps"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+    def __init__(self, model: Classifier, img_size: int, precision: str, identity: str, description: str,
+                 cache_dir: Optional[Path] = None, runtime: str = "auto"):
+        device = pick_device("auto")
+        model = model.eval().to(device)
+        channels_last = device.type != "mps"
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         self.img_size = img_size
-        self.dim = int(self.model.head.in_features)
-        self.key = f"deep-{identity}-{_state_hash(model.body)}-{img_size}px-{self.precision}"
+        self.dim = int(model.head.in_features)
+        body = torch.nn.Sequential(model.normalize, model.body)
+        self.frozen = frozen_pass(body, example_images(img_size), resolve_precision(precision, device),
+                                  device, channels_last, runtime, cache_dir)
+        computed = self.frozen.runtime if self.frozen.runtime != "torch" else f"torch-{self.frozen.precision}"
+        self.key = f"deep-{identity}-{module_fingerprint(model.body)}-{img_size}px-{computed}"
         self.description = description
         self._lock = threading.Lock()  # one forward pass at a time (app sessions share the embedder)
 
@@ -159,13 +159,11 @@ class DeepEmbedder(Embedder):
     def decode(self, source) -> np.ndarray:
         return decode_image(source, self.img_size)  # exactly as training resizes
 
-    @torch.inference_mode()
     def embed_decoded(self, batch: np.ndarray) -> np.ndarray:
-        x = prepare_batch(torch.from_numpy(batch).permute(0, 3, 1, 2), self.device, self.channels_last)
-        with self._lock, autocast_context(self.precision, self.device):
-            f = self.model.features(x)
-        f = torch.nn.functional.normalize(f.float(), dim=1)
-        return f.cpu().numpy().astype(np.float32, copy=False)
+        x = to_float(torch.from_numpy(batch).permute(0, 3, 1, 2))
+        with self._lock:
+            f = self.frozen(x)
+        return torch.nn.functional.normalize(f, dim=1).numpy().astype(np.float32, copy=False)
 
 
 # ------------------------------------------------------------------------------------------------ factory
@@ -194,6 +192,7 @@ def _deep_embedder(cfg: EmbedderConfig, settings: Settings) -> DeepEmbedder:
 
         def build() -> DeepEmbedder:
             return DeepEmbedder(load_run_model(run), int(run.config["data"]["img_size"]), cfg.precision,
+                                cache_dir=settings.cache_dir,
                                 identity=f"run-{run.run_id}",
                                 description=f"features of run {run.run_id} ({run.config['model']['regime']})")
     else:
@@ -202,7 +201,8 @@ def _deep_embedder(cfg: EmbedderConfig, settings: Settings) -> DeepEmbedder:
 
         def build() -> DeepEmbedder:
             model, _source = create_model(name, 1, pretrained=True, settings=settings)
-            return DeepEmbedder(model, DEEP_IMG_SIZE, cfg.precision, identity=f"imagenet-{name}",
+            return DeepEmbedder(model, DEEP_IMG_SIZE, cfg.precision, cache_dir=settings.cache_dir,
+                                identity=f"imagenet-{name}",
                                 description=f"ImageNet {BACKBONES[name].display.split(' (')[0]} features")
     with _cache_lock:
         if cache_key in _cache:

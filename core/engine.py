@@ -1,79 +1,49 @@
 """The training engine: one loop for every regime, reporting through events, cancellable every batch.
 
-Fast paths (each measured in BENCHMARKS.md, each can be switched off in :class:`~core.config.TrainConfig`):
+The engine consumes a :class:`~core.regimes.RegimeSplit`: a frozen prefix and a trainable suffix. Each
+regime pays only for what it trains (each fast path measured in BENCHMARKS.md, each can be switched off in
+:class:`~core.config.TrainConfig`):
 
-* **Cached features** — when the whole body is frozen (the ``transfer`` regime), its output for a fixed
-  number of augmented views of the training set (and one plain view of val) is computed once; the
-  epochs then train the head on those features, cycling through the views.
+* **Frozen-prefix cache** — when the regime has frozen layers (``transfer``: the whole body; ``finetune``:
+  everything before its first trainable block), their output for a few views of the training set (the plain
+  images, then seeded flip + rotation copies) and for val is computed once (:mod:`core.feature_cache`), and
+  the epochs run forward and backward through the suffix only, cycling through the views. It is skipped,
+  and the setup says why, when it would not fit in memory.
+* **The fastest frozen pass** — those passes are inference, run by ONNX Runtime where it is measured faster
+  here (:mod:`core.runtime`).
 * **bf16 autocast + channels_last** on CPUs with native bf16 (AVX-512 BF16 / AMX), fp32 otherwise.
+* **Progressive resizing** for the regimes that backpropagate through everything: the first epochs at a
+  smaller ``train_img_size``, the last ones at the full size (FixRes).
 * Images are uint8 tensors decoded once (:mod:`core.tensor_cache`); augmentation runs batched on tensors.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 
-from core.augment import augment, to_float
+from core.augment import augment, resize_batch, to_float
 from core.backbones import Classifier
 from core.config import TrainConfig
 from core.data import SplitTensors
+from core.device import autocast_context, pick_device, resolve_precision
+from core.errors import ConfigError
 from core.events import BatchEnd, EpochEnd, EventFn, PhaseProgress, no_events
-from core.regimes import body_is_frozen, set_train_mode
+from core.feature_cache import STORE, View, cache_budget, fmt_bytes, run_tensor, run_view, stage_fingerprints
+from core.regimes import RegimeSplit
+from core.runtime import FrozenPass, frozen_pass
 
 StopFn = Callable[[], bool]
 
 
 def never_stop() -> bool:
     return False
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu — or exactly what was asked for."""
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch
-        return False
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """"bf16" or "fp32". ``auto`` picks bf16 where the hardware does it natively."""
-    if requested != "auto":
-        return requested
-    if device.type == "cpu":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "fp32"
-
-
-def autocast_context(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def configure_threads(num_threads: Optional[int]) -> int:
-    n = num_threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
 
 
 @dataclass
@@ -94,41 +64,21 @@ class FitResult:
     best_val_acc: float
     history: List[Dict] = field(default_factory=list)
     train_seconds: float = 0.0
-    setup: Dict = field(default_factory=dict)  # device, precision, channels_last, feature_cache, threads
+    setup: Dict = field(default_factory=dict)  # device, precision, cache, runtime, threads, notes
 
 
-def make_adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
-    """Adam, using the fused single-kernel update where this torch/device has it (same maths, ~6% faster
-    ResNet18 training steps on the 2-core benchmark CPU)."""
+def make_optimizer(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (Adam itself when ``weight_decay`` is 0, as in the notebook), using the fused single-kernel
+    update where this torch/device has it (same maths, ~6% faster ResNet18 training steps on the 2-core
+    benchmark CPU)."""
     try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 class _Stopped(Exception):
     pass
-
-
-@torch.inference_mode()
-def evaluate_model(model: Classifier, data: SplitTensors, batch_size: int = 64, precision: str = "fp32",
-                   device: Optional[torch.device] = None, channels_last: bool = False,
-                   should_stop: StopFn = never_stop) -> EvalResult:
-    """Loss, accuracy and predictions of ``model`` on uint8 images (no augmentation)."""
-    device = device or next(model.parameters()).device
-    model.eval()
-    losses, probs = [], []
-    for i in range(0, len(data), batch_size):
-        if should_stop():
-            raise _Stopped()
-        x = prepare_batch(data.images[i:i + batch_size], device, channels_last)
-        with autocast_context(precision, device):
-            logits = model(x)
-        logits = logits.float().cpu()
-        losses.append(F.cross_entropy(logits, data.labels[i:i + batch_size], reduction="sum"))
-        probs.append(logits.softmax(1))
-    return _eval_from(torch.stack(losses).sum() if losses else torch.tensor(0.0),
-                      torch.cat(probs) if probs else torch.zeros(0, 1), data.labels)
 
 
 def _eval_from(loss_sum: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> EvalResult:
@@ -140,35 +90,71 @@ def _eval_from(loss_sum: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor
 
 def prepare_batch(x_uint8: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     """uint8 ``(N, 3, H, W)`` images as the model's float input on ``device`` (channels_last if asked)."""
-    x = to_float(x_uint8.to(device, non_blocking=True))
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return to_device(to_float(x_uint8.to(device, non_blocking=True)), device, channels_last)
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+@torch.inference_mode()
+def evaluate_model(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64, precision: str = "fp32",
+                   device: Optional[torch.device] = None, channels_last: bool = False,
+                   should_stop: StopFn = never_stop) -> EvalResult:
+    """Loss, accuracy and predictions of ``model`` on uint8 images (no augmentation)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    return _evaluate_batches(lambda i: model(prepare_batch(data.images[i:i + batch_size], device, channels_last)),
+                             len(data), batch_size, data.labels, precision, device, should_stop)
+
+
+def _evaluate_batches(logits_of: Callable[[int], torch.Tensor], n: int, batch_size: int, labels: torch.Tensor,
+                      precision: str, device: torch.device, should_stop: StopFn) -> EvalResult:
+    losses, probs = [], []
+    for i in range(0, n, batch_size):
+        if should_stop():
+            raise _Stopped()
+        with autocast_context(precision, device):
+            logits = logits_of(i)
+        logits = logits.float().cpu()
+        losses.append(F.cross_entropy(logits, labels[i:i + batch_size], reduction="sum"))
+        probs.append(logits.softmax(1))
+    return _eval_from(torch.stack(losses).sum() if losses else torch.tensor(0.0),
+                      torch.cat(probs) if probs else torch.zeros(0, 1), labels)
 
 
 class Trainer:
-    """Trains ``model`` (whose ``requires_grad`` flags the regime has set) on uint8 split tensors."""
+    """Trains the suffix of ``split`` (a regime applied to ``model``) on uint8 split tensors."""
 
-    def __init__(self, model: Classifier, cfg: TrainConfig, on_event: EventFn = no_events,
-                 should_stop: StopFn = never_stop):
-        self.cfg = cfg
+    def __init__(self, model: Classifier, split: RegimeSplit, cfg: TrainConfig, on_event: EventFn = no_events,
+                 should_stop: StopFn = never_stop, cache_dir: Optional[Path] = None):
+        self.cfg, self.split = cfg, split
         self.on_event = on_event
         self.should_stop = should_stop
+        self.cache_dir = cache_dir
         self.device = pick_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.channels_last = cfg.channels_last and self.device.type != "mps"
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        frozen_body = body_is_frozen(model)
-        self.use_feature_cache = cfg.feature_cache == "on" or (cfg.feature_cache == "auto" and frozen_body)
-        if self.use_feature_cache and not frozen_body:
-            from core.errors import ConfigError
-
-            raise ConfigError("The feature cache needs a frozen backbone (the 'transfer' regime).")
+        if cfg.feature_cache == "on" and not split.caches:
+            raise ConfigError(f"The feature cache needs frozen layers to cache; the '{split.regime}' regime trains "
+                              f"every layer. Use it with 'transfer' or 'finetune', or set it to auto.")
+        self.use_feature_cache = cfg.feature_cache != "off" and split.caches
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.optimizer = make_adam([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay,
-                                   self.device)
+        self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay,
+                                        self.device)
+        self._frozen: Optional[FrozenPass] = None
+        self._fingerprints: Optional[List[str]] = None
+        self.notes: List[str] = []
+        self.best: Dict = {"state": None}
         self.setup = {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
-                      "feature_cache": self.use_feature_cache, "threads": torch.get_num_threads()}
+                      "cache_point": split.cache_point if split.caches else None,
+                      "feature_cache": self.use_feature_cache, "threads": torch.get_num_threads(),
+                      "schedule": cfg.schedule, "runtime": "torch (no frozen layers)" if not split.caches else
+                      "none needed: the frozen layers' outputs were already cached", "notes": self.notes}
 
     # -------------------------------------------------------------------------------------------- helpers
 
@@ -176,28 +162,125 @@ class Trainer:
         if self.should_stop():
             raise _Stopped()
 
-    def _augmented(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        x = to_float(x_uint8)
-        x = augment(x, self.generator, self.cfg.rotation_degrees, self.cfg.hflip)
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+    def _augmented(self, x_uint8: torch.Tensor, size: Optional[int] = None) -> torch.Tensor:
+        x = augment(to_float(x_uint8), self.generator, self.cfg.rotation_degrees, self.cfg.hflip)
+        if size is not None:
+            x = resize_batch(x, size)
+        return to_device(x, self.device, self.channels_last)
 
-    @torch.inference_mode()
-    def _features(self, images: torch.Tensor, augmented: bool, view: int, views: int, total_views: int) -> torch.Tensor:
-        self.model.eval()
-        bs = self.cfg.batch_size  # batch 64 was slower per image than 32 on the 2-core benchmark CPU
-        out = []
-        n_batches = math.ceil(len(images) / bs)
-        for b, i in enumerate(range(0, len(images), bs)):
+    def _stoppable(self, run: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def checked(x: torch.Tensor) -> torch.Tensor:
             self._check_stop()
-            chunk = images[i:i + bs]
-            x = self._augmented(chunk) if augmented else prepare_batch(chunk, self.device, self.channels_last)
-            with autocast_context(self.precision, self.device):
-                f = self.model.features(x)
-            out.append(f.float().cpu())
-            self.on_event(PhaseProgress("features", view * n_batches + b + 1, total_views * n_batches,
-                                        f"computing backbone features (view {view + 1} of {views})"))
-        return torch.cat(out)
+            return run(x)
+        return checked
+
+    def _frozen_pass(self, example_uint8: torch.Tensor) -> FrozenPass:
+        """The runtime that runs the frozen prefix, chosen at first use (it needs an example batch)."""
+        if self._frozen is None:
+            self._frozen = frozen_pass(self.split.prefix, to_float(example_uint8[:8]), self.precision, self.device,
+                                       self.channels_last, self.cfg.runtime, self.cache_dir)
+            self.setup["runtime"] = self._frozen.description
+        return self._frozen
+
+    def _run_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen prefix on a float batch, without gradients (uncached path)."""
+        if self.split.caches and self._frozen is not None:
+            return to_device(self._frozen(x), self.device, self.channels_last)
+        with torch.no_grad(), autocast_context(self.precision, self.device):
+            return self.split.prefix(x)
+
+    def _epoch_size(self, epoch: int, full: int) -> Optional[int]:
+        small = self.cfg.train_img_size
+        if small is None or small == full or epoch > self.cfg.epochs - self.cfg.full_size_epochs:
+            return None
+        return small
+
+    def _views(self) -> List[View]:
+        n = min(self.cfg.feature_views, self.cfg.epochs)
+        return [View(v, self.cfg.seed, self.cfg.rotation_degrees, self.cfg.hflip) for v in range(n)]
+
+    def _plan_cache(self, train: SplitTensors, val: SplitTensors) -> bool:
+        """Whether the cached views fit in memory (estimated from one image's output); notes why not."""
+        self.split.eval_mode()  # frozen BatchNorm must neither see one image as a batch nor update its statistics
+        with torch.no_grad(), autocast_context(self.precision, self.device):
+            out = self.split.prefix(prepare_batch(train.images[:1], self.device, self.channels_last))
+        per_image = out[0].numel() * 2  # fp16
+        views = len(self._views())
+        need = per_image * (len(train) * views + len(val))
+        budget = cache_budget()
+        self.setup.update(cache_shape=list(out.shape[1:]), cache_views=views, cache_mb_estimate=round(need / 1e6, 1))
+        if need <= budget:
+            return True
+        self.notes.append(f"The frozen-layer cache would need {fmt_bytes(need)} for {views} view(s) of "
+                          f"{len(train):,} images, more than its budget of {fmt_bytes(budget)} (half the free "
+                          f"memory), so this run computes the frozen layers every batch instead.")
+        self.setup["feature_cache"] = False
+        return False
+
+    def _activations(self, data: SplitTensors, view: View, progress: Callable[[int], None]) -> torch.Tensor:
+        """The frozen prefix's outputs for ``data`` as ``view`` sees it: from the shared store, continuing
+        from a shallower stored stage, or computed."""
+        if self._fingerprints is None:
+            self._fingerprints = stage_fingerprints(list(self.split.prefix))
+        last = self.split.cut - 1
+        # ONNX Runtime and PyTorch at fp32 agree to ~1e-5: outputs are shared by the precision the runs asked for
+        base = (data.key, view.key, self.precision) if data.key else None
+        hit = STORE.lookup(base, self._fingerprints) if base else None
+        bs = max(self.cfg.batch_size, 32)
+        if hit is not None and hit[0] == last:
+            progress(len(data))
+            self.setup["cache_shared"] = self.split.cache_point
+            return hit[1]
+        if hit is not None:  # continue from a shallower cut (e.g. finetune's) through the remaining frozen stages
+            stage, stored = hit
+            rest = torch.nn.Sequential(*list(self.split.prefix)[stage + 1:])
+            run = frozen_pass(rest, stored[:8].float(), self.precision, self.device, self.channels_last,
+                              self.cfg.runtime, self.cache_dir)
+            self.setup["cache_shared"] = self.split.stage_names[stage]
+            self.setup["runtime"] = f"the stages after {self.split.stage_names[stage]}'s cached outputs: " \
+                                    f"{run.description}"
+            out = run_tensor(stored, self._stoppable(run), bs, progress)
+        else:
+            out = run_view(data.images, view, self._stoppable(self._frozen_pass(data.images)), bs, progress)
+        if base is not None:
+            STORE.put(base, last, self._fingerprints[last], out)
+        return out
+
+    def _cache_views(self, train: SplitTensors, val: SplitTensors):
+        views = self._views()
+        total = len(train) * len(views) + len(val)
+        done = [0]
+
+        def progress_for(message: str):
+            def progress(n: int) -> None:
+                done[0] += n
+                self.on_event(PhaseProgress("features", done[0], total, message))
+            return progress
+
+        train_acts = [self._activations(train, v, progress_for(
+            f"computing the frozen layers once (view {v.index + 1} of {len(views)}: {v.describe()})")) for v in views]
+        val_acts = self._activations(val, View(0), progress_for("computing the frozen layers once (validation)"))
+        return train_acts, val_acts
+
+    def _uncached_eval(self, data: SplitTensors) -> EvalResult:
+        bs = max(self.cfg.batch_size, 64)
+        if not self.split.caches:
+            return evaluate_model(self.model, data, bs, self.precision, self.device, self.channels_last,
+                                  self.should_stop)
+        self.split.eval_mode()
+        with torch.inference_mode():
+            return _evaluate_batches(
+                lambda i: self.split.suffix(self._run_prefix(prepare_batch(data.images[i:i + bs], self.device,
+                                                                           self.channels_last))),
+                len(data), bs, data.labels, self.precision, self.device, self.should_stop)
+
+    def _suffix_eval(self, acts: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+        bs = max(self.cfg.batch_size, 64)
+        self.split.eval_mode()
+        with torch.inference_mode():
+            return _evaluate_batches(lambda i: self.split.suffix(to_device(acts[i:i + bs].float(), self.device,
+                                                                           self.channels_last)),
+                                     len(acts), bs, labels, self.precision, self.device, self.should_stop)
 
     # ----------------------------------------------------------------------------------------------- fit
 
@@ -205,19 +288,26 @@ class Trainer:
         cfg = self.cfg
         t_start = time.perf_counter()
         history: List[Dict] = []
-        best = {"loss": math.inf, "acc": 0.0, "epoch": 0, "state": None}
+        self.best = best = {"loss": math.inf, "acc": 0.0, "epoch": 0, "state": None}  # state: the best epoch's weights
         status = "finished"
+        full_size = int(train.images.shape[-1])
+        batches = math.ceil(len(train) / cfg.batch_size)
+        scheduler = (torch.optim.lr_scheduler.OneCycleLR(self.optimizer, cfg.lr, total_steps=cfg.epochs * batches,
+                                                         pct_start=0.15)
+                     if cfg.schedule == "onecycle" else None)
         try:
             if self.use_feature_cache:
-                views = min(cfg.feature_views, cfg.epochs)
-                train_feats = [self._features(train.images, True, v, views, views + 1) for v in range(views)]
-                val_feats = self._features(val.images, False, views, views, views + 1)
-            batches = math.ceil(len(train) / cfg.batch_size)
+                self.use_feature_cache = self._plan_cache(train, val)
+            if self.use_feature_cache:
+                train_acts, val_acts = self._cache_views(train, val)
+            elif self.split.caches:  # the frozen prefix runs every batch, in the fastest runtime
+                self._frozen_pass(train.images)
             done_batches = 0
             for epoch in range(1, cfg.epochs + 1):
                 t_epoch = time.perf_counter()
+                size = self._epoch_size(epoch, full_size)
                 perm = torch.randperm(len(train), generator=self.generator)
-                set_train_mode(self.model)
+                self.split.train_mode()
                 loss_sum, correct, seen = 0.0, 0, 0
                 for b in range(batches):
                     self._check_stop()
@@ -225,39 +315,38 @@ class Trainer:
                     idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                     y = train.labels[idx].to(self.device)
                     if self.use_feature_cache:
-                        logits = self.model.head(train_feats[(epoch - 1) % len(train_feats)][idx].to(self.device))
+                        h = to_device(train_acts[(epoch - 1) % len(train_acts)][idx].float(), self.device,
+                                      self.channels_last)
                     else:
-                        x = self._augmented(train.images[idx])
-                        with autocast_context(self.precision, self.device):
-                            logits = self.model(x)
+                        h = self._run_prefix(self._augmented(train.images[idx], size))
+                    with autocast_context(self.precision, self.device):
+                        logits = self.split.suffix(h)
                     loss = F.cross_entropy(logits.float(), y)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
                     n, loss_value = int(y.shape[0]), loss.item()
                     loss_sum += loss_value * n
                     correct += int((logits.argmax(1) == y).sum())
                     seen += n
                     done_batches += 1
-                    elapsed = time.perf_counter() - t_start
-                    per_batch = elapsed / done_batches
+                    per_batch = (time.perf_counter() - t_start) / done_batches
                     self.on_event(BatchEnd(epoch=epoch, epochs=cfg.epochs, batch=b + 1, batches=batches,
                                            loss=loss_value, images_per_sec=n / max(time.perf_counter() - t_batch, 1e-9),
                                            eta_seconds=per_batch * (cfg.epochs * batches - done_batches)))
-                if self.use_feature_cache:
-                    ev = self._eval_head(val_feats, val.labels)
-                else:
-                    ev = evaluate_model(self.model, val, max(cfg.batch_size, 64), self.precision, self.device,
-                                        self.channels_last, self.should_stop)
+                lr = self.optimizer.param_groups[0]["lr"]
+                ev = self._suffix_eval(val_acts, val.labels) if self.use_feature_cache else self._uncached_eval(val)
                 seconds = time.perf_counter() - t_epoch
                 is_best = ev.loss < best["loss"]
                 if is_best:
                     best.update(loss=ev.loss, acc=ev.accuracy, epoch=epoch,
                                 state={k: v.detach().clone() for k, v in self.model.state_dict().items()})
                 event = EpochEnd(epoch=epoch, epochs=cfg.epochs, train_loss=loss_sum / seen, train_acc=correct / seen,
-                                 val_loss=ev.loss, val_acc=ev.accuracy, lr=self.optimizer.param_groups[0]["lr"],
-                                 seconds=seconds, images_per_sec=seen / seconds, is_best=is_best,
-                                 best_epoch=best["epoch"], best_val_loss=best["loss"])
+                                 val_loss=ev.loss, val_acc=ev.accuracy, lr=lr, seconds=seconds,
+                                 images_per_sec=seen / seconds, is_best=is_best, best_epoch=best["epoch"],
+                                 best_val_loss=best["loss"], img_size=size or full_size)
                 history.append(event.metrics())
                 self.on_event(event)
         except _Stopped:
@@ -268,12 +357,9 @@ class Trainer:
                          best_val_loss=best["loss"], best_val_acc=best["acc"], history=history,
                          train_seconds=time.perf_counter() - t_start, setup=dict(self.setup))
 
-    @torch.inference_mode()
-    def _eval_head(self, feats: torch.Tensor, labels: torch.Tensor) -> EvalResult:
-        self.model.eval()
-        logits = self.model.head(feats.to(self.device)).float().cpu()
-        return _eval_from(F.cross_entropy(logits, labels, reduction="sum"), logits.softmax(1), labels)
-
     def evaluate(self, data: SplitTensors) -> EvalResult:
-        return evaluate_model(self.model, data, max(self.cfg.batch_size, 64), self.precision, self.device,
-                              self.channels_last)
+        """The model on ``data`` (plain images); through the cached frozen prefix when this run caches."""
+        if self.use_feature_cache:
+            acts = self._activations(data, View(0), lambda n: None)
+            return self._suffix_eval(acts, data.labels)
+        return self._uncached_eval(data)

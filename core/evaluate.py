@@ -10,7 +10,8 @@ import torch
 from core.backbones import Classifier, create_model
 from core.config import RunConfig
 from core.data import SplitTensors, load_manifest, resolve_source
-from core.engine import evaluate_model, pick_device, resolve_precision
+from core.device import pick_device, resolve_precision
+from core.engine import evaluate_model
 from core.errors import DataError
 from core.imagefolder import scan_image_folder
 from core.predictions import SplitPredictions

@@ -53,11 +53,12 @@ class EpochEnd:
     is_best: bool
     best_epoch: int
     best_val_loss: float
+    img_size: Optional[int] = None  # the training image size of this epoch (progressive resizing)
 
     def metrics(self) -> Dict[str, float]:
         return {k: getattr(self, k) for k in (
             "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec",
-            "is_best")}
+            "is_best", "img_size")}
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Dict
 import torch
 
 from core.backbones import BACKBONES
-from core.engine import cpu_has_native_bf16, pick_device, resolve_precision
+from core.device import cpu_has_native_bf16, cpu_isa, cpu_model, pick_device, resolve_precision
 from core.settings import Settings
 
 
@@ -17,6 +17,8 @@ def machine_state(settings: Settings) -> Dict:
     device = pick_device("auto")
     return {
         "device": str(device),
+        "cpu": cpu_model(),
+        "isa": cpu_isa(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "precision": resolve_precision("auto", device),

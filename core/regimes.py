@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from torch import nn
 
@@ -77,12 +77,63 @@ def frozen_tensor_count(model: Classifier, regime: str, backbone: str, freeze: O
     return n
 
 
-def apply_regime(model: Classifier, regime: str, backbone: str, freeze: Optional[int] = None) -> ParamCounts:
-    """Set ``requires_grad`` as the regime says; return the trainable/frozen counts."""
+@dataclass
+class RegimeSplit:
+    """What a regime makes of a model, in one description the engine consumes.
+
+    The model's stages (see :meth:`Classifier.stages`) are cut before the first one holding a trainable
+    parameter: the **prefix** before the cut is entirely frozen and runs in inference mode, so its output
+    for an image never changes and can be computed once (:attr:`caches`); the **suffix** after it trains.
+    ``transfer`` cuts just before the head, ``finetune`` at the last block boundary before its first
+    trainable tensor (frozen tensors after that boundary run each batch, without gradients), ``scratch``
+    and ``full`` after the input normalisation (nothing to cache).
+    """
+
+    regime: str
+    counts: ParamCounts
+    stage_names: Tuple[str, ...]
+    cut: int  # stages [0, cut) are the prefix
+    prefix: nn.Sequential
+    suffix: nn.Sequential
+    model: nn.Module  # the model both are cut from (they share its modules)
+
+    @property
+    def caches(self) -> bool:
+        """Whether the prefix holds more than the input normalisation, i.e. work worth computing once."""
+        return self.cut > 1
+
+    @property
+    def cache_point(self) -> str:
+        """The stage whose output is cached ("normalize" when nothing is worth caching)."""
+        return self.stage_names[self.cut - 1]
+
+    def train_mode(self) -> None:
+        """``train()`` for the suffix, except that frozen parts run as in inference: the prefix, and every
+        BatchNorm of the suffix whose parameters are all frozen (its running statistics stay ImageNet's)."""
+        self.model.eval()
+        self.prefix.eval()
+        self.suffix.train()
+        for m in self.suffix.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                ps = list(m.parameters(recurse=False))
+                if ps and not any(p.requires_grad for p in ps):
+                    m.eval()
+
+    def eval_mode(self) -> None:
+        for m in (self.model, self.prefix, self.suffix):
+            m.eval()
+
+
+def apply_regime(model: Classifier, regime: str, backbone: str, freeze: Optional[int] = None) -> RegimeSplit:
+    """Set ``requires_grad`` as the regime says, and cut the model into its frozen prefix and trainable suffix."""
     n_frozen = frozen_tensor_count(model, regime, backbone, freeze)
     for i, p in enumerate(model.parameters()):
         p.requires_grad_(i >= n_frozen)
-    return count_params(model)
+    stages = model.stages()
+    cut = next(i for i, (_, m) in enumerate(stages) if any(p.requires_grad for p in m.parameters()))
+    return RegimeSplit(regime=regime, counts=count_params(model), stage_names=tuple(n for n, _ in stages), cut=cut,
+                       prefix=nn.Sequential(*[m for _, m in stages[:cut]]),
+                       suffix=nn.Sequential(*[m for _, m in stages[cut:]]), model=model)
 
 
 def count_params(model: nn.Module) -> ParamCounts:
@@ -93,27 +144,6 @@ def count_params(model: nn.Module) -> ParamCounts:
                        trainable_tensors=len(tr), frozen_tensors=len(fr))
 
 
-def body_is_frozen(model: Classifier) -> bool:
-    return not any(p.requires_grad for p in model.body.parameters())
-
-
-def set_train_mode(model: Classifier) -> None:
-    """``model.train()``, except that frozen parts run as in inference.
-
-    A fully frozen body is put in eval mode (so cached features equal live ones), and so is every
-    BatchNorm whose parameters are frozen: its running statistics stay the ImageNet ones.
-    """
-    model.train()
-    if body_is_frozen(model):
-        model.body.eval()
-        return
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            ps = list(m.parameters(recurse=False))
-            if ps and not any(p.requires_grad for p in ps):
-                m.eval()
-
-
 def describe_regimes(backbone: str, num_classes: int = 5, freeze: Optional[int] = None) -> Dict[str, ParamCounts]:
     """Trainable/frozen counts of every regime for ``backbone``, without loading any weights (for the UI)."""
     from core.backbones import create_model
@@ -121,5 +151,5 @@ def describe_regimes(backbone: str, num_classes: int = 5, freeze: Optional[int] 
     out = {}
     for name in REGIMES:
         model, _ = create_model(backbone, num_classes, pretrained=False)
-        out[name] = apply_regime(model, name, backbone, freeze if name == "finetune" else None)
+        out[name] = apply_regime(model, name, backbone, freeze if name == "finetune" else None).counts
     return out

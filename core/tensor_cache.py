@@ -91,6 +91,7 @@ class DecodedImages:
     labels: torch.Tensor  # int64 (N,)
     images: torch.Tensor  # uint8 (N, 3, S, S)
     skipped: Tuple[str, ...]  # files that could not be decoded
+    key: str = ""  # identifies these exact files at this size (the cache key)
 
     @property
     def size(self) -> int:
@@ -160,6 +161,19 @@ _memory_lock = threading.Lock()
 _MEMORY_ENTRIES = 3
 
 
+def cache_key(root: Path, files: Sequence[str], size: int) -> str:
+    return f"v{CACHE_VERSION}-{files_fingerprint(root, files)}-{size}"
+
+
+def is_cached(root: Path, files: Sequence[str], size: int, cache_dir: Optional[Path]) -> bool:
+    """Whether :func:`load_images` would find these images decoded, in memory or on disk."""
+    key = cache_key(Path(root), files, size)
+    with _memory_lock:
+        if key in _memory:
+            return True
+    return cache_dir is not None and (Path(cache_dir) / "tensors" / f"{key}.pt").is_file()
+
+
 def load_images(root: Path, classes: Sequence[str], files: Sequence[str], labels: Sequence[int], size: int,
                 cache_dir: Optional[Path] = None, on_progress: ProgressFn = no_progress,
                 workers: Optional[int] = None) -> DecodedImages:
@@ -168,7 +182,7 @@ def load_images(root: Path, classes: Sequence[str], files: Sequence[str], labels
     ``cache_dir=None`` disables the disk cache (the in-memory cache still applies).
     """
     root = Path(root)
-    key = f"v{CACHE_VERSION}-{files_fingerprint(root, files)}-{size}"
+    key = cache_key(root, files, size)
     with _memory_lock:
         if key in _memory:
             _memory.move_to_end(key)
@@ -179,7 +193,8 @@ def load_images(root: Path, classes: Sequence[str], files: Sequence[str], labels
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             decoded = DecodedImages(root=root, classes=tuple(blob["classes"]), files=tuple(blob["files"]),
-                                    labels=blob["labels"], images=blob["images"], skipped=tuple(blob["skipped"]))
+                                    labels=blob["labels"], images=blob["images"], skipped=tuple(blob["skipped"]),
+                                    key=key)
             on_progress(len(decoded), len(decoded), "loaded decoded images from cache")
         except Exception:  # a corrupt or foreign cache file: decode again and overwrite it
             decoded = None
@@ -190,7 +205,7 @@ def load_images(root: Path, classes: Sequence[str], files: Sequence[str], labels
         decoded = DecodedImages(
             root=root, classes=tuple(classes), files=tuple(files[i] for i in keep),
             labels=torch.tensor([labels[i] for i in keep], dtype=torch.int64), images=images,
-            skipped=tuple(files[i] for i, good in enumerate(ok) if not good),
+            skipped=tuple(files[i] for i, good in enumerate(ok) if not good), key=key,
         )
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

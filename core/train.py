@@ -16,7 +16,8 @@ import torch
 from core.backbones import create_model
 from core.config import RunConfig
 from core.data import PreparedData, prepare_data
-from core.engine import StopFn, Trainer, configure_threads, never_stop
+from core.device import configure_threads, cpu_isa
+from core.engine import StopFn, Trainer, never_stop
 from core.events import BatchEnd, EpochEnd, EventFn, PhaseProgress, RunEnd, RunStarted, no_events
 from core.predictions import SplitPredictions, save_predictions
 from core.regimes import apply_regime, get_regime
@@ -25,6 +26,7 @@ from core.settings import Settings
 
 
 PROGRESS_EVERY_SECONDS = 1.0
+CHECKPOINT_EVERY_SECONDS = 2.0  # a new best epoch is saved at most this often while training, and at the end
 
 
 def progress_dict(event) -> Dict:
@@ -49,6 +51,7 @@ def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: Eve
     Raises :class:`~core.errors.TransferLabError` for bad configuration, data or weights *before* a run
     folder is created, so a mistake leaves nothing half-made behind.
     """
+    t_start = time.perf_counter()
     settings = settings or Settings.from_env()
     cfg.validate()
     configure_threads(cfg.train.num_threads)
@@ -59,7 +62,8 @@ def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: Eve
                             on_progress=lambda d, t, m: on_event(PhaseProgress("data", d, t, m)))
     torch.manual_seed(cfg.train.seed)
     model, weights_source = create_model(cfg.model.backbone, len(data.classes), regime.pretrained, settings)
-    counts = apply_regime(model, cfg.model.regime, cfg.model.backbone, cfg.model.freeze)
+    split = apply_regime(model, cfg.model.regime, cfg.model.backbone, cfg.model.freeze)
+    counts = split.counts
 
     writer = RunStore(settings.runs_dir).create(cfg.model.regime, cfg.model.backbone)
     sizes = {s: len(t) for s, t in data.splits.items()}
@@ -67,17 +71,26 @@ def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: Eve
         "classes": list(data.classes), "data_root": str(data.root), "weights_source": weights_source,
         "frozen_tensors": counts.frozen_tensors, "trainable_params": counts.trainable,
         "frozen_params": counts.frozen, "split_sizes": sizes, "skipped_files": len(data.skipped),
-        "torch": torch.__version__, "machine": platform.machine()}})
+        "torch": torch.__version__, "machine": platform.machine(), "isa": cpu_isa()}})
     writer.write_manifest(data.manifest)
     on_event(RunStarted(writer.run_id, str(writer.dir)))
 
     last_progress = [0.0]
+    checkpoint = {"saved_at": -1e9, "pending": False}  # a best epoch not yet on disk
+
+    def save_checkpoint() -> None:
+        writer.save_checkpoint(trainer.best["state"])
+        checkpoint.update(saved_at=time.monotonic(), pending=False)
 
     def listener(event) -> None:
         if isinstance(event, EpochEnd):
             writer.append_metrics(event.metrics())
             if event.is_best:
-                writer.save_checkpoint(trainer.model.state_dict())
+                checkpoint["pending"] = True
+            # cheap epochs (a head on cached features) would otherwise rewrite best.pt many times a second
+            if checkpoint["pending"] and (time.monotonic() - checkpoint["saved_at"] >= CHECKPOINT_EVERY_SECONDS
+                                          or event.epoch == event.epochs):
+                save_checkpoint()
         if isinstance(event, (BatchEnd, PhaseProgress)):
             now = time.monotonic()
             last = isinstance(event, BatchEnd) and event.batch == event.batches
@@ -90,13 +103,16 @@ def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: Eve
                   weights_source=weights_source, classes=list(data.classes), split_sizes=sizes,
                   skipped_files=len(data.skipped))
     try:
-        trainer = Trainer(model, cfg.train, listener, should_stop)
+        trainer = Trainer(model, split, cfg.train, listener, should_stop, cache_dir=settings.cache_dir)
         result = trainer.fit(data.splits["train"], data.splits["val"])
+        if checkpoint["pending"]:
+            save_checkpoint()
         fields = dict(epochs_done=result.epochs_done, best_epoch=result.best_epoch,
                       best_val_loss=result.best_val_loss if result.epochs_done else None,
                       best_val_acc=result.best_val_acc if result.epochs_done else None,
                       train_seconds=round(result.train_seconds, 3),
-                      seconds_per_epoch=round(result.train_seconds / result.epochs_done, 3) if result.epochs_done else None,
+                      seconds_per_epoch=(round(result.train_seconds / result.epochs_done, 3) if result.epochs_done
+                                         else None),
                       setup=result.setup, **common)
         if result.status == "finished":
             on_event(PhaseProgress("test", 0, sizes["test"], "evaluating the best epoch on the test split"))
@@ -109,8 +125,11 @@ def train_run(cfg: RunConfig, settings: Optional[Settings] = None, on_event: Eve
                           per_class=preds.per_class_accuracy(), confusion=preds.confusion())
         else:
             fields.update(test_acc=None, n_test=sizes["test"])
-        summary = build_summary(writer, cfg, result.status, **fields)
+        summary = build_summary(writer, cfg, result.status, wall_seconds=round(time.perf_counter() - t_start, 3),
+                                **fields)
     except BaseException as e:  # the run folder must say what happened, whatever happened
+        if checkpoint["pending"]:
+            save_checkpoint()
         summary = build_summary(writer, cfg, "failed", error=f"{type(e).__name__}: {e}",
                                 traceback=traceback.format_exc(limit=8), **common)
         writer.write_summary(summary)

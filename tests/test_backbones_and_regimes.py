@@ -11,7 +11,7 @@ import torch
 from core import backbones
 from core.backbones import create_model, load_resnet18_imagenet, pick_pretrained_backbone
 from core.errors import ConfigError, WeightsUnavailable
-from core.regimes import apply_regime, describe_regimes, set_train_mode
+from core.regimes import apply_regime, describe_regimes
 from core.settings import Settings
 
 
@@ -56,11 +56,9 @@ def test_freeze_out_of_range_is_a_clear_error():
 
 def test_train_mode_keeps_frozen_batchnorm_in_eval():
     model, _ = create_model("resnet18", 5, pretrained=False)
-    apply_regime(model, "transfer", "resnet18")
-    set_train_mode(model)
-    assert model.head.training and not model.body.training
-    apply_regime(model, "finetune", "resnet18")
-    set_train_mode(model)
+    apply_regime(model, "transfer", "resnet18").train_mode()
+    assert model.head.training and not any(m.training for m in model.body.modules())
+    apply_regime(model, "finetune", "resnet18").train_mode()
     assert not model.body.bn1.training and not model.body.layer4[0].bn1.training
     assert model.body.layer4[0].bn2.training and model.body.layer4[1].bn2.training  # partly/fully trainable
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import PRESETS, RunConfig, apply_preset
+from core.config import BUDGET_PRESETS, PRESET_NAMES, PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig, \
+    apply_preset, regime_defaults
 from core.errors import ConfigError
 from core.imagefolder import scan_image_folder
 from core.settings import Settings
@@ -13,23 +14,50 @@ from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
 
 
 def test_config_round_trips_through_a_dict():
-    cfg = apply_preset(RunConfig(), "quick demo")
+    cfg = apply_preset(RunConfig(), "notebook recipe")
     cfg.model.regime, cfg.model.freeze, cfg.train.seed = "finetune", 40, 7
+    cfg.plan = {"budget_seconds": 300, "predicted_seconds": 61.5}
     again = RunConfig.from_dict(cfg.to_dict())
     assert again == cfg
     assert RunConfig.from_dict({**cfg.to_dict(), "resolved": {"x": 1}}) == cfg  # extra keys in config.json
 
 
-def test_presets_follow_the_notebook_and_a_quick_demo():
-    notebook = apply_preset(RunConfig(), "notebook recipe")
-    assert (notebook.data.img_size, notebook.train.lr, notebook.train.batch_size, notebook.train.epochs) == \
-        (224, 1e-4, 32, 10)
+def test_presets_follow_the_notebook_or_a_time_budget():
+    notebook = apply_preset(RegimeCfg("transfer"), "notebook recipe")
+    assert (notebook.data.img_size, notebook.train.lr, notebook.train.batch_size, notebook.train.epochs,
+            notebook.train.schedule) == (224, 1e-4, 32, 10, "constant")
     assert notebook.preset == "notebook recipe"
-    quick = apply_preset(RunConfig(), "quick demo")
-    assert quick.data.img_size < 224 and quick.train.epochs < notebook.train.epochs
-    assert set(PRESETS) == {"quick demo", "notebook recipe"}
+    assert BUDGET_PRESETS == {"5 minutes": 5, "quick demo": 2} and PRESET_NAMES[0] == "5 minutes"
+    assert set(PRESETS) == {"notebook recipe"}
     with pytest.raises(ConfigError, match="Unknown preset"):
         apply_preset(RunConfig(), "turbo")
+
+
+def RegimeCfg(regime: str) -> RunConfig:
+    return RunConfig(model=ModelConfig(regime=regime))
+
+
+def test_transfer_defaults_to_training_its_head_to_convergence():
+    t = regime_defaults(RegimeCfg("transfer")).train
+    assert t.epochs >= 20 and t.schedule == "onecycle" and t.lr > 1e-4 and t.weight_decay > 0
+    for regime in ("scratch", "finetune", "full"):  # the others keep the notebook's settings
+        assert regime_defaults(RegimeCfg(regime)).train == TrainConfig()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(train=TrainConfig(num_threads=100_000)), "Threads must be between 1 and"),
+    (dict(train=TrainConfig(schedule="sometimes")), "Schedule must be one of"),
+    (dict(train=TrainConfig(runtime="tpu")), "Runtime must be one of"),
+    (dict(train=TrainConfig(train_img_size=256)), "must not exceed the image size"),
+    (dict(train=TrainConfig(epochs=2, full_size_epochs=3)), "Full-size epochs"),
+    (dict(model=ModelConfig(regime="finetune"), train=TrainConfig(train_img_size=112)), "Progressive resizing"),
+])
+def test_bad_training_settings_are_clear_errors(change, message):
+    cfg = RunConfig(data=DataConfig(img_size=224), model=ModelConfig(regime="full"))
+    for k, v in change.items():
+        setattr(cfg, k, v)
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
 
 
 def test_settings_from_environment_and_defaults(tmp_path):

@@ -1,5 +1,5 @@
-"""Command line: ``python -m core {train,evaluate,runs,settings}``, and ``{index,search,retrieval-eval}`` for
-image retrieval (:mod:`core.retrieval_cli`).
+"""Command line: ``python -m core {train,race,evaluate,runs,settings}``, and ``{index,search,retrieval-eval}``
+for image retrieval (:mod:`core.retrieval_cli`).
 
 Progress goes to stderr (tqdm); the last line on stdout is one JSON object, for scripts. User mistakes
 (bad arguments, missing data or weights) give a one-paragraph message and exit status 2, never a traceback.
@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-from core.config import REGIMES, DataConfig, ModelConfig, RunConfig, PRESETS, apply_preset
+from core.config import (BUDGET_PRESETS, PRESET_NAMES, REGIMES, DataConfig, ModelConfig, RunConfig,
+                         apply_preset, regime_defaults)
 from core.errors import TransferLabError
 
 SUMMARY_KEYS = ("run_id", "run_dir", "status", "regime", "backbone", "dataset", "epochs", "epochs_done",
@@ -52,6 +53,19 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _budget_minutes(text: str) -> float:
+    from core.planner import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got '{text}'")
+    if not MIN_BUDGET_MINUTES <= v <= MAX_BUDGET_MINUTES:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_BUDGET_MINUTES} and {MAX_BUDGET_MINUTES} minutes, "
+                                         f"got {v:g}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from core.backbones import BACKBONES
 
@@ -63,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "a folder with one sub-folder per class, or a .zip of one (default: sample)")
     t.add_argument("--regime", required=True, choices=REGIMES)
     t.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
-    t.add_argument("--preset", choices=list(PRESETS), help="start from a preset; other flags override it")
+    t.add_argument("--preset", choices=list(PRESET_NAMES),
+                   help="start from a preset; other flags override it. '5 minutes' and 'quick demo' (2 minutes) "
+                   "plan this regime to finish within that time on this machine")
     t.add_argument("--epochs", type=_positive_int)
     t.add_argument("--img-size", type=_positive_int, help="image side in pixels (default 224)")
     t.add_argument("--batch-size", type=_positive_int)
@@ -75,8 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     t.add_argument("--feature-cache", choices=["auto", "on", "off"])
     t.add_argument("--threads", type=_positive_int)
+    t.add_argument("--runtime", choices=["auto", "torch", "onnxruntime"],
+                   help="frozen passes: auto = ONNX Runtime where it is measured 1.5x faster here, else PyTorch")
+    t.add_argument("--train-img-size", type=_positive_int,
+                   help="progressive resizing (scratch, full): train at this size, the last epoch at --img-size")
     t.add_argument("--runs-dir", help="where to save the run (default: $TRANSFERLAB_RUNS_DIR or per-user)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    rc = sub.add_parser("race", help="train the four regimes one after another, planned to a time budget")
+    rc.add_argument("--data", default="sample", help="as for train (default: sample)")
+    rc.add_argument("--backbone", default="efficientnet_lite0", choices=list(BACKBONES))
+    rc.add_argument("--budget-minutes", type=_budget_minutes, default=5.0,
+                    help="how long the whole race may take, 1-30 minutes (default 5)")
+    rc.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    rc.add_argument("--runs-dir", help="where to save the runs (default: $TRANSFERLAB_RUNS_DIR or per-user)")
+    rc.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = sub.add_parser("evaluate", help="accuracy of a saved run on its own test split or on another folder")
     e.add_argument("run_dir")
@@ -93,15 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def _settings(args: argparse.Namespace):
+    from core.settings import Settings
+
+    settings = Settings.from_env()
+    return dataclasses.replace(settings, runs_dir=Path(args.runs_dir)) if args.runs_dir else settings
+
+
+def config_from_args(args: argparse.Namespace, settings=None, progress=None) -> RunConfig:
     cfg = RunConfig(data=DataConfig(source=args.data), model=ModelConfig(backbone=args.backbone, regime=args.regime))
-    if args.preset:
+    if args.preset in BUDGET_PRESETS:
+        from core.race import plan_for
+
+        planned = plan_for(args.data, args.backbone, BUDGET_PRESETS[args.preset] * 60, settings or _settings(args),
+                           args.precision or "auto", regimes=[args.regime], preset=args.preset,
+                           **({"on_progress": progress} if progress else {}))
+        cfg = planned.configs[0]
+    elif args.preset:
         cfg = apply_preset(cfg, args.preset)
+    else:
+        cfg = regime_defaults(cfg)
     for section, attr, value in (
         ("data", "img_size", args.img_size), ("data", "limit_per_class", args.limit_per_class),
         ("model", "freeze", args.freeze), ("train", "epochs", args.epochs), ("train", "batch_size", args.batch_size),
         ("train", "lr", args.lr), ("train", "seed", args.seed), ("train", "precision", args.precision),
         ("train", "feature_cache", args.feature_cache), ("train", "num_threads", args.threads),
+        ("train", "runtime", args.runtime), ("train", "train_img_size", args.train_img_size),
     ):
         if value is not None:
             setattr(getattr(cfg, section), attr, value)
@@ -161,34 +207,65 @@ class _TqdmListener:
         self.bar = self.key = None
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from core.settings import Settings
-    from core.train import train_run
+class _CtrlC:
+    """First Ctrl-C: stop after the current batch and keep the run as interrupted; the second aborts."""
 
-    cfg = config_from_args(args)
-    settings = Settings.from_env()
-    if args.runs_dir:
-        settings = dataclasses.replace(settings, runs_dir=Path(args.runs_dir))
-    stop = threading.Event()
+    def __init__(self):
+        self.stop = threading.Event()
 
-    def on_sigint(signum, frame):  # first Ctrl-C: stop after this batch and keep the run as interrupted
-        if stop.is_set():
+    def __enter__(self) -> threading.Event:
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self.stop
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop.is_set():
             raise KeyboardInterrupt
-        stop.set()
+        self.stop.set()
         print("\nstopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
 
-    old = signal.signal(signal.SIGINT, on_sigint)
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._old)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.train import train_run
+
+    settings = _settings(args)
     listener = _TqdmListener(args.quiet)
     try:
-        summary = train_run(cfg, settings, on_event=listener, should_stop=stop.is_set)
+        cfg = config_from_args(args, settings, listener.progress)
+        with _CtrlC() as stop:
+            summary = train_run(cfg, settings, on_event=listener, should_stop=stop.is_set)
     finally:
         listener.close()
-        signal.signal(signal.SIGINT, old)
     if summary.get("skipped_files"):
         print(f"note: {summary['skipped_files']} unreadable file(s) were skipped (listed in the run's split.json)",
               file=sys.stderr)
     print(json.dumps({k: summary.get(k) for k in SUMMARY_KEYS}))
     return 0 if summary["status"] in ("finished", "interrupted") else 1
+
+
+def cmd_race(args: argparse.Namespace) -> int:
+    from core.race import run_race
+
+    settings = _settings(args)
+    listener = _TqdmListener(args.quiet)
+
+    def on_run_end(row) -> None:
+        listener.close()
+        print(json.dumps(row), flush=True)
+
+    try:
+        with _CtrlC() as stop:
+            result = run_race(args.data, args.backbone, args.budget_minutes, settings, args.precision,
+                              on_event=listener, on_progress=listener.progress, on_run_end=on_run_end,
+                              should_stop=stop.is_set)
+    finally:
+        listener.close()
+    print(f"race: {result['wall_seconds']:.0f} s (predicted {result['predicted_seconds']:.0f} s, budget "
+          f"{result['budget_seconds']:.0f} s)", file=sys.stderr)
+    print(json.dumps({k: result[k] for k in ("budget_seconds", "wall_seconds", "predicted_seconds", "runs")}))
+    return 0 if all(r["status"] in ("finished", "interrupted") for r in result["runs"]) else 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -228,8 +305,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from core.retrieval_cli import HANDLERS
 
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "runs": cmd_runs, "settings": cmd_settings,
-               **HANDLERS}[args.command]
+    handler = {"train": cmd_train, "race": cmd_race, "evaluate": cmd_evaluate, "runs": cmd_runs,
+               "settings": cmd_settings, **HANDLERS}[args.command]
     try:
         return handler(args)
     except TransferLabError as e:

@@ -62,10 +62,9 @@ def styled_table(df: pd.DataFrame):
 
 
 def empty_state() -> None:
-    st.info("No runs yet. Start a race on the Train page (*Run all four*), or train one from a terminal — it "
+    st.info("No runs yet. Start a race on the Train page (*Run all four*), or race them from a terminal — it "
             "works offline on the built-in sample:\n\n"
-            "```\npython -m core train --data sample --regime transfer --backbone efficientnet_lite0 "
-            "--preset \"quick demo\"\n```")
+            "```\npython -m core race --data sample --budget-minutes 2\n```")
     st.page_link("app_pages/train.py", label="Go to the Train page →", icon="🏋️")
 
 

@@ -1,20 +1,27 @@
-"""Train: pick regimes and knobs, launch into the shared queue, and watch the regimes race, live.
+"""Train: pick regimes and a time budget (or the notebook's knobs), launch into the shared queue, and watch the
+regimes race, live.
 
 Everything shown live is read from the run store and the process-wide queue, so a reload, another tab or
 another browser shows the same state. Training runs on the queue's worker thread, never in this script.
 """
 
+import pandas as pd
 import streamlit as st
 
 from core.backbones import BACKBONES
-from core.config import PRESETS, DataConfig, ModelConfig, RunConfig, apply_preset
+from core.config import BUDGET_PRESETS, PRESET_NAMES, DataConfig, ModelConfig, RunConfig, apply_preset
 from core.errors import TransferLabError
 from core.jobs import shared_queue
-from core.live import group_view, latest_group, new_group_id, progress_fraction, progress_text
+from core.live import group_view, latest_group, new_group_id, progress_fraction, progress_text, race_timing
+from core.planner import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
 from core.plots import CurveSeries, race_figure
+from core.race import plan_for
 from core.regimes import REGIMES, default_freeze, describe_regimes
 from core.runstore import RunStore
 from core.settings import Settings
+from core.tasks import shared_tasks
+from core.throughput import cached as cached_throughput
+from core.throughput import probe
 
 LIVE_REFRESH_SECONDS = 1.0
 STATE_ICONS = {"queued": "⏳", "running": "🏃", "finished": "✅", "interrupted": "⏹️", "failed": "❌",
@@ -36,6 +43,10 @@ def fmt_params(n: int) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
 
 
+def fmt_seconds(s: float) -> str:
+    return f"{int(s // 60)} min {int(s % 60):02d} s" if s >= 60 else f"{s:.0f} s"
+
+
 # ------------------------------------------------------------------------------------------------- live
 
 
@@ -48,13 +59,24 @@ def live_panel() -> None:
         return
     runs = group_view(group, stored, queue)
     st.subheader("The race")
+    timing = race_timing(runs)
+    if timing:
+        st.caption(f"Planned to finish within **{fmt_seconds(timing['budget_seconds'])}** "
+                   f"(predicted {fmt_seconds(timing['predicted_seconds'])})"
+                   + (f" · {timing['done']} of {timing['runs']} done in {fmt_seconds(timing['actual_done_seconds'])}, "
+                      f"predicted {fmt_seconds(timing['predicted_done_seconds'])}" if timing["done"] else ""))
     for run in runs:
         c1, c2, c3 = st.columns([3, 7, 1], vertical_alignment="center")
         c1.markdown(f"{STATE_ICONS.get(run.state, '')} **{run.label}**")
         if run.state == "finished" and run.summary.get("test_acc") is not None:
             s = run.summary
+            took = (f"took {s['wall_seconds']:.0f} s (planned {run.plan['predicted_seconds']:.0f} s)"
+                    if run.plan.get("predicted_seconds") is not None and s.get("wall_seconds") else
+                    f"trained in {s['train_seconds']:.0f} s")
             c2.markdown(f"test accuracy **{s['test_acc']:.1%}** · best val {s['best_val_acc']:.1%} "
-                        f"(epoch {s['best_epoch']}) · trained in {s['train_seconds']:.0f} s")
+                        f"(epoch {s['best_epoch']}) · {took}")
+            for note in (s.get("setup") or {}).get("notes") or []:
+                c2.caption(f"⚠️ {note}")
         elif run.state in ("failed", "corrupt"):
             c2.error(run.error or run.state)
         else:
@@ -65,10 +87,66 @@ def live_panel() -> None:
     series = [CurveSeries(run.label, run.regime, run.metrics) for run in runs if run.metrics]
     if series:
         st.plotly_chart(race_figure(series), key="race", width="stretch")
-        st.caption("Solid: validation · dashed: training · ★ best epoch (lowest validation loss).")
+        st.caption("Against each run's own clock: solid validation · dashed training · ★ best epoch (lowest "
+                   "validation loss). A run that reaches its accuracy further left bought it for less.")
     if runs and not any(r.active for r in runs):
         st.page_link("app_pages/compare.py", label="Compare these runs with earlier ones →", icon="📊")
 
+
+# --------------------------------------------------------------------------------------------- planning
+
+
+def measured_throughput(precision: str = "auto"):
+    """This machine's measured speed for the backbone: read back, or measured now under a progress bar (once per
+    machine). None, with the reason shown, while a race is running (it would skew the measurement)."""
+    found = cached_throughput(backbone, settings, precision)
+    if found is not None:
+        return found
+    if shared_queue().busy():
+        st.info("Planning to a time budget needs one measurement of this machine's speed, which waits until the "
+                "running training ends (it would skew it). Use the notebook recipe meanwhile.", icon="⏱️")
+        return None
+    holder = st.empty()
+
+    def poll(task):
+        holder.progress(task.fraction, text=f"Measuring this machine once (a few seconds): {task.message}")
+
+    try:
+        return shared_tasks().run(f"probe|{backbone}|{precision}",
+                                  lambda progress: probe(backbone, settings, precision, progress), poll)
+    finally:
+        holder.empty()
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=32)
+def planned(source: str, backbone: str, budget_minutes: int, regimes: tuple, seed: int, n_images: int):
+    """The race plan (cached a little: planning re-checks which image sizes are already decoded)."""
+    return plan_for(source, backbone, budget_minutes * 60, settings, regimes=list(regimes), seed=seed)
+
+
+def plan_preview(regimes: list, budget_minutes: int, seed: int):
+    """The plan of ``regimes`` as a table; the plan, or None (with the reason shown)."""
+    if measured_throughput() is None:
+        return None
+    try:
+        race = planned(dataset["source"], backbone, budget_minutes, tuple(regimes), seed, dataset["n"])
+    except TransferLabError as e:
+        st.error(str(e))
+        return None
+    rows = [{**p.row(), "regime": REGIMES[p.regime].title} for p in race.plan.runs]
+    for row in rows:
+        row["cached views"] = str(row["cached views"] or "—")  # only regimes with frozen layers cache them
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={"images": st.column_config.NumberColumn("training images", format="%d"),
+                                "px": "image px", "predicted s": st.column_config.NumberColumn(format="%d s")})
+    st.caption(f"One after another, in this order, predicted **{fmt_seconds(race.plan.predicted_seconds)}** of "
+               f"the {fmt_seconds(budget_minutes * 60)} budget on this machine. Fine-tuning runs first so that "
+               f"transfer learning reuses its frozen layers' outputs: transfer's whole cost is that one pass over "
+               f"the photos, its head trains in about a second. px a→b: trained small, the last epoch at full size.")
+    return race
+
+
+# ------------------------------------------------------------------------------------------------ page
 
 st.title("🏋️ Train")
 if not dataset:
@@ -78,24 +156,31 @@ if not dataset:
 st.caption(f"Dataset **{dataset['label']}** ({dataset['n']:,} images, {len(dataset['classes'])} classes) · "
            f"backbone **{BACKBONES[backbone].display}** — change them in the sidebar.")
 
-# ------------------------------------------------------------------------------------------------ knobs
-preset = st.radio("Preset", list(PRESETS), horizontal=True, key="preset",
-                  help="quick demo: small images, a subset, few epochs — minutes on a laptop. "
-                       "notebook recipe: the course notebook's settings.")
-base = apply_preset(RunConfig(), preset)
+preset = st.radio("Preset", PRESET_NAMES, horizontal=True, key="preset",
+                  help="5 minutes / quick demo: a time budget. The app measures this machine once and plans each "
+                       "regime's image size, images and epochs to finish within it. "
+                       "notebook recipe: the course notebook's settings for every regime.")
+budget_mode = preset in BUDGET_PRESETS
 k = f"{preset}-{backbone}"  # switching preset or backbone resets the knobs to its defaults
-c = st.columns(6)
-epochs = c[0].number_input("Epochs", 1, 100, base.train.epochs, key=f"epochs-{k}")
-img_size = c[1].number_input("Image size (px)", 32, 512, base.data.img_size, step=16, key=f"img-{k}")
-batch_size = c[2].number_input("Batch size", 1, 256, base.train.batch_size, key=f"bs-{k}")
-lr = c[3].number_input("Learning rate", 1e-6, 0.5, base.train.lr, format="%.0e", step=1e-4, key=f"lr-{k}")
-body_tensors = regime_counts(backbone, len(dataset["classes"]), None)["transfer"][2]
-freeze = c[4].number_input("Frozen (finetune)", 0, body_tensors, default_freeze(backbone), key=f"freeze-{k}",
-                           help="The first N parameter tensors stay frozen in the finetune regime. "
-                                "The notebook freezes 50 of ResNet18's 62.")
-seed = c[5].number_input("Seed", 0, 10_000, 0, key=f"seed-{k}")
-if base.data.limit_per_class:
-    st.caption(f"This preset uses at most {base.data.limit_per_class} images per class.")
+if budget_mode:
+    c = st.columns([3, 1])
+    budget = c[0].slider("Time budget (minutes)", MIN_BUDGET_MINUTES, MAX_BUDGET_MINUTES,
+                         int(BUDGET_PRESETS[preset]), key=f"budget-{k}",
+                         help="How long the class can wait for all the chosen regimes, one after another.")
+    seed = c[1].number_input("Seed", 0, 10_000, 0, key=f"seed-{k}")
+    freeze = default_freeze(backbone)
+else:
+    base = apply_preset(RunConfig(), preset)
+    c = st.columns(6)
+    epochs = c[0].number_input("Epochs", 1, 100, base.train.epochs, key=f"epochs-{k}")
+    img_size = c[1].number_input("Image size (px)", 32, 512, base.data.img_size, step=16, key=f"img-{k}")
+    batch_size = c[2].number_input("Batch size", 1, 256, base.train.batch_size, key=f"bs-{k}")
+    lr = c[3].number_input("Learning rate", 1e-6, 0.5, base.train.lr, format="%.0e", step=1e-4, key=f"lr-{k}")
+    body_tensors = regime_counts(backbone, len(dataset["classes"]), None)["transfer"][2]
+    freeze = c[4].number_input("Frozen (finetune)", 0, body_tensors, default_freeze(backbone), key=f"freeze-{k}",
+                               help="The first N parameter tensors stay frozen in the finetune regime. "
+                                    "The notebook freezes 50 of ResNet18's 62.")
+    seed = c[5].number_input("Seed", 0, 10_000, 0, key=f"seed-{k}")
 
 # ---------------------------------------------------------------------------------------------- regimes
 counts = regime_counts(backbone, len(dataset["classes"]), int(freeze))
@@ -109,34 +194,58 @@ for col, (name, regime) in zip(cols, REGIMES.items()):
         trainable, frozen, _ = counts[name]
         st.markdown(f"trains **{fmt_params(trainable)}** · frozen {fmt_params(frozen)}")
 
+race = None
+if budget_mode and chosen:
+    st.markdown("**The plan**" + ("" if len(chosen) == len(REGIMES) else
+                                  " for the selected regimes (*Run all four* plans all four in the same budget)"))
+    race = plan_preview(chosen, int(budget), int(seed))
 
-def launch(regimes) -> None:
-    group = new_group_id()
+
+def submit(configs) -> None:
     queue = shared_queue()
     try:
-        for name in regimes:
-            cfg = apply_preset(RunConfig(data=DataConfig(source=dataset["source"]),
-                                         model=ModelConfig(backbone=backbone, regime=name)), preset)
-            cfg.data.img_size, cfg.data.split_seed = int(img_size), int(seed)
-            cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.seed = \
-                int(epochs), int(batch_size), float(lr), int(seed)
-            cfg.model.freeze = int(freeze) if name == "finetune" else None
-            cfg.group = group
-            queue.submit(cfg, settings, label=REGIMES[name].title)
+        for cfg in configs:
+            queue.submit(cfg, settings, label=REGIMES[cfg.model.regime].title)
     except TransferLabError as e:
         st.error(str(e))
         return
-    st.toast(f"Queued {len(regimes)} run(s).")
+    st.toast(f"Queued {len(configs)} run(s).")
+
+
+def launch(regimes) -> None:
+    group = new_group_id()
+    if budget_mode:
+        try:
+            plan = planned(dataset["source"], backbone, int(budget), tuple(regimes), int(seed), dataset["n"])
+        except TransferLabError as e:
+            st.error(str(e))
+            return
+        for cfg in plan.configs:  # a copy from the cache: ours to change
+            cfg.group, cfg.preset = group, preset
+        submit(plan.configs)
+        return
+    configs = []
+    for name in regimes:
+        cfg = apply_preset(RunConfig(data=DataConfig(source=dataset["source"]),
+                                     model=ModelConfig(backbone=backbone, regime=name)), preset)
+        cfg.data.img_size, cfg.data.split_seed = int(img_size), int(seed)
+        cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.seed = \
+            int(epochs), int(batch_size), float(lr), int(seed)
+        cfg.model.freeze = int(freeze) if name == "finetune" else None
+        cfg.group = group
+        configs.append(cfg)
+    submit(configs)
 
 
 if BACKBONES[backbone].weights_source(settings) is None:
     st.warning(f"{BACKBONES[backbone].display}: ImageNet weights are not on this machine. The ImageNet regimes "
                "download them when they start (needs internet); offline, pick EfficientNet-Lite0 in the sidebar. "
                "`From scratch` needs no weights.", icon="⬇️")
+unmeasured = budget_mode and cached_throughput(backbone, settings) is None  # planning needs the measurement
 buttons = st.container(horizontal=True)
-if buttons.button("▶ Run all four", type="primary", key="run_all"):
+if buttons.button("▶ Run all four", type="primary", key="run_all", disabled=unmeasured):
     launch(list(REGIMES))
-if buttons.button("▶ Train selected", disabled=not chosen, key="run_selected"):
+if buttons.button("▶ Train selected", disabled=not chosen or (budget_mode and race is None), key="run_selected"):
     launch(chosen)
 
 live_panel()

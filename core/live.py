@@ -36,10 +36,16 @@ class LiveRun:
     progress: Dict = field(default_factory=dict)
     summary: Dict = field(default_factory=dict)
     error: str = ""
+    plan: Dict = field(default_factory=dict)  # a planned race's prediction for this run (core.planner)
 
     @property
     def active(self) -> bool:
         return self.state in ("queued", "running")
+
+    @property
+    def seconds(self) -> Optional[float]:
+        """How long the run took, start to end (None until it ends)."""
+        return self.summary.get("wall_seconds")
 
 
 def latest_group(runs: List[RunRecord], queue: Optional[JobQueue]) -> Optional[str]:
@@ -68,8 +74,9 @@ def group_view(group: str, runs: List[RunRecord], queue: Optional[JobQueue]) -> 
             label=job.label, regime=job.config.model.regime, backbone=job.config.model.backbone, state=state,
             job_id=job.id if job.active else None, position=queue.position(job.id), run_id=job.run_id,
             run_dir=job.run_dir, metrics=rec.metrics if rec else [],
-            progress=(rec.progress if rec and rec.progress else job.progress), summary=rec.summary if rec else job.summary,
-            error=job.error or (rec.error if rec else ""),
+            progress=(rec.progress if rec and rec.progress else job.progress),
+            summary=rec.summary if rec else job.summary,
+            error=job.error or (rec.error if rec else ""), plan=job.config.plan,
         ))
     for rec in sorted(records.values(), key=lambda r: r.run_id):  # runs this process did not launch
         model = rec.config.get("model", {})
@@ -78,8 +85,22 @@ def group_view(group: str, runs: List[RunRecord], queue: Optional[JobQueue]) -> 
             label=regime.title if regime else str(model.get("regime")), regime=model.get("regime", ""),
             backbone=model.get("backbone", ""), state=rec.status, run_id=rec.run_id, run_dir=str(rec.dir),
             metrics=rec.metrics, progress=rec.progress, summary=rec.summary, error=rec.error,
+            plan=rec.config.get("plan") or {},
         ))
     return out
+
+
+def race_timing(runs: List[LiveRun]) -> Optional[Dict]:
+    """Planned against actual seconds of a planned race's runs so far, or None for an unplanned launch."""
+    planned = [r for r in runs if r.plan.get("predicted_seconds") is not None]
+    if not planned:
+        return None
+    done = [r for r in planned if r.seconds is not None]
+    return {"budget_seconds": planned[0].plan.get("budget_seconds"),
+            "predicted_seconds": sum(r.plan["predicted_seconds"] for r in planned),
+            "done": len(done), "runs": len(planned),
+            "predicted_done_seconds": sum(r.plan["predicted_seconds"] for r in done),
+            "actual_done_seconds": sum(r.seconds for r in done)}
 
 
 def progress_fraction(run: LiveRun) -> float:

@@ -7,6 +7,7 @@ accuracy on the right, training dashed and validation solid, one colour per regi
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -38,31 +39,41 @@ def colour_for(series: CurveSeries, index: int) -> str:
     return series.colour or REGIME_COLOURS.get(series.regime) or FALLBACK_COLOURS[index % len(FALLBACK_COLOURS)]
 
 
+def run_clock(metrics: Sequence[Dict]) -> List[float]:
+    """Seconds into the run at the end of each epoch (the epochs' own durations, summed); the epoch numbers
+    for rows that do not say how long they took."""
+    if not all(m.get("seconds") for m in metrics):
+        return [float(m["epoch"]) for m in metrics]
+    return list(itertools.accumulate(float(m["seconds"]) for m in metrics))
+
+
 def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
+    """Loss and accuracy against each run's own clock: what each regime reaches, and what it costs."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
     for i, run in enumerate(runs):
         colour = colour_for(run, i)
+        clock = run_clock(run.metrics)
         epochs = [m["epoch"] for m in run.metrics]
         best = run.best_row()
         for col, key in ((1, "loss"), (2, "acc")):
             for split, dash in (("train", "dash"), ("val", "solid")):
                 fig.add_trace(go.Scatter(
-                    x=epochs, y=[m.get(f"{split}_{key}") for m in run.metrics], mode="lines+markers",
-                    name=f"{run.label} — {split}", legendgroup=run.label, showlegend=(col == 1),
+                    x=clock, y=[m.get(f"{split}_{key}") for m in run.metrics], mode="lines+markers",
+                    name=f"{run.label} — {split}", legendgroup=run.label, showlegend=(col == 1), customdata=epochs,
                     line=dict(color=colour, dash=dash, width=2.5 if split == "val" else 1.5),
-                    marker=dict(size=5), hovertemplate=f"{run.label} {split} {key}: %{{y:.3f}}<br>epoch %{{x}}"
-                                                        "<extra></extra>",
+                    marker=dict(size=5), hovertemplate=f"{run.label} {split} {key}: %{{y:.3f}}<br>epoch "
+                                                        "%{customdata} · %{x:.0f} s<extra></extra>",
                 ), row=1, col=col)
             if best is not None:
+                at = clock[epochs.index(best["epoch"])]
                 fig.add_trace(go.Scatter(
-                    x=[best["epoch"]], y=[best.get(f"val_{key}")], mode="markers", name=f"{run.label} — best epoch",
-                    legendgroup=run.label, showlegend=False,
+                    x=[at], y=[best.get(f"val_{key}")], mode="markers", name=f"{run.label} — best epoch",
+                    legendgroup=run.label, showlegend=False, customdata=[best["epoch"]],
                     marker=dict(symbol="star", size=15, color=colour, line=dict(color="white", width=1)),
                     cliponaxis=False,
-                    hovertemplate=f"{run.label}: best epoch %{{x}} (lowest val loss)<extra></extra>",
+                    hovertemplate=f"{run.label}: best epoch %{{customdata}} (lowest val loss)<extra></extra>",
                 ), row=1, col=col)
-    last_epoch = max((m["epoch"] for run in runs for m in run.metrics), default=1)
-    fig.update_xaxes(title_text="epoch", dtick=1, range=[0.7, last_epoch + 0.3])
+    fig.update_xaxes(title_text="seconds of training", rangemode="tozero")
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=2)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), hovermode="closest",

@@ -13,7 +13,7 @@ from core.runstore import RunStore
 from tests.helpers import ROOT
 
 APP = str(ROOT / "streamlit_app.py")
-K = "quick demo-efficientnet_lite0"  # widget-key suffix on the Train page for this preset and backbone
+K = "notebook recipe-efficientnet_lite0"  # widget-key suffix on the Train page for this preset and backbone
 
 
 def app() -> AppTest:
@@ -27,6 +27,7 @@ def train_page(regimes=("transfer",), epochs=2, img=32) -> AppTest:
     at.selectbox(key="backbone_choice").set_value("efficientnet_lite0").run()
     at.switch_page("app_pages/train.py").run()
     assert not at.exception, at.exception
+    at.radio(key="preset").set_value("notebook recipe").run()
     at.number_input(key=f"epochs-{K}").set_value(epochs)
     at.number_input(key=f"img-{K}").set_value(img)
     for name in ("scratch", "transfer", "finetune", "full"):
@@ -80,6 +81,38 @@ def test_train_page_shows_counts_and_launches_a_run_with_live_curves(settings):
     assert len(runs) == 1 and runs[0].status == "finished" and runs[0].config["data"]["img_size"] == 32
     assert runs[0].config["model"]["regime"] == "transfer" and runs[0].config["group"]
     assert any("Compare" in link.label for link in at.get("page_link"))
+
+
+def test_a_time_budget_shows_the_plan_then_races_to_it(settings):
+    from core.device import pick_device, resolve_precision
+    from core.throughput import save
+    from tests.test_planner import fake_throughput
+
+    # a slow (fake) machine, so that a 1-minute plan of the sample stays small
+    save(fake_throughput(seconds_per_image=1e-2, precision=resolve_precision("auto", pick_device())), settings)
+    at = app()
+    at.selectbox(key="backbone_choice").set_value("efficientnet_lite0").run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception, at.exception
+    assert at.radio(key="preset").value == "5 minutes"  # the default: a time budget
+    at.slider(key="budget-5 minutes-efficientnet_lite0").set_value(1).run()
+    plan = at.dataframe[0].value
+    assert list(plan["regime"]) == ["Fine-tune (first N frozen)", "Transfer learning", "Fine-tune everything",
+                                    "From scratch"]
+    assert plan["predicted s"].sum() <= 60 and (plan["epochs"] >= 1).all()
+    assert any("predicted" in c.value and "budget" in c.value for c in at.caption)
+    at.button(key="run_all").click().run()
+    assert not at.exception
+    jobs = shared_queue().jobs()[-4:]
+    assert [j.config.model.regime for j in jobs] == ["finetune", "transfer", "full", "scratch"]
+    assert all(j.config.plan["budget_seconds"] == 60 and j.config.preset == "5 minutes" for j in jobs)
+    assert wait_for(lambda: not shared_queue().busy(), timeout=300)
+    at.run()
+    assert not at.exception
+    took = [m.value for m in at.markdown if "planned" in m.value and "took" in m.value]
+    assert len(took) == 4, [m.value for m in at.markdown]
+    assert any("Planned to finish within" in c.value and "4 of 4 done" in c.value for c in at.caption)
+    assert [r.status for r in RunStore(settings.runs_dir).list_runs()] == ["finished"] * 4
 
 
 def test_stop_ends_a_running_job_and_keeps_an_interrupted_run(settings):

@@ -1,5 +1,6 @@
-"""End to end in a real browser: a headless Chromium opens the app served by ``streamlit run``. On Train it sets a
-tiny run (1 epoch, 32 px), presses "Run all four" and waits for four finished runs; it uploads a ``.zip``
+"""End to end in a real browser: a headless Chromium opens the app served by ``streamlit run``. On Train it waits
+for the first measurement of the machine and the plan of the default time budget, sets the budget to 1 minute,
+presses "Run all four" and waits for four finished runs, each with its planned and actual time; it uploads a ``.zip``
 dataset; on Compare it downloads both CSVs, clicks a confusion cell and uploads photos; on Search it watches
 the first index build, uploads a photo and three files that are not usable photos.
 
@@ -33,7 +34,8 @@ SCREENSHOT = Path("/tmp/browser_train.png")
 HOST = "127.0.0.1"
 SERVER_START_TIMEOUT = 60.0   # s, until /_stcore/health answers "ok"
 UI_TIMEOUT_MS = 60_000        # page loads, sidebar dataset preparation, reruns
-RACE_TIMEOUT = 240.0          # s, four 1-epoch runs at 32 px on the built-in sample
+PROBE_TIMEOUT_MS = 180_000     # the first visit to Train measures the machine (ONNX exports included)
+RACE_TIMEOUT = 240.0          # s, a race planned to 1 minute on the built-in sample
 REGIMES = ("scratch", "transfer", "finetune", "full")
 
 
@@ -117,19 +119,6 @@ def browser_page():
             browser.close()
 
 
-def _fill_number(page, label: str, value: int) -> None:
-    """Type into a Streamlit number input found by its label and commit it (Enter), as a user would."""
-    from playwright.sync_api import expect
-
-    box = page.get_by_label(label, exact=True)
-    box.click()
-    box.fill(str(value))
-    box.press("Enter")
-    # Streamlit reruns on commit; the committed value stays in the field (an out-of-range value would not)
-    page.wait_for_timeout(500)
-    expect(box).to_have_value(str(value))
-
-
 def _visible_problems(page) -> str:
     """Streamlit exception boxes and error alerts on the page, as text ('' when there are none)."""
     found = [page.locator('[data-testid="stException"]').all_inner_texts(),
@@ -152,14 +141,21 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
 
         # to the Train page through the sidebar's navigation
         page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train").click()
+        # the default preset is a time budget: a first visit measures this machine (a progress bar), then
+        # shows the plan and the buttons
+        page.get_by_text(re.compile(r"predicted \d.* of the 5 min 00 s budget")).wait_for(timeout=PROBE_TIMEOUT_MS)
+        assert page.url.rstrip("/").endswith("/train"), page.url
+        expect(page.locator('[data-testid="stMain"]').get_by_role("radio", name="5 minutes")).to_be_checked()
         run_all = page.get_by_role("button", name="Run all four")
         run_all.wait_for()
-        assert page.url.rstrip("/").endswith("/train"), page.url
         page.get_by_text("Nothing launched yet").wait_for()
         assert not _visible_problems(page), _visible_problems(page)
-
-        _fill_number(page, "Epochs", 1)
-        _fill_number(page, "Image size (px)", 32)
+        slider = page.get_by_role("slider", name="Time budget (minutes)")
+        slider.focus()
+        slider.press("Home")  # the shortest budget: 1 minute
+        page.get_by_text(re.compile(r"predicted \d.* of the 1 min 00 s budget")).wait_for()
+        table = page.locator('[data-testid="stDataFrame"]').first
+        table.wait_for()
         run_all.click()
 
         page.get_by_role("heading", name="The race").wait_for()
@@ -172,12 +168,14 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
                 + "\n".join(page.locator('[data-testid="stMain"]').all_inner_texts()) + f"\n{_log_tail(log_path)}")
             page.wait_for_timeout(1000)
 
-        # the finished race: four ✅ rows with their test accuracy, the chart, the link to the Runs page
+        # the finished race: four ✅ rows with their test accuracy and planned vs actual time, the chart, the link
         page.get_by_role("link", name="Compare these runs with earlier ones").wait_for()
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
         assert finished.count() == 4
         main_text = page.locator('[data-testid="stMain"]').inner_text()
         assert main_text.count("✅") == 4, main_text
+        assert len(re.findall(r"took \d+ s \(planned \d+ s\)", main_text)) == 4, main_text
+        page.get_by_text(re.compile(r"Planned to finish within 1 min 00 s .* 4 of 4 done")).wait_for()
         assert not _visible_problems(page), _visible_problems(page)
         assert not js_errors, js_errors
     finally:
@@ -189,7 +187,7 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
         except Exception:  # noqa: BLE001 - the screenshot is a debugging aid; never hide the real failure
             pass
 
-    # the run store on disk: four finished runs, one per regime, with the knobs typed in the browser
+    # the run store on disk: four finished runs, one per regime, planned to the budget set in the browser
     run_dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     assert len(run_dirs) == 4, [d.name for d in run_dirs]
     regimes = []
@@ -197,8 +195,7 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
         summary = json.loads((d / "summary.json").read_text())
         assert summary["status"] == "finished", (d.name, summary)
         config = json.loads((d / "config.json").read_text())
-        assert config["train"]["epochs"] == 1, (d.name, config["train"])
-        assert config["data"]["img_size"] == 32, (d.name, config["data"])
+        assert config["plan"]["budget_seconds"] == 60 and config["preset"] == "5 minutes", (d.name, config)
         assert config["model"]["backbone"] == "efficientnet_lite0", (d.name, config["model"])
         regimes.append(config["model"]["regime"])
     assert sorted(regimes) == sorted(REGIMES)

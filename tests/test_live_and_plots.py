@@ -10,14 +10,14 @@ from core.runstore import RunStore
 from core.train import train_run
 
 
-def _metrics(val_losses):
-    return [{"epoch": i + 1, "train_loss": 1.0, "val_loss": v, "train_acc": 0.5, "val_acc": 1 - v / 2}
-            for i, v in enumerate(val_losses)]
+def _metrics(val_losses, seconds=10.0):
+    return [{"epoch": i + 1, "train_loss": 1.0, "val_loss": v, "train_acc": 0.5, "val_acc": 1 - v / 2,
+             "seconds": seconds} for i, v in enumerate(val_losses)]
 
 
 def test_race_figure_overlays_runs_with_styles_and_best_epoch():
-    fig = race_figure([CurveSeries("A", "transfer", _metrics([0.9, 0.5, 0.7])),
-                       CurveSeries("B", "scratch", _metrics([1.2, 1.1]))])
+    fig = race_figure([CurveSeries("A", "transfer", _metrics([0.9, 0.5, 0.7], seconds=2.0)),
+                       CurveSeries("B", "scratch", _metrics([1.2, 1.1], seconds=30.0))])
     by_name = {}
     for t in fig.data:
         by_name.setdefault(t.name, []).append(t)
@@ -25,7 +25,9 @@ def test_race_figure_overlays_runs_with_styles_and_best_epoch():
     assert by_name["A — val"][0].line.color == REGIME_COLOURS["transfer"]
     assert by_name["B — val"][0].line.color == REGIME_COLOURS["scratch"]
     stars = by_name["A — best epoch"]
-    assert len(stars) == 2 and all(s.x == (2,) for s in stars)  # lowest val loss at epoch 2, on both panels
+    # lowest val loss at epoch 2, on both panels, drawn at that epoch's end on the run's own clock
+    assert len(stars) == 2 and all(s.x == (4.0,) for s in stars) and stars[0].customdata == (2,)
+    assert by_name["B — val"][0].x == (30.0, 60.0)  # the slow regime's epochs lie further right
     assert stars[0].y == (0.5,) and stars[1].y == (0.75,)
     assert [a.text for a in fig.layout.annotations] == ["Loss", "Accuracy"]
 

@@ -29,8 +29,8 @@ RUN_OVERHEAD_SECONDS = 1.5  # per run: its folder, config, checkpoints, predicti
 LOAD_SECONDS_PER_IMAGE = 2e-4  # reading already-decoded images back from the tensor cache
 HEAD_SECONDS_PER_IMAGE_EPOCH = 1.5e-5  # a linear head on cached features (measured: ~30 ms an epoch)
 ORDER = ("finetune", "transfer", "full", "scratch")  # how a planned race runs: transfer reuses finetune's cache
-SHARES = {"full": 0.52, "finetune": 0.24, "scratch": 0.18, "transfer": 0.06}
-UPGRADE_ORDER = ("full", "finetune", "transfer", "scratch")
+SHARES = {"full": 0.60, "finetune": 0.27, "scratch": 0.10, "transfer": 0.03}
+UPGRADE_ORDER = ("full", "finetune", "scratch", "transfer")
 MIN_BUDGET_MINUTES, MAX_BUDGET_MINUTES = 1, 30
 
 

@@ -48,7 +48,7 @@ from core.settings import Settings
 
 PROBE_SIZES = (128, 224)
 PROBE_BATCH = 32  # the engine's batch size
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 KINDS = ("body", "prefix", "rest", "augment", "suffix_train", "suffix_eval", "train", "eval")
 
 
@@ -185,7 +185,7 @@ def probe(backbone: str, settings: Settings, precision: str = "auto", on_progres
         frozen("rest", torch.nn.Sequential(*list(transfer.prefix)[finetune.cut:]), h.float(), size)
         record("augment", size, _timed(lambda: augment(to_float(images), g), warmup=1))
         finetune.train_mode()
-        record("suffix_train", size, _timed(_train_step(
+        record("suffix_train", size, _timed(calls=5, fn=_train_step(
             finetune.suffix, [p for p in finetune.suffix.parameters() if p.requires_grad],
             lambda: to_device(h.float(), device, cl), y, precision, device)))
         finetune.eval_mode()
@@ -194,7 +194,7 @@ def probe(backbone: str, settings: Settings, precision: str = "auto", on_progres
             record("eval", size, _timed(lambda: model(to_device(x, device, cl)), warmup=2))
         if size == PROBE_SIZES[0]:  # the costliest step: timed at the small size only, scaled like `eval`
             apply_regime(model, "full", backbone).train_mode()
-            record("train", size, _timed(_train_step(
+            record("train", size, _timed(calls=5, fn=_train_step(
                 model, list(model.parameters()), lambda: to_device(augment(to_float(images), g), device, cl), y,
                 precision, device)))
     small, large = (str(s) for s in PROBE_SIZES)

@@ -748,10 +748,10 @@ def bench_probe(opts: Opts, budgets_minutes: Sequence[float] = (2, 5, 10)) -> No
 
     settings = _probe_settings(opts)
     section(f"probe: core.throughput.probe({LITE0!r}, fp32, refresh=True), twice")
-    real_sizes = throughput.PROBE_SIZES
+    real_sizes = throughput.PROBE_SIZES, throughput.SMALL_SIZE
     if opts.smoke:  # a private cache, and small probe sizes: the plans below extrapolate from them
-        throughput.PROBE_SIZES = (48, 64)
-        print(f"\n(--smoke: probing at {throughput.PROBE_SIZES} px instead of {real_sizes}, into a private cache "
+        throughput.PROBE_SIZES, throughput.SMALL_SIZE = (48, 64), 32
+        print(f"\n(--smoke: probing at {throughput.PROBE_SIZES} px instead of {real_sizes[0]}, into a private cache "
               f"{settings.cache_dir} with the real exports linked in)")
     tps = []
     try:
@@ -763,14 +763,15 @@ def bench_probe(opts: Opts, budgets_minutes: Sequence[float] = (2, 5, 10)) -> No
                  call_seconds=round(time.perf_counter() - t, 2), build_seconds=tp.build_seconds, runtimes=tp.runtimes,
                  machine=tp.machine,
                  images_per_sec={k: {s: round(1 / v, 1) for s, v in d.items()} for k, d in tp.per_image.items()})
-        sizes = [str(s) for s in throughput.PROBE_SIZES]
+        sizes = [str(s) for s in sorted({int(s) for d in tps[1].per_image.values() for s in d})]
     finally:
-        throughput.PROBE_SIZES = real_sizes
+        throughput.PROBE_SIZES, throughput.SMALL_SIZE = real_sizes
     print(f"\nprobe_seconds: first {tps[0].probe_seconds:.1f} s (exports possibly cached already), second "
           f"{tps[1].probe_seconds:.1f} s; building the model: {tps[1].build_seconds:.2f} s.")
     table(["kind", "runtime", *[f"{s} px img/s (1st · 2nd)" for s in sizes]],
           [[k, tps[1].runtimes.get(k, "torch"),
-            *[" · ".join(f"{1 / tp.per_image[k][s]:.0f}" for tp in tps) for s in sizes]] for k in throughput.KINDS],
+            *[" · ".join(f"{1 / tp.per_image[k][s]:.0f}" for tp in tps) if s in tps[1].per_image[k] else "—"
+              for s in sizes]] for k in throughput.KINDS],
           "ll" + "r" * len(sizes))
     listing = scan_image_folder(opts.data)
     counts = listing.counts()

@@ -16,7 +16,8 @@ Kinds of work (seconds per image):
 ``augment``     flip + rotation of one image (augmented views)
 ``suffix_train``  ``finetune``'s trainable suffix, forward + backward + step, on cached activations
 ``suffix_eval`` the same suffix, inference
-``train``       the whole network, forward + backward + step (``scratch`` and ``full``)
+``train``       the whole network, forward + backward + step (``scratch`` and ``full``); measured at 64 and 128 px,
+                and at 224 px scaled from 128 like ``eval`` (the costliest step, so timed only where it is cheap)
 ``eval``        the whole network, inference (their validation and test passes)
 =============== ==============================================================================
 """
@@ -47,8 +48,9 @@ from core.runtime import example_images, frozen_pass
 from core.settings import Settings
 
 PROBE_SIZES = (128, 224)
+SMALL_SIZE = 64  # whole-network kinds (``train``, ``eval``) are measured here too: ``scratch`` plans down to it
 PROBE_BATCH = 32  # the engine's batch size
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 KINDS = ("body", "prefix", "rest", "augment", "suffix_train", "suffix_eval", "train", "eval")
 
 
@@ -80,9 +82,14 @@ class Throughput:
 
 
 def _interpolate(table: Dict[str, float], size: int) -> float:
-    (s0, t0), (s1, t1) = sorted((int(k), v) for k, v in table.items())
+    """Seconds per image at ``size``: a power law in the side through the two measured sizes around it (the
+    nearest two beyond the ends). Small images cost more than the law from large ones says (fixed costs per
+    layer), so the whole-network kinds are also measured at :data:`SMALL_SIZE`."""
+    points = sorted((int(k), v) for k, v in table.items())
+    i = max(0, min(len(points) - 2, next((j - 1 for j, (s, _) in enumerate(points) if s >= size), len(points) - 2)))
+    (s0, t0), (s1, t1) = points[i], points[i + 1]
     exponent = math.log(t1 / t0) / math.log(s1 / s0) if t0 > 0 and t1 > 0 and s1 != s0 else 2.0
-    exponent = min(max(exponent, 1.0), 3.0)  # guard against a noisy probe
+    exponent = min(max(exponent, 0.5), 3.0)  # guard against a noisy probe
     return t0 * (size / s0) ** exponent
 
 
@@ -156,7 +163,7 @@ def probe(backbone: str, settings: Settings, precision: str = "auto", on_progres
     per_image: Dict[str, Dict[str, float]] = {k: {} for k in KINDS}
     warmup: Dict[str, Dict[str, float]] = {"train": {}, "suffix_train": {}}
     runtimes: Dict[str, str] = {}
-    steps = len(PROBE_SIZES) * len(KINDS) - 1
+    steps = len(PROBE_SIZES) * len(KINDS) + 1  # train is measured at two sizes, and eval at a third
     done = 0
 
     def record(kind: str, size: int, timing: Tuple[float, float]) -> None:
@@ -192,11 +199,18 @@ def probe(backbone: str, settings: Settings, precision: str = "auto", on_progres
         with torch.no_grad(), autocast_context(precision, device):
             record("suffix_eval", size, _timed(lambda: finetune.suffix(to_device(h.float(), device, cl)), warmup=2))
             record("eval", size, _timed(lambda: model(to_device(x, device, cl)), warmup=2))
-        if size == PROBE_SIZES[0]:  # the costliest step: timed at the small size only, scaled like `eval`
-            apply_regime(model, "full", backbone).train_mode()
-            record("train", size, _timed(calls=5, fn=_train_step(
-                model, list(model.parameters()), lambda: to_device(augment(to_float(images), g), device, cl), y,
-                precision, device)))
+    # the costliest step, last (it changes the weights the frozen passes above were exported with): timed at the
+    # small sizes only, and scaled like `eval` above them
+    for size in (SMALL_SIZE, PROBE_SIZES[0]):
+        images = (example_images(size, PROBE_BATCH) * 255).to(torch.uint8)
+        if size not in PROBE_SIZES:
+            model.eval()
+            with torch.no_grad(), autocast_context(precision, device):
+                record("eval", size, _timed(lambda: model(to_device(to_float(images), device, cl)), warmup=2))
+        apply_regime(model, "full", backbone).train_mode()
+        record("train", size, _timed(calls=5, fn=_train_step(
+            model, list(model.parameters()), lambda: to_device(augment(to_float(images), g), device, cl), y,
+            precision, device)))
     small, large = (str(s) for s in PROBE_SIZES)
     per_image["train"][large] = per_image["train"][small] * per_image["eval"][large] / per_image["eval"][small]
     warmup["train"][large] = warmup["train"][small] * per_image["eval"][large] / per_image["eval"][small]

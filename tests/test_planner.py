@@ -44,6 +44,16 @@ def test_interpolation_follows_the_pixel_count():
     assert tp.seconds("eval", 256, 10) == pytest.approx(40e-3)  # twice the side, four times the pixels
 
 
+def test_a_size_measured_below_the_others_is_interpolated_from_its_own_neighbours():
+    # small images cost more than the law through the large sizes says: each size follows its nearest two points
+    tp = fake_throughput()
+    tp.per_image["train"] = {"64": 8e-3, "128": 20e-3, "224": 20e-3 * (224 / 128) ** 2}
+    assert tp.seconds("train", 64) == pytest.approx(8e-3)
+    assert 8e-3 < tp.seconds("train", 96) < 20e-3
+    assert tp.seconds("train", 256) == pytest.approx(80e-3)  # above, the large sizes' law (pixel count)
+    assert tp.seconds("train", 32) < 8e-3  # below, extrapolated from 64 and 128
+
+
 def test_a_bigger_budget_or_a_faster_machine_never_buys_less():
     def steps(plan):
         return {r.regime: LADDERS[r.regime].index(r.recipe) if r.regime != "transfer" else r.recipe.img_size

@@ -68,7 +68,8 @@ LADDERS: Dict[str, List[Recipe]] = {
         dict(img_size=224, train_img_size=160, epochs=4), dict(img_size=224, train_img_size=192, epochs=5),
         dict(img_size=224, epochs=6)]),
     "scratch": _ladder(2e-3, [
-        dict(img_size=64, epochs=2, limit_per_class=100), dict(img_size=64, epochs=2), dict(img_size=64, epochs=3),
+        dict(img_size=64, epochs=1, limit_per_class=100), dict(img_size=64, epochs=2, limit_per_class=100),
+        dict(img_size=64, epochs=2), dict(img_size=64, epochs=3),
         dict(img_size=96, epochs=3), dict(img_size=112, epochs=4), dict(img_size=128, epochs=5),
         dict(img_size=160, train_img_size=128, epochs=6), dict(img_size=224, train_img_size=160, epochs=8)]),
     # transfer on its own (no finetune in the race to share with); with finetune it takes finetune's images

@@ -86,10 +86,10 @@ def _interpolate(table: Dict[str, float], size: int) -> float:
     nearest two beyond the ends). Small images cost more than the law from large ones says (fixed costs per
     layer), so the whole-network kinds are also measured at :data:`SMALL_SIZE`."""
     points = sorted((int(k), v) for k, v in table.items())
-    i = max(0, min(len(points) - 2, next((j - 1 for j, (s, _) in enumerate(points) if s >= size), len(points) - 2)))
+    i = sum(1 for s, _ in points[1:-1] if s < size)  # the segment holding size (the end ones beyond the ends)
     (s0, t0), (s1, t1) = points[i], points[i + 1]
     exponent = math.log(t1 / t0) / math.log(s1 / s0) if t0 > 0 and t1 > 0 and s1 != s0 else 2.0
-    exponent = min(max(exponent, 0.5), 3.0)  # guard against a noisy probe
+    exponent = min(max(exponent, 1.0), 3.0)  # guard against a noisy probe
     return t0 * (size / s0) ** exponent
 
 

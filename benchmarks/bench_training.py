@@ -21,8 +21,8 @@ Sections (the ``which`` positional arguments):
   decay 1e-2, default cached views) against the notebook recipe (10 epochs, lr 1e-4 constant) in the same run:
   wall seconds of ``train_run`` with the data already decoded (decoding reported on its own), test accuracy,
   frozen-pass runtime; and the target "≤ 90 s wall at 224 px on all training photos, fp32 path". Then, on one
-  plain view of frozen features, the head trained as the regime and as the notebook train it against the linear
-  probe's optimum: logistic regression by L-BFGS with its L2 weight chosen on val.
+  plain view of frozen features, the regime (its own recipe and the notebook's, through ``train_run``) against
+  the linear probe's optimum: logistic regression by L-BFGS with its L2 weight chosen on val.
 * ``fastpath`` — ``finetune`` (Lite0, 4 epochs, one-cycle lr 3e-4, 1 view): frozen-prefix cache on against
   off, and the cache kept in fp16 against fp32; then ``transfer`` alone against ``transfer`` run right after
   ``finetune`` on the same images (continuing from finetune's cached activations).
@@ -416,11 +416,10 @@ def bench_transfer(opts: Opts) -> None:
 
 
 def linear_probe(opts: Opts, prepared: PreparedData) -> None:
-    """Does transfer's head recipe reach the linear probe's optimum? The same frozen features (one plain view of
-    each split, fp32, the automatic frozen-pass runtime): the head trained as the regime trains it and as the
-    notebook does, against multinomial logistic regression fitted by L-BFGS with its L2 weight chosen on val."""
-    import math
-
+    """Does transfer's head recipe reach the linear probe's optimum? The regime trained on one plain view (its own
+    recipe and the notebook's, through ``train_run``) against multinomial logistic regression fitted by L-BFGS on
+    the same frozen features (fp32, the automatic frozen-pass runtime), its L2 weight chosen on val."""
+    from core.feature_cache import View, run_view
     from core.runtime import frozen_pass
 
     model, _ = create_model(LITE0, len(prepared.classes), True, opts.settings)
@@ -428,8 +427,7 @@ def linear_probe(opts: Opts, prepared: PreparedData) -> None:
     run = frozen_pass(split.prefix, to_float(prepared.splits["train"].images[:8]), "fp32", CPU, True, "auto",
                       opts.settings.cache_dir)
     t = time.perf_counter()
-    X = {k: torch.cat([run(to_float(prepared.splits[k].images[i:i + 32]))
-                       for i in range(0, len(prepared.splits[k]), 32)]).flatten(1) for k in ("train", "val", "test")}
+    X = {k: run_view(prepared.splits[k].images, View(0), run, 32).float().flatten(1) for k in ("train", "val", "test")}
     Y = {k: prepared.splits[k].labels for k in X}
     extract = time.perf_counter() - t
 
@@ -437,26 +435,15 @@ def linear_probe(opts: Opts, prepared: PreparedData) -> None:
         return float(((X[k] @ W.T + b).argmax(1) == Y[k]).float().mean())
 
     rows = []
-    for label, epochs, lr, wd, onecycle in (("the regime's own: 30 epochs, one-cycle 3e-3, wd 1e-2", 30, 3e-3, 1e-2,
-                                             True), ("the notebook's: 10 epochs, 1e-4 constant", 10, 1e-4, 0.0, False)):
-        torch.manual_seed(0)
-        head = torch.nn.Linear(X["train"].shape[1], len(prepared.classes))
-        opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
-        sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(Y["train"]) / 32))
-                 if onecycle else None)
-        t = time.perf_counter()
-        for _ in range(epochs):
-            perm = torch.randperm(len(Y["train"]))
-            for i in range(0, len(perm), 32):
-                ix = perm[i:i + 32]
-                loss = F.cross_entropy(head(X["train"][ix]), Y["train"][ix])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if sched:
-                    sched.step()
-        W, b = head.weight.detach(), head.bias.detach()
-        rows.append((f"head, {label}", time.perf_counter() - t, accuracy(W, b, "val"), accuracy(W, b, "test")))
+    base = RunConfig(data=opts.data_cfg, model=ModelConfig(backbone=LITE0, regime="transfer"),
+                     train=TrainConfig(precision="fp32", feature_views=1))
+    notebook = dataclasses.replace(apply_preset(base, "notebook recipe"), data=opts.data_cfg)
+    for label, cfg in (("transfer, its own recipe", regime_defaults(base)), ("transfer, the notebook's recipe",
+                                                                             notebook)):
+        tr = cfg.train
+        s = train_run(cfg, opts.settings, data=prepared)
+        rows.append((f"{label} ({tr.epochs} epochs, {tr.schedule} {tr.lr:g}, wd {tr.weight_decay:g}), 1 view",
+                     s["train_seconds"], s["best_val_acc"], s["test_acc"]))
     t, best = time.perf_counter(), None
     for lam in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1):
         W = torch.zeros(len(prepared.classes), X["train"].shape[1], requires_grad=True)
@@ -478,8 +465,9 @@ def linear_probe(opts: Opts, prepared: PreparedData) -> None:
         emit("linear_probe", method=label, seconds=round(seconds, 2), val_acc=round(val, 4), test_acc=round(test, 4),
              feature_seconds=round(extract, 2), runtime=run.description)
     print(f"\nThe linear probe's optimum on the same features: {sum(len(y) for y in Y.values()):,} images through "
-          f"the frozen body in {extract:.1f} s ({run.description}), one plain view, fp32.")
-    table(["on the same frozen features", "fit s", "val acc", "test acc"],
+          f"the frozen body in {extract:.1f} s ({run.description}), one plain view, fp32. The regime's rows are "
+          f"train_run (its train s: features of this view included, or reused from the process's store).")
+    table(["one plain view of the frozen features", "train / fit s", "val acc (regime: best epoch)", "test acc"],
           [[label, f"{seconds:.2f}", acc(val), acc(test)] for label, seconds, val, test in rows], "lrrr")
 
 

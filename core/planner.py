@@ -55,7 +55,7 @@ def _ladder(lr: float, steps, **common) -> List[Recipe]:
 # Cheapest first. finetune/full/scratch use a one-cycle schedule at a learning rate measured on the flowers
 # (finetune 3e-4 and full 5e-4 reach 0.92-0.94 and 0.90-0.91 test accuracy at the top of what a 5-minute race
 # on a 2-core CPU affords; scratch from random weights takes the larger 2e-3: at 64 px, 0.49 test accuracy after
-# 2 epochs in the 5-minute race of BENCHMARKS.md, 0.55 after 3 in an ad-hoc run).
+# 2 epochs in the 5-minute race of BENCHMARKS.md).
 LADDERS: Dict[str, List[Recipe]] = {
     "finetune": _ladder(3e-4, [
         dict(img_size=96, epochs=1, limit_per_class=100), dict(img_size=112, epochs=1), dict(img_size=128, epochs=2),

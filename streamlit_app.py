@@ -12,11 +12,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.backbones import BACKBONES, pick_pretrained_backbone
-from core.data import resolve_source
-from core.download import FLOWERS_SIZE, flowers_available
+from core.data.download import flowers_available
+from core.data.flowers import FLOWERS_PHOTOS, FLOWERS_SIZE
+from core.data.imagefolder import scan_image_folder
+from core.data.sources import resolve_source
 from core.errors import TransferLabError
-from core.imagefolder import scan_image_folder
+from core.models.backbones import BACKBONES, pick_pretrained_backbone
 from core.settings import Settings
 
 st.set_page_config(page_title="Transfer Lab", page_icon="🌼", layout="wide")
@@ -30,16 +31,24 @@ DATASETS = ("Built-in sample", "Flowers (real photos)", "Local folder", "Upload 
 def describe(root: str) -> dict:
     listing = scan_image_folder(Path(root))
     examples = {c: [str(p) for p in paths] for c, paths in listing.examples(per_class=6, seed=0).items()}
-    return {"root": root, "classes": list(listing.classes), "counts": listing.counts(), "n": len(listing),
-            "examples": examples}
+    return {
+        "root": root,
+        "classes": list(listing.classes),
+        "counts": listing.counts(),
+        "n": len(listing),
+        "examples": examples,
+    }
 
 
 def _progress_bar(label: str):
     bar = st.progress(0.0, text=label)
 
     def update(done, total, message):
-        bar.progress(min(1.0, done / total) if total else 0.0,
-                     text=f"{message}: {done / 1e6:.0f} / {total / 1e6:.0f} MB" if total and total > 1e5 else message)
+        bar.progress(
+            min(1.0, done / total) if total else 0.0,
+            text=f"{message}: {done / 1e6:.0f} / {total / 1e6:.0f} MB" if total and total > 1e5 else message,
+        )
+
     return update
 
 
@@ -54,7 +63,7 @@ def choose_dataset() -> dict | None:
         if flowers_available(settings.cache_dir):
             source = "flowers"
         else:
-            st.caption(f"The real dataset: 3,670 photos, {FLOWERS_SIZE / 1e6:.0f} MB, downloaded once.")
+            st.caption(f"The real dataset: {FLOWERS_PHOTOS:,} photos, {FLOWERS_SIZE / 1e6:.0f} MB, downloaded once.")
             if st.button("⬇️ Download flowers", key="download_flowers"):
                 try:
                     root = resolve_source("flowers", settings, _progress_bar("downloading"))
@@ -62,8 +71,7 @@ def choose_dataset() -> dict | None:
                 except TransferLabError as e:
                     st.error(str(e))
     elif choice == DATASETS[2]:
-        path = st.text_input("Folder with one sub-folder per class", key="folder_path",
-                             placeholder="/home/me/photos")
+        path = st.text_input("Folder with one sub-folder per class", key="folder_path", placeholder="/home/me/photos")
         source = path.strip() or None
         label = Path(source).name if source else choice
     else:
@@ -90,16 +98,19 @@ def choose_dataset() -> dict | None:
 def choose_backbone() -> str:
     default, reason = pick_pretrained_backbone(settings, PREFERRED_BACKBONE)
     names = list(BACKBONES)
-    name = st.selectbox("Backbone", names, index=names.index(default), key="backbone_choice",
-                        format_func=lambda n: BACKBONES[n].display)
+    name = st.selectbox(
+        "Backbone", names, index=names.index(default), key="backbone_choice", format_func=lambda n: BACKBONES[n].display
+    )
     src = BACKBONES[name].weights_source(settings)
     if name == default != PREFERRED_BACKBONE:  # the offline fallback was picked: say why
         st.caption(f"ℹ️ {reason}")
     elif src:
         st.caption(f"ImageNet weights: {src}")
     else:
-        st.caption("ImageNet weights are not on this machine: they download on first use (needs internet). "
-                   "`scratch` works without them.")
+        st.caption(
+            "ImageNet weights are not on this machine: they download on first use (needs internet). "
+            "`scratch` works without them."
+        )
     return name
 
 
@@ -112,8 +123,11 @@ with st.sidebar:
     backbone = choose_backbone()
     offline = not flowers_available(settings.cache_dir) and BACKBONES["resnet18"].weights_source(settings) is None
     if offline:
-        st.info("Nothing downloaded: everything works offline on the built-in sample and the offline "
-                "EfficientNet-Lite0 backbone.", icon="📴")
+        st.info(
+            "Nothing downloaded: everything works offline on the built-in sample and the offline "
+            "EfficientNet-Lite0 backbone.",
+            icon="📴",
+        )
     with st.expander("Settings (environment variables)"):
         for var, value in settings.describe().items():
             st.markdown(f"`{var}`  \n{value}")
@@ -121,10 +135,12 @@ with st.sidebar:
 st.session_state["dataset"] = dataset
 st.session_state["backbone"] = backbone
 
-page = st.navigation([
-    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("app_pages/train.py", title="Train", icon="🏋️"),
-    st.Page("app_pages/compare.py", title="Compare", icon="📊"),
-    st.Page("app_pages/search.py", title="Search", icon="🔎"),
-])
+page = st.navigation(
+    [
+        st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
+        st.Page("app_pages/train.py", title="Train", icon="🏋️"),
+        st.Page("app_pages/compare.py", title="Compare", icon="📊"),
+        st.Page("app_pages/search.py", title="Search", icon="🔎"),
+    ]
+)
 page.run()

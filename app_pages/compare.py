@@ -1,6 +1,6 @@
 """Compare: which regime wins, by how much, at what cost — every run in the run store, side by side.
 
-All numbers come from the run folders (``core.compare``); this page only lays them out. Heavy work (a
+All numbers come from the run folders (``core.runs.compare``); this page only lays them out. Heavy work (a
 model for Predict, an evaluation on another folder) happens only when asked for, and is cached.
 """
 
@@ -10,14 +10,22 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.compare import (BEST_IS, best_index, epoch_metrics, headline, regime_summary, run_label, runs_table,
-                          spread_groups)
+from core.app.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
+from core.data.imagefolder import PHOTO_TYPES
 from core.errors import TransferLabError
-from core.evaluate import evaluate_run, load_run_model
-from core.imagefolder import PHOTO_TYPES
-from core.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
-from core.predictions import SplitPredictions, load_photo, predict_image, run_test_predictions
-from core.runstore import STATUSES, RunStore, load_run
+from core.runs.compare import (
+    BEST_IS,
+    best_index,
+    epoch_metrics,
+    headline,
+    regime_summary,
+    run_label,
+    runs_table,
+    spread_groups,
+)
+from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
+from core.runs.predictions import SplitPredictions, load_photo, predict_image
+from core.runs.store import STATUSES, RunStore, load_run
 from core.settings import Settings
 
 settings = Settings.from_env()
@@ -53,8 +61,10 @@ def styled_table(df: pd.DataFrame):
     best = best_index(df)
 
     def highlight(col: pd.Series):
-        return ["background-color: rgba(46, 160, 67, 0.28); font-weight: 600" if i in best.get(col.name, ())
-                else "" for i in col.index]
+        return [
+            "background-color: rgba(46, 160, 67, 0.28); font-weight: 600" if i in best.get(col.name, ()) else ""
+            for i in col.index
+        ]
 
     fmt = {c: "{:.1%}" for c in PERCENT_COLUMNS}
     fmt.update({"train s": "{:.1f}", "s/epoch": "{:.2f}", "trainable params": "{:,}", "total params": "{:,}"})
@@ -62,13 +72,16 @@ def styled_table(df: pd.DataFrame):
 
 
 def empty_state() -> None:
-    st.info("No runs yet. Start a race on the Train page (*Run all four*), or race them from a terminal — it "
-            "works offline on the built-in sample:\n\n"
-            "```\npython -m core race --data sample --budget-minutes 2\n```")
+    st.info(
+        "No runs yet. Start a race on the Train page (*Run all four*), or race them from a terminal — it "
+        "works offline on the built-in sample:\n\n"
+        "```\npython -m core race --data sample --budget-minutes 2\n```"
+    )
     st.page_link("app_pages/train.py", label="Go to the Train page →", icon="🏋️")
 
 
 # ------------------------------------------------------------------------------------------------ table
+
 
 def _filter(column, label: str, values: list) -> list:
     """A multiselect of ``values``, all chosen at first. Its key names the values, so when a new one appears
@@ -89,19 +102,29 @@ def runs_section(table: pd.DataFrame, runs: list):
         st.success(line, icon="🏆")
 
     st.subheader(f"All runs ({len(view)} of {len(table)})")
-    st.dataframe(styled_table(view), hide_index=True, width="stretch", key="runs_table", column_config={
-        "run": st.column_config.TextColumn(width="small", help="The run's folder in the run store"),
-        "epochs": st.column_config.NumberColumn(help="Epochs finished"),
-        "of": st.column_config.NumberColumn(help="Epochs planned"),
-        "best val acc": st.column_config.NumberColumn(help="Validation accuracy at the best epoch "
-                                                           "(lowest validation loss: the checkpoint kept)"),
-        "test acc": st.column_config.NumberColumn(help="The best epoch's accuracy on the held-out test split"),
-        "train s": st.column_config.NumberColumn(help="Training time in seconds (without data loading)"),
-    })
-    st.caption("Click a column header to sort. Highlighted: the best value of each metric column "
-               "(highest accuracy, least time).")
-    st.download_button("⬇️ Table as CSV", view.to_csv(index=False), "transfer-lab-runs.csv", "text/csv",
-                       key="download_table")
+    st.dataframe(
+        styled_table(view),
+        hide_index=True,
+        width="stretch",
+        key="runs_table",
+        column_config={
+            "run": st.column_config.TextColumn(width="small", help="The run's folder in the run store"),
+            "epochs": st.column_config.NumberColumn(help="Epochs finished"),
+            "of": st.column_config.NumberColumn(help="Epochs planned"),
+            "best val acc": st.column_config.NumberColumn(
+                help="Validation accuracy at the best epoch (lowest validation loss: the checkpoint kept)"
+            ),
+            "test acc": st.column_config.NumberColumn(help="The best epoch's accuracy on the held-out test split"),
+            "train s": st.column_config.NumberColumn(help="Training time in seconds (without data loading)"),
+        },
+    )
+    st.caption(
+        "Click a column header to sort. Highlighted: the best value of each metric column "
+        "(highest accuracy, least time)."
+    )
+    st.download_button(
+        "⬇️ Table as CSV", view.to_csv(index=False), "transfer-lab-runs.csv", "text/csv", key="download_table"
+    )
     shown = set(view["run"])
     for r in runs:
         if r.run_id in shown and r.status in ("corrupt", "interrupted", "failed"):
@@ -116,29 +139,53 @@ def summary_section(summary: pd.DataFrame) -> None:
         return
     left, right = st.columns([3, 2])
     shown = summary.drop(columns=["accuracies"]).rename(columns={"of": "epochs"})
-    left.dataframe(shown.style.format({"mean test acc": "{:.1%}", "std": "{:.1%}", "min": "{:.1%}",
-                                       "max": "{:.1%}", "mean train s": "{:.1f}"}, na_rep="—"),
-                   hide_index=True, width="stretch", key="summary_table")
-    left.caption("Runs with the same regime, backbone, dataset, image size and epochs, pooled over seeds. "
-                 "**std**: how much the test accuracy moves from one seed to another — differences smaller "
-                 "than that are noise. Repeat a race with another *Seed* on the Train page to measure it.")
+    left.dataframe(
+        shown.style.format(
+            {"mean test acc": "{:.1%}", "std": "{:.1%}", "min": "{:.1%}", "max": "{:.1%}", "mean train s": "{:.1f}"},
+            na_rep="—",
+        ),
+        hide_index=True,
+        width="stretch",
+        key="summary_table",
+    )
+    left.caption(
+        "Runs with the same regime, backbone, dataset, image size and epochs, pooled over seeds. "
+        "**std**: how much the test accuracy moves from one seed to another — differences smaller "
+        "than that are noise. Repeat a race with another *Seed* on the Train page to measure it."
+    )
     right.plotly_chart(regime_spread_figure(spread_groups(summary)), key="spread", width="stretch")
 
 
 # ----------------------------------------------------------------------------------------- selected runs
 
+
 def curves_tab(chosen: list, labels: dict) -> None:
-    smoothing = st.slider("Smoothing", 0.0, 0.95, 0.5, 0.05, key="smoothing",
-                          help="Exponential moving average of each curve; the raw curve stays faint behind it.")
-    series = [CurveSeries(labels[r.run_id], r.config.get("model", {}).get("regime", ""), r.metrics)
-              for r in chosen if r.metrics]
+    smoothing = st.slider(
+        "Smoothing",
+        0.0,
+        0.95,
+        0.5,
+        0.05,
+        key="smoothing",
+        help="Exponential moving average of each curve; the raw curve stays faint behind it.",
+    )
+    series = [
+        CurveSeries(labels[r.run_id], r.config.get("model", {}).get("regime", ""), r.metrics)
+        for r in chosen
+        if r.metrics
+    ]
     if not series:
         st.info("None of the chosen runs has finished an epoch yet.")
         return
     st.plotly_chart(curves_figure(series, smoothing), key="curves", width="stretch")
     st.caption("★ best epoch (lowest validation loss — the checkpoint each run keeps and is tested with).")
-    st.download_button("⬇️ Per-epoch metrics of these runs as CSV", epoch_metrics(chosen).to_csv(index=False),
-                       "transfer-lab-epochs.csv", "text/csv", key="download_epochs")
+    st.download_button(
+        "⬇️ Per-epoch metrics of these runs as CSV",
+        epoch_metrics(chosen).to_csv(index=False),
+        "transfer-lab-epochs.csv",
+        "text/csv",
+        key="download_epochs",
+    )
 
 
 def _cell_label(cell, preds: SplitPredictions) -> str:
@@ -155,7 +202,7 @@ def thumbnails(items: list) -> None:
         return
     for start in range(0, min(len(items), MAX_THUMBS), THUMBS_PER_ROW):
         cols = st.columns(THUMBS_PER_ROW)
-        for col, item in zip(cols, items[start:start + THUMBS_PER_ROW]):
+        for col, item in zip(cols, items[start : start + THUMBS_PER_ROW]):
             conf = f" ({item['confidence']:.0%})" if item["confidence"] is not None else ""
             caption = f"true **{item['true']}** → {item['predicted']}{conf}"
             if Path(item["path"]).is_file():
@@ -191,15 +238,29 @@ def confusion_tab(chosen: list, labels: dict) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.markdown(f"**Test split: {preds.accuracy:.1%}** of {preds.n} images right")
-        st.plotly_chart(confusion_figure(cm, preds.classes), key=chart_key, on_select=on_click,
-                        selection_mode="points", width="stretch")
+        st.plotly_chart(
+            confusion_figure(cm, preds.classes),
+            key=chart_key,
+            on_select=on_click,
+            selection_mode="points",
+            width="stretch",
+        )
         st.caption("Rows: the true class · columns: what the model said. Click a cell to see its photos.")
     with right:
-        per_class = pd.DataFrame({"class": preds.classes, "test images": [sum(r) for r in cm],
-                                  "right": [cm[i][i] for i in range(len(cm))],
-                                  "accuracy": list(preds.per_class_accuracy().values())})
-        st.dataframe(per_class.style.format({"accuracy": "{:.0%}"}, na_rep="—"), hide_index=True,
-                     width="stretch", key=f"per_class-{run.run_id}")
+        per_class = pd.DataFrame(
+            {
+                "class": preds.classes,
+                "test images": [sum(r) for r in cm],
+                "right": [cm[i][i] for i in range(len(cm))],
+                "accuracy": list(preds.per_class_accuracy().values()),
+            }
+        )
+        st.dataframe(
+            per_class.style.format({"accuracy": "{:.0%}"}, na_rep="—"),
+            hide_index=True,
+            width="stretch",
+            key=f"per_class-{run.run_id}",
+        )
     cell = st.selectbox("Show the photos of", cells, format_func=lambda c: _cell_label(c, preds), key=cell_key)
     thumbnails(preds.mistakes() if cell is None else preds.images(*cell))
 
@@ -252,17 +313,24 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
         return
     by_id = {r.run_id: r for r in ready}
     run = by_id[st.selectbox("Run", list(by_id), format_func=labels.get, key="eval_run")]
-    folder = st.text_input("Folder with one sub-folder per class (or a .zip, `sample`, `flowers`)",
-                           key="eval_folder", placeholder="/home/me/held-out-flowers")
+    folder = st.text_input(
+        "Folder with one sub-folder per class (or a .zip, `sample`, `flowers`)",
+        key="eval_folder",
+        placeholder="/home/me/held-out-flowers",
+    )
     if dataset:
-        st.button("Use the sidebar's dataset", key="eval_use_sidebar",
-                  on_click=lambda: st.session_state.update(eval_folder=dataset["root"]))
+        st.button(
+            "Use the sidebar's dataset",
+            key="eval_use_sidebar",
+            on_click=lambda: st.session_state.update(eval_folder=dataset["root"]),
+        )
     st.caption(f"The same as `python -m core evaluate {run.dir} --data {folder.strip() or 'PATH'}`")
     if st.button("Evaluate", type="primary", key="eval_go", disabled=not folder.strip()):
         bar = st.progress(0.0, text="reading images")
         try:
-            result = evaluate_run(run.dir, folder.strip(), settings,
-                                  lambda d, t, m: bar.progress(min(1.0, d / t) if t else 0.0, text=m))
+            result = evaluate_run(
+                run.dir, folder.strip(), settings, lambda d, t, m: bar.progress(min(1.0, d / t) if t else 0.0, text=m)
+            )
             st.session_state["eval_result"] = {"run": run.run_id, "result": result}
         except TransferLabError as e:
             st.session_state.pop("eval_result", None)
@@ -274,9 +342,12 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
     result = shown["result"]
     seen = result["seen_in_training"]
     if seen["train"] or seen["val"]:
-        st.warning(f"This is the folder the run was trained on: {seen['train']:,} of these {result['n']:,} images "
-                   f"were in its training split and {seen['val']:,} in its validation split, so this accuracy is "
-                   "optimistic. A held-out folder gives the honest number.", icon="⚠️")
+        st.warning(
+            f"This is the folder the run was trained on: {seen['train']:,} of these {result['n']:,} images "
+            f"were in its training split and {seen['val']:,} in its validation split, so this accuracy is "
+            "optimistic. A held-out folder gives the honest number.",
+            icon="⚠️",
+        )
     c = st.columns(3)
     c[0].metric("Accuracy", f"{result['accuracy']:.1%}")
     c[1].metric("Images", f"{result['n']:,}")
@@ -286,8 +357,13 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
         st.caption(f"{result['skipped_files']} unreadable file(s) skipped.")
     left, right = st.columns([3, 2])
     left.plotly_chart(confusion_figure(result["confusion"], result["classes"]), key="eval_cm", width="stretch")
-    right.dataframe(pd.DataFrame({"class": list(result["per_class"]), "accuracy": list(result["per_class"].values())})
-                    .style.format({"accuracy": "{:.0%}"}, na_rep="—"), hide_index=True, key="eval_per_class")
+    right.dataframe(
+        pd.DataFrame({"class": list(result["per_class"]), "accuracy": list(result["per_class"].values())}).style.format(
+            {"accuracy": "{:.0%}"}, na_rep="—"
+        ),
+        hide_index=True,
+        key="eval_per_class",
+    )
 
 
 def default_choice(runs: list) -> list:
@@ -317,9 +393,14 @@ st.subheader("Runs side by side")
 readable = [r for r in all_runs if r.status != "corrupt"]
 several_backbones = len({r.config.get("model", {}).get("backbone") for r in readable}) > 1
 labels = {r.run_id: run_label(r, with_backbone=several_backbones) for r in readable}
-ids = st.multiselect("Runs to compare", list(labels), default=default_choice(readable),
-                     format_func=labels.get, key="compare_runs",
-                     help="Starts with your latest race. Add earlier runs to compare across launches.")
+ids = st.multiselect(
+    "Runs to compare",
+    list(labels),
+    default=default_choice(readable),
+    format_func=labels.get,
+    key="compare_runs",
+    help="Starts with your latest race. Add earlier runs to compare across launches.",
+)
 chosen = [r for r in readable if r.run_id in ids]
 if not chosen:
     st.info("Choose one or more runs above to see their curves, confusion matrices and predictions.")

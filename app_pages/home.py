@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.machine import machine_state
+from core.app.machine import machine_state
 from core.settings import Settings
 
 settings = Settings.from_env()
@@ -14,9 +14,10 @@ st.markdown(
     "regimes race: from **scratch**, **transfer** learning (ImageNet features frozen, a new last layer), "
     "**fine-tuning** the deeper layers, and fine-tuning **everything**.\n\n"
     "**In class:** 1. pick the dataset and backbone in the sidebar · 2. on **Train**, say how long the class "
-    "can wait (*5 minutes* by default), press *Run all four* and watch the regimes race · 3. on **Compare**, read off which regime wins and what "
-    "it cost · 4. on **Search**, upload a photo and see its nearest neighbours by raw pixels and by deep "
-    "features: *why* ImageNet features transfer. Runs are saved: close the laptop, reopen, they are still there."
+    "can wait (*5 minutes* by default), press *Run all four* and watch the regimes race · 3. on **Compare**, "
+    "read off which regime wins and what it cost · 4. on **Search**, upload a photo and see its nearest "
+    "neighbours by raw pixels and by deep features: *why* ImageNet features transfer. Runs are saved: close "
+    "the laptop, reopen, they are still there."
 )
 
 if dataset:

@@ -1,7 +1,7 @@
 """Search: a photo in, its nearest neighbours out — by raw pixels (L1, cosine) and by deep features.
 
 The indexes are built once per dataset and method (with a progress bar), saved in the cache and reused;
-everything here comes from ``core.image_index`` and ``core.retrieval_eval``.
+everything here comes from ``core.retrieval.index`` and ``core.retrieval.metrics``.
 """
 
 import hashlib
@@ -13,18 +13,19 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
 
-from core.backbones import BACKBONES, pick_pretrained_backbone
-from core.compare import run_label
-from core.embedders import EmbedderConfig
+from core.app.plots import retrieval_quality_figure
+from core.app.tasks import shared_tasks
+from core.data.imagefolder import PHOTO_TYPES, scan_image_folder
 from core.errors import TransferLabError
-from core.image_index import METHODS, IndexConfig, open_index
-from core.imagefolder import PHOTO_TYPES, scan_image_folder
-from core.plots import retrieval_quality_figure
-from core.predictions import load_photo
-from core.retrieval_eval import evaluate_index
-from core.runstore import RunStore
+from core.models.backbones import BACKBONES, pick_pretrained_backbone
+from core.retrieval.embedders import EmbedderConfig
+from core.retrieval.index import IndexConfig, open_index
+from core.retrieval.methods import METHODS
+from core.retrieval.metrics import evaluate_index
+from core.runs.compare import run_label
+from core.runs.predictions import load_photo
+from core.runs.store import RunStore
 from core.settings import Settings
-from core.tasks import shared_tasks
 
 settings = Settings.from_env()
 K_MAX = 24  # the most neighbours shown; leave-one-out rankings are computed (and saved) to this depth
@@ -34,11 +35,10 @@ MATCH, OTHER = "#2ca02c", "#d9d9d9"
 AUTO_MEASURE_UP_TO = 1000  # datasets this small get their precision@k measured without asking
 COLUMN_HELP = {
     "l1": "Sum of absolute differences between the two photos' pixels (86×128, 0–255). "
-          "Shown as the mean difference per pixel value: **lower is closer**.",
+    "Shown as the mean difference per pixel value: **lower is closer**.",
     "cosine": "Angle between the two photos' pixel vectors: the same picture brighter or darker still matches. "
-              "**Higher is closer** (1 = identical up to brightness).",
-    "deep": "Angle between what the network *sees*: pooled features of a pretrained CNN. "
-            "**Higher is closer**.",
+    "**Higher is closer** (1 = identical up to brightness).",
+    "deep": "Angle between what the network *sees*: pooled features of a pretrained CNN. **Higher is closer**.",
 }
 
 
@@ -68,12 +68,16 @@ def deep_sources() -> dict:
     out = {}
     for name, spec in BACKBONES.items():
         if spec.weights_source(settings):
-            out[f"imagenet:{name}"] = (f"ImageNet {spec.display.split(' (')[0]} (pretrained)",
-                                       EmbedderConfig(backbone=name))
+            out[f"imagenet:{name}"] = (
+                f"ImageNet {spec.display.split(' (')[0]} (pretrained)",
+                EmbedderConfig(backbone=name),
+            )
     if not out:  # nothing on disk: the default backbone downloads its weights
         name = pick_pretrained_backbone(settings)[0]
-        out[f"imagenet:{name}"] = (f"ImageNet {BACKBONES[name].display} (downloads weights)",
-                                   EmbedderConfig(backbone=name))
+        out[f"imagenet:{name}"] = (
+            f"ImageNet {BACKBONES[name].display} (downloads weights)",
+            EmbedderConfig(backbone=name),
+        )
     for run in RunStore(settings.runs_dir).list_runs():
         if run.status == "finished" and run.has_checkpoint:
             out[f"run:{run.run_id}"] = (f"Fine-tuned run: {run_label(run)}", EmbedderConfig(run=str(run.dir)))
@@ -112,11 +116,16 @@ def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
 
 def choose_query(root: str, classes: list):
     """(source, name, true class or None, dataset file or None); None when there is no usable query."""
-    up = st.file_uploader("Upload a photo to search with (JPEG, PNG, WebP…; any size)", type=PHOTO_TYPES,
-                          key="search_upload")
+    up = st.file_uploader(
+        "Upload a photo to search with (JPEG, PNG, WebP…; any size)", type=PHOTO_TYPES, key="search_upload"
+    )
     if up is not None:
-        truth = st.selectbox("What is in the photo? (optional: highlights the neighbours of that class)",
-                             ["", *classes], format_func=lambda c: c or "— don't know —", key="search_truth")
+        truth = st.selectbox(
+            "What is in the photo? (optional: highlights the neighbours of that class)",
+            ["", *classes],
+            format_func=lambda c: c or "— don't know —",
+            key="search_truth",
+        )
         return io.BytesIO(up.getvalue()), up.name, truth or None, None
     by_class = files_by_class(root)
     tag = hashlib.sha1(root.encode()).hexdigest()[:8]
@@ -141,16 +150,21 @@ def choose_query(root: str, classes: list):
 
 
 def neighbour_grid(index, result, truth) -> None:
-    rows = [result.neighbours[i:i + THUMBS_PER_ROW] for i in range(0, len(result.neighbours), THUMBS_PER_ROW)]
+    rows = [result.neighbours[i : i + THUMBS_PER_ROW] for i in range(0, len(result.neighbours), THUMBS_PER_ROW)]
     for row in rows:
         cols = st.columns(THUMBS_PER_ROW)
         for col, n in zip(cols, row):
             same = truth is not None and n.label == truth
-            caption = (f"{n.rank}. {'✅ ' if same else ''}**{n.label}**  \n"
-                       f"{index.method.format_score(n.score, index.embedder.dim)}")
+            caption = (
+                f"{n.rank}. {'✅ ' if same else ''}**{n.label}**  \n"
+                f"{index.method.format_score(n.score, index.embedder.dim)}"
+            )
             try:
-                col.image(framed_thumbnail(n.path, MATCH if same else OTHER, Path(n.path).stat().st_mtime),
-                          caption=caption, width="stretch")
+                col.image(
+                    framed_thumbnail(n.path, MATCH if same else OTHER, Path(n.path).stat().st_mtime),
+                    caption=caption,
+                    width="stretch",
+                )
             except OSError:
                 col.caption(f"{caption} — the file is no longer at {n.path}")
 
@@ -187,8 +201,9 @@ def results_section(opened: dict, source, name: str, truth, own_file, k: int) ->
                 st.error(got)
                 continue
             index, _ = got
-            st.caption(f"{index.embedder.description} · {len(index):,} images · "
-                       f"{results[method].seconds * 1000:.0f} ms")
+            st.caption(
+                f"{index.embedder.description} · {len(index):,} images · {results[method].seconds * 1000:.0f} ms"
+            )
             neighbour_grid(index, results[method], truth)
 
 
@@ -201,10 +216,15 @@ def quality_section(opened: dict, root: str, k: int) -> None:
     measure_key = f"search_measure-{root}"
     known = all(ix.has_leave_one_out(K_MAX) for ix in ready.values())
     if not (known or n <= AUTO_MEASURE_UP_TO or st.session_state.get(measure_key)):
-        st.caption(f"Every one of the {n:,} images searches for its {K_MAX} nearest neighbours among the others "
-                   f"(leave-one-out), once per method; the result is saved for next time.")
-        st.button("📏 Measure precision@k of each method", key="search_measure_button",
-                  on_click=lambda: st.session_state.update({measure_key: True}))
+        st.caption(
+            f"Every one of the {n:,} images searches for its {K_MAX} nearest neighbours among the others "
+            f"(leave-one-out), once per method; the result is saved for next time."
+        )
+        st.button(
+            "📏 Measure precision@k of each method",
+            key="search_measure_button",
+            on_click=lambda: st.session_state.update({measure_key: True}),
+        )
         return
     holder = st.empty()
     shown = {"bar": None}
@@ -216,32 +236,56 @@ def quality_section(opened: dict, root: str, k: int) -> None:
             shown["bar"].progress(task.fraction, text=f"{task.message}: {task.done:,} / {task.total or 0:,}")
 
         depth = min(K_MAX, len(index) - 1)
-        shared_tasks().run(f"loo|{index.path}|{depth}",
-                           lambda progress, ix=index, d=depth: ix.leave_one_out(d, progress), poll)
+        shared_tasks().run(
+            f"loo|{index.path}|{depth}", lambda progress, ix=index, d=depth: ix.leave_one_out(d, progress), poll
+        )
         q = evaluate_index(index, k)
-        rows.append({"method": method, "label": METHODS[method].display, "k": q.k,
-                     "precision_at_k": q.precision_at_k, "map_at_k": q.map_at_k, "chance": q.chance})
+        rows.append(
+            {
+                "method": method,
+                "label": METHODS[method].display,
+                "k": q.k,
+                "precision_at_k": q.precision_at_k,
+                "map_at_k": q.map_at_k,
+                "chance": q.chance,
+            }
+        )
     holder.empty()
     left, right = st.columns([3, 2])
-    left.plotly_chart(retrieval_quality_figure(rows, chance=rows[0]["chance"]), width="stretch",
-                      key="search_quality_chart")
+    left.plotly_chart(
+        retrieval_quality_figure(rows, chance=rows[0]["chance"]), width="stretch", key="search_quality_chart"
+    )
     with right:
-        table = pd.DataFrame([{"method": r["label"], f"precision@{r['k']}": r["precision_at_k"],
-                               f"mAP@{r['k']}": r["map_at_k"]} for r in rows])
-        st.dataframe(table.style.format({c: "{:.1%}" for c in table.columns[1:]}), hide_index=True, width="stretch",
-                     key="search_quality_table")
+        table = pd.DataFrame(
+            [
+                {"method": r["label"], f"precision@{r['k']}": r["precision_at_k"], f"mAP@{r['k']}": r["map_at_k"]}
+                for r in rows
+            ]
+        )
+        st.dataframe(
+            table.style.format({c: "{:.1%}" for c in table.columns[1:]}),
+            hide_index=True,
+            width="stretch",
+            key="search_quality_table",
+        )
         best = max(rows, key=lambda r: r["precision_at_k"])
-        why = ": raw pixels see colours and layout, deep features see petals and shapes" if best["method"] == "deep" \
+        why = (
+            ": raw pixels see colours and layout, deep features see petals and shapes"
+            if best["method"] == "deep"
             else ""
+        )
         st.markdown(
             f"Each of the {n:,} images searched for its {rows[0]['k']} nearest *other* images. **precision@k**: the "
             f"share of those neighbours in the query's class (random picks would get {rows[0]['chance']:.0%}). "
-            f"**mAP@k** also rewards putting them first. **{best['label']}** wins here{why}.")
+            f"**mAP@k** also rewards putting them first. **{best['label']}** wins here{why}."
+        )
 
 
 st.title("🔎 Search")
-st.markdown("**Find similar photos three ways.** Raw pixels compare colours where they sit in the picture; "
-            "deep features compare what a network trained on ImageNet recognises in it.")
+st.markdown(
+    "**Find similar photos three ways.** Raw pixels compare colours where they sit in the picture; "
+    "deep features compare what a network trained on ImageNet recognises in it."
+)
 
 dataset = st.session_state.get("dataset")
 if not dataset:
@@ -252,10 +296,14 @@ sources = deep_sources()
 keys = list(sources)
 sidebar_key = f"imagenet:{st.session_state.get('backbone')}"
 controls = st.columns([3, 2], vertical_alignment="bottom")
-deep_key = controls[0].selectbox("Deep features from", keys, format_func=lambda key: sources[key][0],
-                                 index=keys.index(sidebar_key) if sidebar_key in keys else 0, key="search_deep",
-                                 help="A fine-tuned run's network has learnt these classes: compare its "
-                                      "neighbourhoods with the ImageNet ones.")
+deep_key = controls[0].selectbox(
+    "Deep features from",
+    keys,
+    format_func=lambda key: sources[key][0],
+    index=keys.index(sidebar_key) if sidebar_key in keys else 0,
+    key="search_deep",
+    help="A fine-tuned run's network has learnt these classes: compare its neighbourhoods with the ImageNet ones.",
+)
 k = controls[1].slider("Neighbours (k)", 1, K_MAX, 8, key="search_k")
 
 opened = open_indexes(dataset["root"], sources[deep_key][1])
@@ -267,7 +315,9 @@ quality_section(opened, dataset["root"], k)
 with st.expander("About the indexes"):
     for method, got in opened.items():
         st.markdown(f"- {got[1].describe()}" if isinstance(got, tuple) else f"- {method}: {got}")
-    st.caption("Exact FAISS flat indexes (L1: `METRIC_L1`; cosine: inner product of L2-normalised vectors). Above "
-               f"{IndexConfig().approx_threshold:,} images an approximate HNSW index is used and its recall against "
-               "exact search is shown here. Indexes are rebuilt only when the dataset's files or the embedder change; added photos are "
-               "embedded and added on their own.")
+    st.caption(
+        "Exact FAISS flat indexes (L1: `METRIC_L1`; cosine: inner product of L2-normalised vectors). Above "
+        f"{IndexConfig().approx_threshold:,} images an approximate HNSW index is used and its recall against "
+        "exact search is shown here. Indexes are rebuilt only when the dataset's files or the embedder change; "
+        "added photos are embedded and added on their own."
+    )

@@ -8,24 +8,39 @@ another browser shows the same state. Training runs on the queue's worker thread
 import pandas as pd
 import streamlit as st
 
-from core.backbones import BACKBONES
-from core.config import BUDGET_PRESETS, PRESET_NAMES, DataConfig, ModelConfig, RunConfig, apply_preset
+from core.app.jobs import shared_queue
+from core.app.live import group_view, latest_group, progress_fraction, progress_text, race_timing
+from core.app.plots import CurveSeries, race_figure
+from core.app.tasks import shared_tasks
 from core.errors import TransferLabError
-from core.jobs import shared_queue
-from core.live import group_view, latest_group, new_group_id, progress_fraction, progress_text, race_timing
-from core.planner import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
-from core.plots import CurveSeries, race_figure
-from core.race import plan_for
-from core.regimes import REGIMES, default_freeze, describe_regimes
-from core.runstore import RunStore
+from core.models.backbones import BACKBONES, get_backbone
+from core.models.regimes import REGIMES, describe_regimes
+from core.runs.store import RunStore
 from core.settings import Settings
-from core.tasks import shared_tasks
-from core.throughput import cached as cached_throughput
-from core.throughput import probe
+from core.training.config import (
+    BUDGET_PRESETS,
+    PRESET_NAMES,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    apply_preset,
+    new_group_id,
+)
+from core.training.planner import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
+from core.training.race import plan_for
+from core.training.throughput import cached as cached_throughput
+from core.training.throughput import probe
 
 LIVE_REFRESH_SECONDS = 1.0
-STATE_ICONS = {"queued": "⏳", "running": "🏃", "finished": "✅", "interrupted": "⏹️", "failed": "❌",
-               "cancelled": "🚫", "corrupt": "⚠️"}
+STATE_ICONS = {
+    "queued": "⏳",
+    "running": "🏃",
+    "finished": "✅",
+    "interrupted": "⏹️",
+    "failed": "❌",
+    "cancelled": "🚫",
+    "corrupt": "⚠️",
+}
 
 settings = Settings.from_env()
 dataset = st.session_state.get("dataset")
@@ -35,8 +50,10 @@ backbone = st.session_state.get("backbone") or "efficientnet_lite0"
 @st.cache_data(show_spinner=False)
 def regime_counts(backbone: str, num_classes: int, freeze) -> dict:
     """{regime: (trainable params, frozen params, frozen tensors)} — no weights are loaded."""
-    return {name: (c.trainable, c.frozen, c.frozen_tensors)
-            for name, c in describe_regimes(backbone, num_classes, freeze).items()}
+    return {
+        name: (c.trainable, c.frozen, c.frozen_tensors)
+        for name, c in describe_regimes(backbone, num_classes, freeze).items()
+    }
 
 
 def fmt_params(n: int) -> str:
@@ -61,20 +78,30 @@ def live_panel() -> None:
     st.subheader("The race")
     timing = race_timing(runs)
     if timing:
-        st.caption(f"Planned to finish within **{fmt_seconds(timing['budget_seconds'])}** "
-                   f"(predicted {fmt_seconds(timing['predicted_seconds'])})"
-                   + (f" · {timing['done']} of {timing['runs']} done in {fmt_seconds(timing['actual_done_seconds'])}, "
-                      f"predicted {fmt_seconds(timing['predicted_done_seconds'])}" if timing["done"] else ""))
+        st.caption(
+            f"Planned to finish within **{fmt_seconds(timing['budget_seconds'])}** "
+            f"(predicted {fmt_seconds(timing['predicted_seconds'])})"
+            + (
+                f" · {timing['done']} of {timing['runs']} done in {fmt_seconds(timing['actual_done_seconds'])}, "
+                f"predicted {fmt_seconds(timing['predicted_done_seconds'])}"
+                if timing["done"]
+                else ""
+            )
+        )
     for run in runs:
         c1, c2, c3 = st.columns([3, 7, 1], vertical_alignment="center")
         c1.markdown(f"{STATE_ICONS.get(run.state, '')} **{run.label}**")
         if run.state == "finished" and run.summary.get("test_acc") is not None:
             s = run.summary
-            took = (f"took {s['wall_seconds']:.0f} s (planned {run.plan['predicted_seconds']:.0f} s)"
-                    if run.plan.get("predicted_seconds") is not None and s.get("wall_seconds") else
-                    f"trained in {s['train_seconds']:.0f} s")
-            c2.markdown(f"test accuracy **{s['test_acc']:.1%}** · best val {s['best_val_acc']:.1%} "
-                        f"(epoch {s['best_epoch']}) · {took}")
+            took = (
+                f"took {s['wall_seconds']:.0f} s (planned {run.plan['predicted_seconds']:.0f} s)"
+                if run.plan.get("predicted_seconds") is not None and s.get("wall_seconds")
+                else f"trained in {s['train_seconds']:.0f} s"
+            )
+            c2.markdown(
+                f"test accuracy **{s['test_acc']:.1%}** · best val {s['best_val_acc']:.1%} "
+                f"(epoch {s['best_epoch']}) · {took}"
+            )
             for note in (s.get("setup") or {}).get("notes") or []:
                 c2.caption(f"⚠️ {note}")
         elif run.state in ("failed", "corrupt"):
@@ -82,13 +109,20 @@ def live_panel() -> None:
         else:
             c2.progress(progress_fraction(run), text=progress_text(run))
         if run.job_id:
-            c3.button("Stop", key=f"stop-{run.job_id}", on_click=queue.stop, args=(run.job_id,),
-                      help="Stop after the current batch; what it finished is kept as an interrupted run.")
+            c3.button(
+                "Stop",
+                key=f"stop-{run.job_id}",
+                on_click=queue.stop,
+                args=(run.job_id,),
+                help="Stop after the current batch; what it finished is kept as an interrupted run.",
+            )
     series = [CurveSeries(run.label, run.regime, run.metrics) for run in runs if run.metrics]
     if series:
         st.plotly_chart(race_figure(series), key="race", width="stretch")
-        st.caption("Against each run's own clock: solid validation · dashed training · ★ best epoch (lowest "
-                   "validation loss). A run that reaches its accuracy further left bought it for less.")
+        st.caption(
+            "Against each run's own clock: solid validation · dashed training · ★ best epoch (lowest "
+            "validation loss). A run that reaches its accuracy further left bought it for less."
+        )
     if runs and not any(r.active for r in runs):
         st.page_link("app_pages/compare.py", label="Compare these runs with earlier ones →", icon="📊")
 
@@ -103,8 +137,11 @@ def measured_throughput(precision: str = "auto"):
     if found is not None:
         return found
     if shared_queue().busy():
-        st.info("Planning to a time budget needs one measurement of this machine's speed, which waits until the "
-                "running training ends (it would skew it). Use the notebook recipe meanwhile.", icon="⏱️")
+        st.info(
+            "Planning to a time budget needs one measurement of this machine's speed, which waits until the "
+            "running training ends (it would skew it). Use the notebook recipe meanwhile.",
+            icon="⏱️",
+        )
         return None
     holder = st.empty()
 
@@ -112,8 +149,9 @@ def measured_throughput(precision: str = "auto"):
         holder.progress(task.fraction, text=f"Measuring this machine once (a few seconds): {task.message}")
 
     try:
-        return shared_tasks().run(f"probe|{backbone}|{precision}",
-                                  lambda progress: probe(backbone, settings, precision, progress), poll)
+        return shared_tasks().run(
+            f"probe|{backbone}|{precision}", lambda progress: probe(backbone, settings, precision, progress), poll
+        )
     finally:
         holder.empty()
 
@@ -136,13 +174,22 @@ def plan_preview(regimes: list, budget_minutes: int, seed: int):
     rows = [{**p.row(), "regime": REGIMES[p.regime].title} for p in race.plan.runs]
     for row in rows:
         row["cached views"] = str(row["cached views"] or "—")  # only regimes with frozen layers cache them
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                 column_config={"images": st.column_config.NumberColumn("training images", format="%d"),
-                                "px": "image px", "predicted s": st.column_config.NumberColumn(format="%d s")})
-    st.caption(f"One after another, in this order, predicted **{fmt_seconds(race.plan.predicted_seconds)}** of "
-               f"the {fmt_seconds(budget_minutes * 60)} budget on this machine. Fine-tuning runs first so that "
-               f"transfer learning reuses its frozen layers' outputs: transfer's whole cost is that one pass over "
-               f"the photos, its head trains in about a second. px a→b: trained small, the last epoch at full size.")
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "images": st.column_config.NumberColumn("training images", format="%d"),
+            "px": "image px",
+            "predicted s": st.column_config.NumberColumn(format="%d s"),
+        },
+    )
+    st.caption(
+        f"One after another, in this order, predicted **{fmt_seconds(race.plan.predicted_seconds)}** of "
+        f"the {fmt_seconds(budget_minutes * 60)} budget on this machine. Fine-tuning runs first so that "
+        f"transfer learning reuses its frozen layers' outputs: transfer's whole cost is that one pass over "
+        f"the photos, its head trains in about a second. px a→b: trained small, the last epoch at full size."
+    )
     return race
 
 
@@ -153,22 +200,34 @@ if not dataset:
     st.warning("Choose a dataset in the sidebar first.")
     live_panel()  # a race launched earlier (or by another session) is still shown
     st.stop()
-st.caption(f"Dataset **{dataset['label']}** ({dataset['n']:,} images, {len(dataset['classes'])} classes) · "
-           f"backbone **{BACKBONES[backbone].display}** — change them in the sidebar.")
+st.caption(
+    f"Dataset **{dataset['label']}** ({dataset['n']:,} images, {len(dataset['classes'])} classes) · "
+    f"backbone **{BACKBONES[backbone].display}** — change them in the sidebar."
+)
 
-preset = st.radio("Preset", PRESET_NAMES, horizontal=True, key="preset",
-                  help="5 minutes / quick demo: a time budget. The app measures this machine once and plans each "
-                       "regime's image size, images and epochs to finish within it. "
-                       "notebook recipe: the course notebook's settings for every regime.")
+preset = st.radio(
+    "Preset",
+    PRESET_NAMES,
+    horizontal=True,
+    key="preset",
+    help="5 minutes / quick demo: a time budget. The app measures this machine once and plans each "
+    "regime's image size, images and epochs to finish within it. "
+    "notebook recipe: the course notebook's settings for every regime.",
+)
 budget_mode = preset in BUDGET_PRESETS
 k = f"{preset}-{backbone}"  # switching preset or backbone resets the knobs to its defaults
 if budget_mode:
     c = st.columns([3, 1])
-    budget = c[0].slider("Time budget (minutes)", MIN_BUDGET_MINUTES, MAX_BUDGET_MINUTES,
-                         int(BUDGET_PRESETS[preset]), key=f"budget-{k}",
-                         help="How long the class can wait for all the chosen regimes, one after another.")
+    budget = c[0].slider(
+        "Time budget (minutes)",
+        MIN_BUDGET_MINUTES,
+        MAX_BUDGET_MINUTES,
+        int(BUDGET_PRESETS[preset]),
+        key=f"budget-{k}",
+        help="How long the class can wait for all the chosen regimes, one after another.",
+    )
     seed = c[1].number_input("Seed", 0, 10_000, 0, key=f"seed-{k}")
-    freeze = default_freeze(backbone)
+    freeze = get_backbone(backbone).notebook_freeze
 else:
     base = apply_preset(RunConfig(), preset)
     c = st.columns(6)
@@ -177,9 +236,15 @@ else:
     batch_size = c[2].number_input("Batch size", 1, 256, base.train.batch_size, key=f"bs-{k}")
     lr = c[3].number_input("Learning rate", 1e-6, 0.5, base.train.lr, format="%.0e", step=1e-4, key=f"lr-{k}")
     body_tensors = regime_counts(backbone, len(dataset["classes"]), None)["transfer"][2]
-    freeze = c[4].number_input("Frozen (finetune)", 0, body_tensors, default_freeze(backbone), key=f"freeze-{k}",
-                               help="The first N parameter tensors stay frozen in the finetune regime. "
-                                    "The notebook freezes 50 of ResNet18's 62.")
+    freeze = c[4].number_input(
+        "Frozen (finetune)",
+        0,
+        body_tensors,
+        get_backbone(backbone).notebook_freeze,
+        key=f"freeze-{k}",
+        help="The first N parameter tensors stay frozen in the finetune regime. "
+        "The notebook freezes 50 of ResNet18's 62.",
+    )
     seed = c[5].number_input("Seed", 0, 10_000, 0, key=f"seed-{k}")
 
 # ---------------------------------------------------------------------------------------------- regimes
@@ -196,8 +261,14 @@ for col, (name, regime) in zip(cols, REGIMES.items()):
 
 race = None
 if budget_mode and chosen:
-    st.markdown("**The plan**" + ("" if len(chosen) == len(REGIMES) else
-                                  " for the selected regimes (*Run all four* plans all four in the same budget)"))
+    st.markdown(
+        "**The plan**"
+        + (
+            ""
+            if len(chosen) == len(REGIMES)
+            else " for the selected regimes (*Run all four* plans all four in the same budget)"
+        )
+    )
     race = plan_preview(chosen, int(budget), int(seed))
 
 
@@ -226,11 +297,17 @@ def launch(regimes) -> None:
         return
     configs = []
     for name in regimes:
-        cfg = apply_preset(RunConfig(data=DataConfig(source=dataset["source"]),
-                                     model=ModelConfig(backbone=backbone, regime=name)), preset)
+        cfg = apply_preset(
+            RunConfig(data=DataConfig(source=dataset["source"]), model=ModelConfig(backbone=backbone, regime=name)),
+            preset,
+        )
         cfg.data.img_size, cfg.data.split_seed = int(img_size), int(seed)
-        cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.seed = \
-            int(epochs), int(batch_size), float(lr), int(seed)
+        cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.seed = (
+            int(epochs),
+            int(batch_size),
+            float(lr),
+            int(seed),
+        )
         cfg.model.freeze = int(freeze) if name == "finetune" else None
         cfg.group = group
         configs.append(cfg)
@@ -238,9 +315,12 @@ def launch(regimes) -> None:
 
 
 if BACKBONES[backbone].weights_source(settings) is None:
-    st.warning(f"{BACKBONES[backbone].display}: ImageNet weights are not on this machine. The ImageNet regimes "
-               "download them when they start (needs internet); offline, pick EfficientNet-Lite0 in the sidebar. "
-               "`From scratch` needs no weights.", icon="⬇️")
+    st.warning(
+        f"{BACKBONES[backbone].display}: ImageNet weights are not on this machine. The ImageNet regimes "
+        "download them when they start (needs internet); offline, pick EfficientNet-Lite0 in the sidebar. "
+        "`From scratch` needs no weights.",
+        icon="⬇️",
+    )
 unmeasured = budget_mode and cached_throughput(backbone, settings) is None  # planning needs the measurement
 buttons = st.container(horizontal=True)
 if buttons.button("▶ Run all four", type="primary", key="run_all", disabled=unmeasured):

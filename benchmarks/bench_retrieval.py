@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_training import machine  # noqa: E402
-from core.embedders import EmbedderConfig, get_embedder  # noqa: E402
-from core.image_index import METHODS, IndexConfig, clear_memory_cache, open_index  # noqa: E402
-from core.retrieval_eval import evaluate_index  # noqa: E402
+from core.retrieval.embedders import EmbedderConfig, get_embedder  # noqa: E402
+from core.retrieval.index import IndexConfig, clear_memory_cache, open_index  # noqa: E402
+from core.retrieval.methods import METHODS  # noqa: E402
+from core.retrieval.metrics import evaluate_index  # noqa: E402
 from core.settings import Settings  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "flower_photos"
@@ -60,8 +61,13 @@ def bench_build(root: Path, tmp: Path, repeats: int) -> None:
     get_embedder("deep", EmbedderConfig(), Settings.from_env())
     print(f"\n(loading the deep model once, excluded below: {time.perf_counter() - t:.1f} s)")
     rows = []
-    variants = [("l1", None, "auto"), ("cosine", None, "auto"), ("deep", "bf16", "torch"), ("deep", "fp32", "torch"),
-                ("deep", "fp32", "auto")]
+    variants = [
+        ("l1", None, "auto"),
+        ("cosine", None, "auto"),
+        ("deep", "bf16", "torch"),
+        ("deep", "fp32", "torch"),
+        ("deep", "fp32", "auto"),
+    ]
     for method, precision, runtime in variants:
         emb = EmbedderConfig(precision=precision or "auto", runtime=runtime)
         if precision:  # load this precision's model (and export it) outside the timing
@@ -76,19 +82,34 @@ def bench_build(root: Path, tmp: Path, repeats: int) -> None:
             assert again.action == "reused"
             reopens.append(s)
         quality = evaluate_index(index, 10)
-        rows.append(emit(section="build", method=method, precision=precision, runtime=runtime, images=len(index),
-                         dim=index.embedder.dim, build_s=statistics.median(builds), builds=builds,
-                         reopen_s=statistics.median(reopens), file_mb=Path(report.path).stat().st_size / 1e6,
-                         precision_at_10=quality.precision_at_k))
+        rows.append(
+            emit(
+                section="build",
+                method=method,
+                precision=precision,
+                runtime=runtime,
+                images=len(index),
+                dim=index.embedder.dim,
+                build_s=statistics.median(builds),
+                builds=builds,
+                reopen_s=statistics.median(reopens),
+                file_mb=Path(report.path).stat().st_size / 1e6,
+                precision_at_10=quality.precision_at_k,
+            )
+        )
     print("\n| method | vectors | build from nothing s (median) | reopen from disk s | index file MB | precision@10 |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         name = r["method"] + (f" ({r['runtime']})" if r["precision"] else "")
-        print(f"| {name} | {r['images']:,} × {r['dim']:,} | {r['build_s']:.1f} | {r['reopen_s']:.2f} | "
-              f"{r['file_mb']:.0f} | {r['precision_at_10']:.3f} |")
+        print(
+            f"| {name} | {r['images']:,} × {r['dim']:,} | {r['build_s']:.1f} | {r['reopen_s']:.2f} | "
+            f"{r['file_mb']:.0f} | {r['precision_at_10']:.3f} |"
+        )
     bf16, fp32, auto = rows[2], rows[3], rows[4]
-    print(f"\ndeep features against PyTorch fp32: PyTorch bf16 {fp32['build_s'] / bf16['build_s']:.2f}×, "
-          f"the automatic choice ({auto['runtime']}) {fp32['build_s'] / auto['build_s']:.2f}× faster")
+    print(
+        f"\ndeep features against PyTorch fp32: PyTorch bf16 {fp32['build_s'] / bf16['build_s']:.2f}×, "
+        f"the automatic choice ({auto['runtime']}) {fp32['build_s'] / auto['build_s']:.2f}× faster"
+    )
 
 
 def _linked_copy(src: Path, dst: Path, leave_out: int) -> list:
@@ -97,9 +118,9 @@ def _linked_copy(src: Path, dst: Path, leave_out: int) -> list:
     for cls in sorted(p for p in src.iterdir() if p.is_dir()):
         files = sorted(cls.glob("*.jpg"))
         (dst / cls.name).mkdir(parents=True)
-        for f in files[:len(files) - leave_out]:
+        for f in files[: len(files) - leave_out]:
             (dst / cls.name / f.name).symlink_to(f)
-        held += [(f, dst / cls.name / f.name) for f in files[len(files) - leave_out:]]
+        held += [(f, dst / cls.name / f.name) for f in files[len(files) - leave_out :]]
     return held
 
 
@@ -120,13 +141,23 @@ def bench_incremental(root: Path, tmp: Path, repeats: int) -> None:
             s, _, report = timed_open(data, method, fresh_settings(tmp, f"inc-full-{method}-{r}"))
             assert report.action == "built"
             fulls.append(s)
-        rows.append(emit(section="incremental", method=method, added=len(held), images=len(index),
-                         add_s=statistics.median(adds), rebuild_s=statistics.median(fulls)))
+        rows.append(
+            emit(
+                section="incremental",
+                method=method,
+                added=len(held),
+                images=len(index),
+                add_s=statistics.median(adds),
+                rebuild_s=statistics.median(fulls),
+            )
+        )
     print("\n| method | images | add 10 photos s | build all again s | ratio |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['method']} | {r['images']:,} | {r['add_s']:.2f} | {r['rebuild_s']:.1f} | "
-              f"{r['rebuild_s'] / r['add_s']:.0f}× |")
+        print(
+            f"| {r['method']} | {r['images']:,} | {r['add_s']:.2f} | {r['rebuild_s']:.1f} | "
+            f"{r['rebuild_s'] / r['add_s']:.0f}× |"
+        )
 
 
 def _brute_force(vectors: np.ndarray, q: np.ndarray, k: int, l1: bool) -> np.ndarray:
@@ -157,14 +188,26 @@ def bench_query(root: Path, tmp: Path, queries: int) -> None:
             t = time.perf_counter()
             _brute_force(vectors, q[0], 8, l1)
             numpy_only.append(time.perf_counter() - t)
-        rows.append(emit(section="query", method=method, images=len(index), queries=queries,
-                         query_ms=1000 * statistics.median(full), faiss_ms=1000 * statistics.median(faiss_only),
-                         numpy_ms=1000 * statistics.median(numpy_only)))
-    print(f"\n| method | whole query ms (median of {queries}) | FAISS search ms | numpy brute force ms | FAISS speed-up |")
+        rows.append(
+            emit(
+                section="query",
+                method=method,
+                images=len(index),
+                queries=queries,
+                query_ms=1000 * statistics.median(full),
+                faiss_ms=1000 * statistics.median(faiss_only),
+                numpy_ms=1000 * statistics.median(numpy_only),
+            )
+        )
+    print(
+        f"\n| method | whole query ms (median of {queries}) | FAISS search ms | numpy brute force ms | FAISS speed-up |"
+    )
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['method']} | {r['query_ms']:.1f} | {r['faiss_ms']:.2f} | {r['numpy_ms']:.2f} | "
-              f"{r['numpy_ms'] / r['faiss_ms']:.1f}× |")
+        print(
+            f"| {r['method']} | {r['query_ms']:.1f} | {r['faiss_ms']:.2f} | {r['numpy_ms']:.2f} | "
+            f"{r['numpy_ms'] / r['faiss_ms']:.1f}× |"
+        )
 
 
 def bench_quality(root: Path, tmp: Path, k: int = 10) -> None:
@@ -177,8 +220,10 @@ def bench_quality(root: Path, tmp: Path, k: int = 10) -> None:
     print(f"\n| method | embedder | precision@{k} | mAP@{k} | leave-one-out s |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['method']} | {r['embedder']} | {r['precision_at_k']:.3f} | {r['map_at_k']:.3f} | "
-              f"{r['seconds']:.1f} |")
+        print(
+            f"| {r['method']} | {r['embedder']} | {r['precision_at_k']:.3f} | {r['map_at_k']:.3f} | "
+            f"{r['seconds']:.1f} |"
+        )
     print(f"\nrandom picks: precision@{k} {rows[0]['chance']:.3f}")
 
 
@@ -195,21 +240,34 @@ def bench_hnsw(root: Path, tmp: Path, queries: int) -> None:
         picks = np.random.default_rng(1).choice(len(index), size=queries, replace=False)
         flat_t, hnsw_t = [], []
         for i in picks:
-            q = vectors[int(i):int(i) + 1]
+            q = vectors[int(i) : int(i) + 1]
             t = time.perf_counter()
             exact.search_vectors(q, 10)
             flat_t.append(time.perf_counter() - t)
             t = time.perf_counter()
             index.search_vectors(q, 10)
             hnsw_t.append(time.perf_counter() - t)
-        rows.append(emit(section="hnsw", method=method, build_s=build, embed_and_graph_s=report.seconds,
-                         flat_ms=1000 * statistics.median(flat_t), hnsw_ms=1000 * statistics.median(hnsw_t),
-                         recall=report.recall))
-    print("\n| method | build s (embedding + graph + recall check) | flat search ms | HNSW search ms | recall@10 vs exact |")
+        rows.append(
+            emit(
+                section="hnsw",
+                method=method,
+                build_s=build,
+                embed_and_graph_s=report.seconds,
+                flat_ms=1000 * statistics.median(flat_t),
+                hnsw_ms=1000 * statistics.median(hnsw_t),
+                recall=report.recall,
+            )
+        )
+    print(
+        "\n| method | build s (embedding + graph + recall check) | flat search ms | HNSW search ms "
+        "| recall@10 vs exact |"
+    )
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['method']} | {r['build_s']:.1f} | {r['flat_ms']:.2f} | {r['hnsw_ms']:.2f} | "
-              f"{r['recall']['recall']:.3f} ({r['recall']['queries']} queries) |")
+        print(
+            f"| {r['method']} | {r['build_s']:.1f} | {r['flat_ms']:.2f} | {r['hnsw_ms']:.2f} | "
+            f"{r['recall']['recall']:.3f} ({r['recall']['queries']} queries) |"
+        )
 
 
 def main() -> int:
@@ -225,11 +283,13 @@ def main() -> int:
         for section in args.sections:
             t = time.perf_counter()
             print(f"\n## {section}", flush=True)
-            {"build": lambda: bench_build(root, Path(tmp), args.repeats),
-             "incremental": lambda: bench_incremental(root, Path(tmp), args.repeats),
-             "query": lambda: bench_query(root, Path(tmp), args.queries),
-             "quality": lambda: bench_quality(root, Path(tmp)),
-             "hnsw": lambda: bench_hnsw(root, Path(tmp), args.queries)}[section]()
+            {
+                "build": lambda: bench_build(root, Path(tmp), args.repeats),
+                "incremental": lambda: bench_incremental(root, Path(tmp), args.repeats),
+                "query": lambda: bench_query(root, Path(tmp), args.queries),
+                "quality": lambda: bench_quality(root, Path(tmp)),
+                "hnsw": lambda: bench_hnsw(root, Path(tmp), args.queries),
+            }[section]()
             print(f"({section}: {time.perf_counter() - t:.0f} s)", flush=True)
     return 0
 

@@ -29,7 +29,7 @@ class Settings:
     resnet18_weights: Optional[Path] = None
 
     @classmethod
-    def from_env(cls, environ: Optional[dict] = None) -> "Settings":
+    def from_env(cls, environ: Optional[dict] = None) -> Settings:
         env = os.environ if environ is None else environ
         cache = env.get(ENV_CACHE_DIR) or platformdirs.user_cache_dir(APP_NAME)
         runs = env.get(ENV_RUNS_DIR) or str(Path(platformdirs.user_data_dir(APP_NAME)) / "runs")

@@ -38,7 +38,7 @@ def settings(session_cache, tmp_path, monkeypatch) -> Settings:
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     """5 classes x 16 generated images of 48 px, ImageFolder layout."""
-    from core.sample import generate_sample
+    from core.data.sample import generate_sample
 
     return generate_sample(tmp_path_factory.mktemp("tiny") / "data", per_class=16, size=48, seed=3)
 
@@ -46,6 +46,6 @@ def tiny_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_folder(session_cache) -> Path:
     """The app's built-in sample (the default one the app trains on offline)."""
-    from core.sample import ensure_sample
+    from core.data.sample import ensure_sample
 
     return ensure_sample(session_cache)

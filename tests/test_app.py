@@ -1,5 +1,5 @@
-"""The app through streamlit's AppTest: home, train (launch, live curves, stop, queueing), the compare page's empty state
-(the rest of Compare is in test_compare.py)."""
+"""The app through streamlit's AppTest: home, train (launch, live curves, stop, queueing), the compare page's
+empty state (the rest of Compare is in test_compare.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.jobs import shared_queue
-from core.runstore import RunStore
+from core.app.jobs import shared_queue
+from core.runs.store import RunStore
 from tests.helpers import ROOT
 
 APP = str(ROOT / "streamlit_app.py")
@@ -84,8 +84,8 @@ def test_train_page_shows_counts_and_launches_a_run_with_live_curves(settings):
 
 
 def test_a_time_budget_shows_the_plan_then_races_to_it(settings):
-    from core.device import pick_device, resolve_precision
-    from core.throughput import save
+    from core.models.device import pick_device, resolve_precision
+    from core.training.throughput import save
     from tests.test_planner import fake_throughput
 
     # a slow (fake) machine, so that a 1-minute plan of the sample stays small
@@ -97,8 +97,12 @@ def test_a_time_budget_shows_the_plan_then_races_to_it(settings):
     assert at.radio(key="preset").value == "5 minutes"  # the default: a time budget
     at.slider(key="budget-5 minutes-efficientnet_lite0").set_value(1).run()
     plan = at.dataframe[0].value
-    assert list(plan["regime"]) == ["Fine-tune (first N frozen)", "Transfer learning", "Fine-tune everything",
-                                    "From scratch"]
+    assert list(plan["regime"]) == [
+        "Fine-tune (first N frozen)",
+        "Transfer learning",
+        "Fine-tune everything",
+        "From scratch",
+    ]
     assert plan["predicted s"].sum() <= 60 and (plan["epochs"] >= 1).all()
     assert any("predicted" in c.value and "budget" in c.value for c in at.caption)
     at.button(key="run_all").click().run()
@@ -163,7 +167,7 @@ def test_sidebar_local_folder_and_bad_folder(settings, tiny_folder, tmp_path):
 
 
 def test_sidebar_downloads_flowers_with_progress_or_says_why_not(settings, tiny_folder, monkeypatch):
-    import core.download
+    import core.data.sources
     from core.errors import DownloadError
 
     calls = []
@@ -176,14 +180,14 @@ def test_sidebar_downloads_flowers_with_progress_or_says_why_not(settings, tiny_
     def no_network(cache_dir, on_progress):
         raise DownloadError("Could not download the flowers dataset: no network.")
 
-    monkeypatch.setattr(core.download, "download_flowers", no_network)
+    monkeypatch.setattr(core.data.sources, "download_flowers", no_network)
     at = app()
     at.sidebar.radio(key="dataset_choice").set_value("Flowers (real photos)").run()
     at.sidebar.button(key="download_flowers").click().run()
     assert not at.exception
     assert "no network" in at.sidebar.error[0].value
 
-    monkeypatch.setattr(core.download, "download_flowers", fake_download)
+    monkeypatch.setattr(core.data.sources, "download_flowers", fake_download)
     at.sidebar.button(key="download_flowers").click().run()
     assert not at.exception and len(calls) == 1
     assert any("5 classes, 80 images" in c.value for c in at.sidebar.caption)

@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 
-from core import backbones
-from core.backbones import create_model, load_resnet18_imagenet, pick_pretrained_backbone
 from core.errors import ConfigError, WeightsUnavailable
-from core.regimes import apply_regime, describe_regimes
+from core.models import backbones
+from core.models.backbones import create_model, load_resnet18_imagenet, pick_pretrained_backbone
+from core.models.regimes import apply_regime, describe_regimes
 from core.settings import Settings
 
 

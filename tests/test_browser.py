@@ -27,15 +27,23 @@ from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR
 from tests.helpers import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-proxy-server"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+]
 SCREENSHOT = Path("/tmp/browser_train.png")
 HOST = "127.0.0.1"
-SERVER_START_TIMEOUT = 60.0   # s, until /_stcore/health answers "ok"
-UI_TIMEOUT_MS = 60_000        # page loads, sidebar dataset preparation, reruns
-PROBE_TIMEOUT_MS = 180_000     # the first visit to Train measures the machine (ONNX exports included)
-RACE_TIMEOUT = 240.0          # s, a race planned to 1 minute on the built-in sample
+SERVER_START_TIMEOUT = 60.0  # s, until /_stcore/health answers "ok"
+UI_TIMEOUT_MS = 60_000  # page loads, sidebar dataset preparation, reruns
+PROBE_TIMEOUT_MS = 180_000  # the first visit to Train measures the machine (ONNX exports included)
+RACE_TIMEOUT = 240.0  # s, a race planned to 1 minute on the built-in sample
 REGIMES = ("scratch", "transfer", "finetune", "full")
 
 
@@ -58,19 +66,37 @@ def app_server(tmp_path):
     Yields (base_url, runs_dir, log_path); the server is terminated (then killed) afterwards."""
     cache, runs, torch_home = tmp_path / "cache", tmp_path / "runs", tmp_path / "torch_home"
     env = dict(os.environ)
-    env.update({ENV_CACHE_DIR: str(cache), ENV_RUNS_DIR: str(runs),
-                # an empty torch hub: no ResNet18 weights found, no download tried -> the offline defaults
-                "TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            ENV_CACHE_DIR: str(cache),
+            ENV_RUNS_DIR: str(runs),
+            # an empty torch hub: no ResNet18 weights found, no download tried -> the offline defaults
+            "TORCH_HOME": str(torch_home),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.pop(ENV_RESNET18_WEIGHTS, None)
     port = _free_port()
     log_path = tmp_path / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-           "--server.headless", "true", "--server.port", str(port), "--server.address", HOST,
-           "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]  # edits to the sources during the test must not rerun the app
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "streamlit_app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        HOST,
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]  # edits to the sources during the test must not rerun the app
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         health = f"http://{HOST}:{port}/_stcore/health"
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
@@ -85,8 +111,9 @@ def app_server(tmp_path):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer {health} within {SERVER_START_TIMEOUT:.0f} s:\n"
-                            f"{_log_tail(log_path)}")
+                pytest.fail(
+                    f"streamlit did not answer {health} within {SERVER_START_TIMEOUT:.0f} s:\n{_log_tail(log_path)}"
+                )
             time.sleep(0.5)
         yield f"http://{HOST}:{port}", runs, log_path
     finally:
@@ -102,8 +129,9 @@ def app_server(tmp_path):
 def browser_page():
     """A fresh headless Chromium (new profile) and one page, with the list its uncaught JavaScript errors go to;
     skips when Playwright or Chromium is missing."""
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="Playwright for Python is not installed (pip install playwright)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+    )
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     with sync_api.sync_playwright() as pw:
@@ -121,8 +149,10 @@ def browser_page():
 
 def _visible_problems(page) -> str:
     """Streamlit exception boxes and error alerts on the page, as text ('' when there are none)."""
-    found = [page.locator('[data-testid="stException"]').all_inner_texts(),
-             page.locator('[data-testid="stAlertContentError"]').all_inner_texts()]
+    found = [
+        page.locator('[data-testid="stException"]').all_inner_texts(),
+        page.locator('[data-testid="stAlertContentError"]').all_inner_texts(),
+    ]
     return "\n---\n".join(t for texts in found for t in texts)
 
 
@@ -167,7 +197,9 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
             assert not problems, f"the page shows an error while training:\n{problems}\n{_log_tail(log_path)}"
             assert time.monotonic() < deadline, (
                 f"only {finished.count()} of 4 runs finished within {RACE_TIMEOUT:.0f} s:\n"
-                + "\n".join(page.locator('[data-testid="stMain"]').all_inner_texts()) + f"\n{_log_tail(log_path)}")
+                + "\n".join(page.locator('[data-testid="stMain"]').all_inner_texts())
+                + f"\n{_log_tail(log_path)}"
+            )
             page.wait_for_timeout(1000)
 
         # the finished race: four ✅ rows with their test accuracy and planned vs actual time, the chart, the link
@@ -209,8 +241,9 @@ def test_browser_upload_a_zip_dataset(browser_page, app_server, tiny_folder, tmp
 
     base_url, _, log_path = app_server
     page, js_errors = browser_page
-    archive = shutil.make_archive(str(tmp_path / "my_flowers"), "zip", root_dir=tiny_folder.parent,
-                                  base_dir=tiny_folder.name)
+    archive = shutil.make_archive(
+        str(tmp_path / "my_flowers"), "zip", root_dir=tiny_folder.parent, base_dir=tiny_folder.name
+    )
     page.goto(base_url, wait_until="domcontentloaded")
     sidebar = page.locator('[data-testid="stSidebar"]')
     sidebar.get_by_text(re.compile(r"\d+ classes, [\d,]+ images")).wait_for()
@@ -231,26 +264,33 @@ def _download(page, button_name: str) -> Path:
     return Path(info.value.path())
 
 
-def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(browser_page, app_server, tiny_folder,
-                                                                               session_cache, tmp_path):
+def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(
+    browser_page, app_server, tiny_folder, session_cache, tmp_path
+):
     """Compare in a real browser: both CSV downloads round-trip the run store's numbers, a click on a
     confusion-matrix cell shows that cell's photos, and an uploaded photo gets each run's top 3 (a file that is
     not a photo gets a clear message)."""
     import pandas as pd
     from playwright.sync_api import expect
 
-    from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from core.settings import Settings
-    from core.train import train_run
+    from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from core.training.train import train_run
 
     base_url, runs_dir, log_path = app_server
     page, js_errors = browser_page
     settings = Settings(cache_dir=session_cache, runs_dir=runs_dir)
     summaries = {}
     for regime in ("transfer", "finetune"):
-        s = train_run(RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32),
-                                model=ModelConfig(backbone="efficientnet_lite0", regime=regime),
-                                train=TrainConfig(epochs=2, lr=1e-3), group="g-browser"), settings)
+        s = train_run(
+            RunConfig(
+                data=DataConfig(source=str(tiny_folder), img_size=32),
+                model=ModelConfig(backbone="efficientnet_lite0", regime=regime),
+                train=TrainConfig(epochs=2, lr=1e-3),
+                group="g-browser",
+            ),
+            settings,
+        )
         summaries[s["run_id"]] = s
     try:
         page.goto(f"{base_url}/compare", wait_until="domcontentloaded")
@@ -278,7 +318,8 @@ def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(br
         box = chart.locator(".nsewdrag").first.bounding_box()
         page.mouse.click(box["x"] + box["width"] * (p + 0.5) / 5, box["y"] + box["height"] * (t + 0.5) / 5)
         expect(page.get_by_role("combobox", name="Show the photos of")).to_have_value(
-            f"true {classes[t]} → predicted {classes[p]} ({cm[t][p]})")
+            f"true {classes[t]} → predicted {classes[p]} ({cm[t][p]})"
+        )
         captions = page.locator('[data-testid="stImage"]', has_text=f"true {classes[t]} → {classes[p]}")
         expect(captions).to_have_count(min(cm[t][p], 24))
 
@@ -313,7 +354,7 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
     120-megapixel PNG each get a clear message, and the page stays."""
     from playwright.sync_api import expect
 
-    from core.sample import ensure_sample
+    from core.data.sample import ensure_sample
 
     base_url, runs_dir, log_path = app_server
     page, js_errors = browser_page
@@ -321,7 +362,8 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
         page.goto(f"{base_url}/search", wait_until="domcontentloaded")
         # a first visit builds the indexes under a progress bar (the deep one takes a few seconds)
         expect(page.locator('[data-testid="stProgress"]', has_text="Deep features: embedding images")).to_be_visible(
-            timeout=120_000)
+            timeout=120_000
+        )
         for name in ("L1 pixels", "Cosine pixels", "Deep features"):
             page.get_by_role("heading", name=name).wait_for()
         images = page.locator('[data-testid="stImage"]')
@@ -339,13 +381,19 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
         from PIL import Image
 
         (tmp_path / "holiday.jpg").write_bytes(b"this is a text file, not a photo")
-        (tmp_path / "cut.jpg").write_bytes(photo.read_bytes()[:len(photo.read_bytes()) // 2])
+        (tmp_path / "cut.jpg").write_bytes(photo.read_bytes()[: len(photo.read_bytes()) // 2])
         Image.new("1", (12000, 10000)).save(tmp_path / "huge.png")  # 120 megapixels in a small file
-        for name, reason in (("holiday.jpg", "not in an image format"), ("cut.jpg", "damaged or cut short"),
-                             ("huge.png", "too large")):
+        for name, reason in (
+            ("holiday.jpg", "not in an image format"),
+            ("cut.jpg", "damaged or cut short"),
+            ("huge.png", "too large"),
+        ):
             upload.set_input_files(str(tmp_path / name))
-            expect(page.get_by_text(f"'{name}' cannot be used as a photo: the image").or_(
-                page.get_by_text(f"'{name}' cannot be used as a photo: it is")).first).to_be_visible()
+            expect(
+                page.get_by_text(f"'{name}' cannot be used as a photo: the image")
+                .or_(page.get_by_text(f"'{name}' cannot be used as a photo: it is"))
+                .first
+            ).to_be_visible()
             assert reason in page.locator('[data-testid="stAlertContentError"]').first.inner_text()
             expect(page.get_by_role("heading", name="🔎 Search")).to_be_visible()
         assert not page.locator('[data-testid="stException"]').count(), _log_tail(log_path)

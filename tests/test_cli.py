@@ -16,8 +16,14 @@ from tests.helpers import ROOT, SHARED_FLOWERS, needs_shared_flowers
 
 def run_cli(*args, env_extra=None, timeout=300):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "core", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def last_json(out: str):
@@ -29,12 +35,36 @@ def test_train_then_evaluate_from_the_command_line(tiny_folder, settings, tmp_pa
 
     data = shutil.copytree(tiny_folder, tmp_path / "data")
     (data / "roses" / "broken.jpg").write_bytes(b"not a jpeg at all")  # skipped and counted, not fatal
-    p = run_cli("train", "--data", data, "--regime", "transfer", "--backbone", "efficientnet_lite0",
-                "--epochs", "2", "--img-size", "48", "--lr", "1e-3", "--seed", "1")
+    p = run_cli(
+        "train",
+        "--data",
+        data,
+        "--regime",
+        "transfer",
+        "--backbone",
+        "efficientnet_lite0",
+        "--epochs",
+        "2",
+        "--img-size",
+        "48",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "1",
+    )
     assert p.returncode == 0, p.stderr
     s = last_json(p.stdout)
-    for key in ("run_id", "run_dir", "regime", "backbone", "epochs", "best_val_acc", "test_acc", "train_seconds",
-                "trainable_params"):
+    for key in (
+        "run_id",
+        "run_dir",
+        "regime",
+        "backbone",
+        "epochs",
+        "best_val_acc",
+        "test_acc",
+        "train_seconds",
+        "trainable_params",
+    ):
         assert key in s
     assert s["regime"] == "transfer" and s["epochs"] == 2 and s["trainable_params"] == 6405
     assert Path(s["run_dir"]).parent == settings.runs_dir
@@ -65,25 +95,41 @@ def _one_class(tmp_path):
     return tmp_path / "one"
 
 
-@pytest.mark.parametrize("args, words", [
-    (["train", "--regime", "transfer", "--data", "{tmp}/nope"], "Dataset not found"),
-    (["train", "--regime", "transfer", "--data", "{tmp}/empty"], "No images found"),
-    (["train", "--regime", "transfer", "--data", "{one}"], "Only one class"),
-    (["train", "--regime", "sideways"], "invalid choice"),
-    (["train", "--regime", "scratch", "--epochs", "0"], "must be at least 1"),
-    (["train", "--regime", "scratch", "--lr", "abc"], "expected a number"),
-    (["train", "--regime", "scratch", "--img-size", "8"], "between 32 and 512"),
-    (["train", "--regime", "transfer", "--freeze", "3"], "only applies to the 'finetune' regime"),
-    (["train", "--regime", "finetune", "--backbone", "efficientnet_lite0", "--freeze", "500", "--data", "{tiny}"],
-     "between 0 and 147"),
-    (["train", "--regime", "transfer", "--backbone", "resnet18", "--data", "{tiny}"], "resnet18-f37072fd.pth"),
-    (["evaluate", "{tmp}/no-such-run"], "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--regime", "transfer", "--data", "{tmp}/nope"], "Dataset not found"),
+        (["train", "--regime", "transfer", "--data", "{tmp}/empty"], "No images found"),
+        (["train", "--regime", "transfer", "--data", "{one}"], "Only one class"),
+        (["train", "--regime", "sideways"], "invalid choice"),
+        (["train", "--regime", "scratch", "--epochs", "0"], "must be at least 1"),
+        (["train", "--regime", "scratch", "--lr", "abc"], "expected a number"),
+        (["train", "--regime", "scratch", "--img-size", "8"], "between 32 and 512"),
+        (["train", "--regime", "transfer", "--freeze", "3"], "only applies to the 'finetune' regime"),
+        (
+            [
+                "train",
+                "--regime",
+                "finetune",
+                "--backbone",
+                "efficientnet_lite0",
+                "--freeze",
+                "500",
+                "--data",
+                "{tiny}",
+            ],
+            "between 0 and 147",
+        ),
+        (["train", "--regime", "transfer", "--backbone", "resnet18", "--data", "{tiny}"], "resnet18-f37072fd.pth"),
+        (["evaluate", "{tmp}/no-such-run"], "cannot be read"),
+    ],
+)
 def test_bad_input_gives_a_clear_message_and_exit_2(tmp_path, settings, tiny_folder, args, words):
     (tmp_path / "empty").mkdir()
     fill = {"tmp": tmp_path, "one": _one_class(tmp_path), "tiny": tiny_folder}
-    p = run_cli(*[a.format(**fill) for a in args],
-                env_extra={"TRANSFERLAB_RESNET18_WEIGHTS": str(tmp_path / "absent.pth")})
+    p = run_cli(
+        *[a.format(**fill) for a in args], env_extra={"TRANSFERLAB_RESNET18_WEIGHTS": str(tmp_path / "absent.pth")}
+    )
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert words in p.stderr
     assert "Traceback" not in p.stderr
@@ -93,8 +139,20 @@ def test_bad_input_gives_a_clear_message_and_exit_2(tmp_path, settings, tiny_fol
 @needs_shared_flowers()
 def test_real_flowers_transfer_learns(settings):
     # transfer's own recipe (its head trained to convergence on cached features), at a small size and subset
-    p = run_cli("train", "--data", SHARED_FLOWERS, "--regime", "transfer", "--backbone", "efficientnet_lite0",
-                "--img-size", "96", "--limit-per-class", "40", "--quiet")
+    p = run_cli(
+        "train",
+        "--data",
+        SHARED_FLOWERS,
+        "--regime",
+        "transfer",
+        "--backbone",
+        "efficientnet_lite0",
+        "--img-size",
+        "96",
+        "--limit-per-class",
+        "40",
+        "--quiet",
+    )
     assert p.returncode == 0, p.stderr
     s = last_json(p.stdout)
     assert s["test_acc"] >= 0.6, s  # 5 classes: chance is 0.2

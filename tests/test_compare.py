@@ -15,19 +15,19 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core.compare import best_index, epoch_metrics, regime_summary, runs_table
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.data import SplitTensors
-from core.engine import evaluate_model
+from core.app.plots import CurveSeries, confusion_figure, curves_figure, smooth
+from core.data.decode import decode_image
+from core.data.splits import SplitTensors
 from core.errors import DataError
-from core.evaluate import evaluate_run, load_run_model
-from core.events import EpochEnd
-from core.plots import CurveSeries, confusion_figure, curves_figure, smooth
-from core.predictions import load_photo, load_predictions, predict_image, run_test_predictions
-from core.runstore import RunStore
+from core.models.inference import evaluate_model
+from core.runs.compare import best_index, epoch_metrics, regime_summary, runs_table
+from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
+from core.runs.predictions import load_photo, load_predictions, predict_image
+from core.runs.store import RunStore
 from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings
-from core.tensor_cache import decode_image
-from core.train import train_run
+from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.training.events import EpochEnd
+from core.training.train import train_run
 from tests.helpers import ROOT
 
 APP = str(ROOT / "streamlit_app.py")
@@ -35,9 +35,12 @@ BACKBONE = "efficientnet_lite0"
 
 
 def _cfg(folder, regime, seed, epochs=2, group="g-test"):
-    return RunConfig(data=DataConfig(source=str(folder), img_size=32, split_seed=seed),
-                     model=ModelConfig(backbone=BACKBONE, regime=regime),
-                     train=TrainConfig(epochs=epochs, seed=seed, lr=1e-3), group=group)
+    return RunConfig(
+        data=DataConfig(source=str(folder), img_size=32, split_seed=seed),
+        model=ModelConfig(backbone=BACKBONE, regime=regime),
+        train=TrainConfig(epochs=epochs, seed=seed, lr=1e-3),
+        group=group,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +57,18 @@ def store(tmp_path_factory, session_cache, tiny_folder):
         if isinstance(event, EpochEnd):
             epochs_seen.append(event.epoch)
 
-    stopped = train_run(_cfg(tiny_folder, "full", 0, epochs=5, group="g-old"), settings, on_event=note,
-                        should_stop=lambda: len(epochs_seen) >= 1)
+    stopped = train_run(
+        _cfg(tiny_folder, "full", 0, epochs=5, group="g-old"),
+        settings,
+        on_event=note,
+        should_stop=lambda: len(epochs_seen) >= 1,
+    )
     killed = settings.runs_dir / "20000101-000001-transfer-efficientnet_lite0-dead"
     shutil.copytree(summaries[("transfer", 0)]["run_dir"], killed)
     (killed / "summary.json").unlink()
     (killed / "predictions.json").unlink()
     status = json.loads((killed / "status.json").read_text())
-    (killed / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 2 ** 22 + 12345}))
+    (killed / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 2**22 + 12345}))
     live = settings.runs_dir / "20000101-000002-transfer-efficientnet_lite0-live"  # still training, here
     shutil.copytree(summaries[("transfer", 1)]["run_dir"], live)
     for name in ("summary.json", "predictions.json"):
@@ -72,8 +79,15 @@ def store(tmp_path_factory, session_cache, tiny_folder):
     corrupt = settings.runs_dir / "20000101-000000-broken"
     corrupt.mkdir()
     (corrupt / "config.json").write_text("{")
-    return {"settings": settings, "summaries": summaries, "stopped": stopped, "killed": killed.name,
-            "live": live.name, "corrupt": corrupt.name, "folder": tiny_folder}
+    return {
+        "settings": settings,
+        "summaries": summaries,
+        "stopped": stopped,
+        "killed": killed.name,
+        "live": live.name,
+        "corrupt": corrupt.name,
+        "folder": tiny_folder,
+    }
 
 
 @pytest.fixture
@@ -87,6 +101,7 @@ def compare_page(store, monkeypatch):
         at.switch_page("app_pages/compare.py").run()
         assert not at.exception, at.exception
         return at
+
     return open_page
 
 
@@ -99,6 +114,7 @@ def _chart(at, title_word):
 
 
 # ------------------------------------------------------------------------------------------- the page
+
 
 def test_table_rows_match_each_runs_summary(store, compare_page):
     at = compare_page()
@@ -142,6 +158,7 @@ def test_headline_and_summary_pool_seeds(store, compare_page):
 
 def test_filters_narrow_the_table(store, compare_page):
     at = compare_page()
+
     def pick(label):
         return next(m for m in at.multiselect if m.label == label)
 
@@ -245,6 +262,7 @@ def test_evaluate_on_another_folder_matches_the_cli_and_says_it_saw_these_photos
 
 # ----------------------------------------------------------------------------------------------- core
 
+
 def test_training_saves_test_predictions_that_agree_with_the_summary(store):
     s = store["summaries"][("finetune", 0)]
     preds = load_predictions(s["run_dir"])
@@ -261,11 +279,15 @@ def test_predictions_are_computed_from_the_checkpoint_when_missing(store, tmp_pa
     preds = run_test_predictions(RunStore(tmp_path).get(str(run_dir)), store["settings"])
     assert (run_dir / "predictions.json").exists()  # saved for next time
     assert preds.n == store["summaries"][("transfer", 1)]["n_test"]
-    stale = {**json.loads((run_dir / "predictions.json").read_text()),
-             "predictions": [(p + 1) % 5 for p in preds.predictions]}  # every one changed
+    stale = {
+        **json.loads((run_dir / "predictions.json").read_text()),
+        "predictions": [(p + 1) % 5 for p in preds.predictions],
+    }  # every one changed
     (run_dir / "predictions.json").write_text(json.dumps(stale))
     os.utime(run_dir / "predictions.json", (1, 1))  # older than the checkpoint: recomputed, not trusted
-    assert run_test_predictions(RunStore(tmp_path).get(str(run_dir)), store["settings"]).predictions == preds.predictions
+    assert (
+        run_test_predictions(RunStore(tmp_path).get(str(run_dir)), store["settings"]).predictions == preds.predictions
+    )
 
 
 def test_predict_image_matches_the_model_on_the_same_pixels(store):
@@ -280,8 +302,10 @@ def test_predict_image_matches_the_model_on_the_same_pixels(store):
     assert [p for _, p in top] == pytest.approx(probs.topk(3).values.tolist(), abs=1e-5)
 
 
-@pytest.mark.parametrize("payload, reason", [(b"this is not an image", "it is not in an image format"),
-                                             (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00truncated", "")])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [(b"this is not an image", "it is not in an image format"), (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00truncated", "")],
+)
 def test_a_file_that_is_not_a_photo_gets_a_clear_message(payload, reason):
     with pytest.raises(DataError, match=f"'holiday.jpg' cannot be used as a photo: {reason}") as e:
         load_photo(io.BytesIO(payload), "holiday.jpg")
@@ -307,21 +331,43 @@ def test_table_csv_round_trips(store):
         assert back[col].tolist() == pytest.approx(table[col].astype(float).tolist(), nan_ok=True)
     metrics = epoch_metrics([r for r in runs if r.status != "corrupt"])
     back = pd.read_csv(io.StringIO(metrics.to_csv(index=False)))
-    assert len(back) == sum(len(r.metrics) for r in runs) and back["val_acc"].tolist() == \
-        pytest.approx(metrics["val_acc"].tolist())
+    assert len(back) == sum(len(r.metrics) for r in runs) and back["val_acc"].tolist() == pytest.approx(
+        metrics["val_acc"].tolist()
+    )
 
 
 def test_best_index_picks_the_best_of_each_metric_including_ties():
-    df = pd.DataFrame({"best val acc": [0.5, 0.9, 0.9], "test acc": [0.7, float("nan"), 0.6],
-                       "train s": [10.0, 3.0, 5.0], "s/epoch": [1.0, 1.0, 2.0]})
+    df = pd.DataFrame(
+        {
+            "best val acc": [0.5, 0.9, 0.9],
+            "test acc": [0.7, float("nan"), 0.6],
+            "train s": [10.0, 3.0, 5.0],
+            "s/epoch": [1.0, 1.0, 2.0],
+        }
+    )
     assert best_index(df) == {"best val acc": [1, 2], "test acc": [0], "train s": [1], "s/epoch": [0, 1]}
 
 
 def test_summary_groups_only_identical_recipes():
-    base = {"status": "finished", "regime": "transfer", "backbone": "b", "dataset": "d", "image px": 32, "of": 2,
-            "seed": 0, "test acc": 0.5, "train s": 1.0}
-    df = pd.DataFrame([base, {**base, "seed": 1, "test acc": 0.7}, {**base, "image px": 64, "test acc": 0.9},
-                       {**base, "status": "interrupted", "test acc": float("nan")}])
+    base = {
+        "status": "finished",
+        "regime": "transfer",
+        "backbone": "b",
+        "dataset": "d",
+        "image px": 32,
+        "of": 2,
+        "seed": 0,
+        "test acc": 0.5,
+        "train s": 1.0,
+    }
+    df = pd.DataFrame(
+        [
+            base,
+            {**base, "seed": 1, "test acc": 0.7},
+            {**base, "image px": 64, "test acc": 0.9},
+            {**base, "status": "interrupted", "test acc": float("nan")},
+        ]
+    )
     summary = regime_summary(df)
     assert summary["runs"].tolist() == [1, 2] and summary["mean test acc"].tolist() == pytest.approx([0.9, 0.6])
 
@@ -336,7 +382,8 @@ def test_smoothing_is_a_bias_corrected_moving_average():
 
 
 def test_figures_mark_the_best_epoch_and_make_every_cell_clickable():
-    metrics = [{"epoch": e, "val_acc": a, "val_loss": l} for e, a, l in ((1, 0.5, 1.0), (2, 0.7, 0.6), (3, 0.65, 0.8))]
+    rows = ((1, 0.5, 1.0), (2, 0.7, 0.6), (3, 0.65, 0.8))
+    metrics = [{"epoch": e, "val_acc": acc, "val_loss": loss} for e, acc, loss in rows]
     fig = curves_figure([CurveSeries("run", "transfer", metrics)], smoothing=0.5)
     stars = [t for t in fig.data if t.marker.symbol == "star"]
     assert [list(t.x) for t in stars] == [[2], [2]]  # lowest validation loss, on both panels

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from core.config import BUDGET_PRESETS, PRESET_NAMES, PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig, \
-    apply_preset, regime_defaults
+from core.data.imagefolder import scan_image_folder
 from core.errors import ConfigError
-from core.imagefolder import scan_image_folder
 from core.settings import Settings
+from core.training.config import (
+    BUDGET_PRESETS,
+    PRESET_NAMES,
+    PRESETS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    apply_preset,
+    regime_defaults,
+)
 from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
 
 
@@ -24,8 +32,13 @@ def test_config_round_trips_through_a_dict():
 
 def test_presets_follow_the_notebook_or_a_time_budget():
     notebook = apply_preset(RegimeCfg("transfer"), "notebook recipe")
-    assert (notebook.data.img_size, notebook.train.lr, notebook.train.batch_size, notebook.train.epochs,
-            notebook.train.schedule) == (224, 1e-4, 32, 10, "constant")
+    assert (
+        notebook.data.img_size,
+        notebook.train.lr,
+        notebook.train.batch_size,
+        notebook.train.epochs,
+        notebook.train.schedule,
+    ) == (224, 1e-4, 32, 10, "constant")
     assert notebook.preset == "notebook recipe"
     assert BUDGET_PRESETS == {"5 minutes": 5, "quick demo": 2} and PRESET_NAMES[0] == "5 minutes"
     assert set(PRESETS) == {"notebook recipe"}
@@ -44,14 +57,17 @@ def test_transfer_defaults_to_training_its_head_to_convergence():
         assert regime_defaults(RegimeCfg(regime)).train == TrainConfig()
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(train=TrainConfig(num_threads=100_000)), "Threads must be between 1 and"),
-    (dict(train=TrainConfig(schedule="sometimes")), "Schedule must be one of"),
-    (dict(train=TrainConfig(runtime="tpu")), "Runtime must be one of"),
-    (dict(train=TrainConfig(train_img_size=256)), "must not exceed the image size"),
-    (dict(train=TrainConfig(epochs=2, full_size_epochs=3)), "Full-size epochs"),
-    (dict(model=ModelConfig(regime="finetune"), train=TrainConfig(train_img_size=112)), "Progressive resizing"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(train=TrainConfig(num_threads=100_000)), "Threads must be between 1 and"),
+        (dict(train=TrainConfig(schedule="sometimes")), "Schedule must be one of"),
+        (dict(train=TrainConfig(runtime="tpu")), "Runtime must be one of"),
+        (dict(train=TrainConfig(train_img_size=256)), "must not exceed the image size"),
+        (dict(train=TrainConfig(epochs=2, full_size_epochs=3)), "Full-size epochs"),
+        (dict(model=ModelConfig(regime="finetune"), train=TrainConfig(train_img_size=112)), "Progressive resizing"),
+    ],
+)
 def test_bad_training_settings_are_clear_errors(change, message):
     cfg = RunConfig(data=DataConfig(img_size=224), model=ModelConfig(regime="full"))
     for k, v in change.items():
@@ -61,8 +77,13 @@ def test_bad_training_settings_are_clear_errors(change, message):
 
 
 def test_settings_from_environment_and_defaults(tmp_path):
-    s = Settings.from_env({"TRANSFERLAB_CACHE_DIR": str(tmp_path / "c"), "TRANSFERLAB_RUNS_DIR": str(tmp_path / "r"),
-                           "TRANSFERLAB_RESNET18_WEIGHTS": str(tmp_path / "w.pth")})
+    s = Settings.from_env(
+        {
+            "TRANSFERLAB_CACHE_DIR": str(tmp_path / "c"),
+            "TRANSFERLAB_RUNS_DIR": str(tmp_path / "r"),
+            "TRANSFERLAB_RESNET18_WEIGHTS": str(tmp_path / "w.pth"),
+        }
+    )
     assert (s.cache_dir, s.runs_dir, s.resnet18_weights) == (tmp_path / "c", tmp_path / "r", tmp_path / "w.pth")
     d = Settings.from_env({})
     assert d.resnet18_weights is None and "transferlab" in str(d.cache_dir) and d.runs_dir.name == "runs"

@@ -1,4 +1,4 @@
-"""Tests for core.download: flowers download (from a loopback HTTP server), safe extraction, zip uploads.
+"""Tests for core.data.download: flowers download (from a loopback HTTP server), safe extraction, zip uploads.
 
 Only loopback addresses are used; every archive is tiny and built in tmp_path.
 """
@@ -18,15 +18,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.download import (
-    FLOWERS_CLASSES,
-    FLOWERS_SIZE,
-    FLOWERS_URL,
+from core.data.download import (
     MARKER,
     download_flowers,
     extract_zip,
     is_complete,
 )
+from core.data.flowers import FLOWER_CLASSES, FLOWERS_SIZE, FLOWERS_URL
 from core.errors import DataError, DownloadError
 
 CLASSES = ("daisy", "roses", "tulips")
@@ -131,7 +129,7 @@ def closed_port() -> int:
 def test_constants():
     assert FLOWERS_URL.endswith("/flower_photos.tgz")
     assert FLOWERS_SIZE == 228_813_984
-    assert FLOWERS_CLASSES == ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+    assert FLOWER_CLASSES == ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
 
 def test_download_extracts_imagefolder_and_reports_progress(tmp_path, server, tgz):
@@ -324,7 +322,7 @@ def test_malicious_tar_is_refused(tmp_path, evil):
 
 
 def test_module_needs_neither_torch_nor_streamlit():
-    code = "import sys, core.download; print('torch' in sys.modules, 'streamlit' in sys.modules)"
+    code = "import sys, core.data.download; print('torch' in sys.modules, 'streamlit' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
     )

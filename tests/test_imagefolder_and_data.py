@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import tensor_cache
-from core.config import DataConfig
-from core.data import limit_per_class, prepare_data, resolve_source, stratified_split
+from core.data import tensor_cache
+from core.data.decode import ImageDecodeError, decode_image
+from core.data.imagefolder import scan_image_folder
+from core.data.sources import resolve_source
+from core.data.splits import limit_per_class, stratified_split
+from core.data.tensor_cache import load_images
 from core.errors import DataError
-from core.imagefolder import scan_image_folder
-from core.tensor_cache import ImageDecodeError, decode_image, load_images
+from core.training.config import DataConfig
+from core.training.dataset import prepare_data
 
 
 def _png(path: Path, color=(200, 30, 30), size=(20, 12)) -> Path:
@@ -39,12 +42,15 @@ def test_scan_lists_classes_and_ignores_hidden_and_non_images(tmp_path):
     assert listing.counts() == {"a_cls": 1, "b_cls": 2}
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda p: None, "not found"),
-    (lambda p: p.mkdir(), "No images found"),
-    (lambda p: _png(p / "only" / "1.png"), "Only one class"),
-    (lambda p: (p.parent.mkdir(exist_ok=True), p.write_text("x")), "Not a folder"),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p: None, "not found"),
+        (lambda p: p.mkdir(), "No images found"),
+        (lambda p: _png(p / "only" / "1.png"), "Only one class"),
+        (lambda p: (p.parent.mkdir(exist_ok=True), p.write_text("x")), "Not a folder"),
+    ],
+)
 def test_scan_bad_folders_give_clear_errors(tmp_path, make, words):
     target = tmp_path / "data"
     make(target)

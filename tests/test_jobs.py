@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.app.jobs import JobQueue
 from core.errors import ConfigError, DataError
-from core.events import BatchEnd, RunStarted
-from core.jobs import JobQueue
-from core.runstore import load_run
+from core.runs.store import load_run
+from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.training.events import BatchEnd, RunStarted
 
 
 class FakeRunner:
@@ -99,8 +99,11 @@ def test_invalid_config_is_refused_at_submit(settings):
 
 def test_real_run_through_the_queue_lands_in_the_run_store(settings, tiny_folder):
     q = JobQueue()
-    cfg = RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32),
-                    model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"), train=TrainConfig(epochs=2))
+    cfg = RunConfig(
+        data=DataConfig(source=str(tiny_folder), img_size=32),
+        model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"),
+        train=TrainConfig(epochs=2),
+    )
     job = q.submit(cfg, settings)
     assert q.wait_idle(120)
     done = q.get(job.id)

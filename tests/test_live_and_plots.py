@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.jobs import JobQueue
-from core.live import LiveRun, group_view, latest_group, new_group_id, progress_fraction, progress_text
-from core.plots import REGIME_COLOURS, CurveSeries, race_figure
-from core.runstore import RunStore
-from core.train import train_run
+from core.app.jobs import JobQueue
+from core.app.live import LiveRun, group_view, latest_group, progress_fraction, progress_text
+from core.app.plots import REGIME_COLOURS, CurveSeries, race_figure
+from core.runs.store import RunStore
+from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig, new_group_id
+from core.training.train import train_run
 
 
 def _metrics(val_losses, seconds=10.0):
-    return [{"epoch": i + 1, "train_loss": 1.0, "val_loss": v, "train_acc": 0.5, "val_acc": 1 - v / 2,
-             "seconds": seconds} for i, v in enumerate(val_losses)]
+    return [
+        {"epoch": i + 1, "train_loss": 1.0, "val_loss": v, "train_acc": 0.5, "val_acc": 1 - v / 2, "seconds": seconds}
+        for i, v in enumerate(val_losses)
+    ]
 
 
 def test_race_figure_overlays_runs_with_styles_and_best_epoch():
-    fig = race_figure([CurveSeries("A", "transfer", _metrics([0.9, 0.5, 0.7], seconds=2.0)),
-                       CurveSeries("B", "scratch", _metrics([1.2, 1.1], seconds=30.0))])
+    fig = race_figure(
+        [
+            CurveSeries("A", "transfer", _metrics([0.9, 0.5, 0.7], seconds=2.0)),
+            CurveSeries("B", "scratch", _metrics([1.2, 1.1], seconds=30.0)),
+        ]
+    )
     by_name = {}
     for t in fig.data:
         by_name.setdefault(t.name, []).append(t)
@@ -34,9 +40,12 @@ def test_race_figure_overlays_runs_with_styles_and_best_epoch():
 
 def test_group_view_merges_queued_jobs_with_runs_in_the_store(settings, tiny_folder):
     group = new_group_id()
-    cfg = RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32),
-                    model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"),
-                    train=TrainConfig(epochs=1), group=group)
+    cfg = RunConfig(
+        data=DataConfig(source=str(tiny_folder), img_size=32),
+        model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"),
+        train=TrainConfig(epochs=1),
+        group=group,
+    )
     # one run made elsewhere (e.g. the CLI), one through this process's queue, one cancelled while queued
     outside = train_run(cfg, settings)
     queue = JobQueue()
@@ -59,13 +68,30 @@ def test_group_ids_sort_by_launch_time_even_within_a_second():
 
 
 def test_progress_text_and_fraction():
-    r = LiveRun("x", "transfer", "b", "running", progress={
-        "phase": "train", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10, "images_per_sec": 123.4,
-        "eta_seconds": 75})
+    r = LiveRun(
+        "x",
+        "transfer",
+        "b",
+        "running",
+        progress={
+            "phase": "train",
+            "epoch": 2,
+            "epochs": 4,
+            "batch": 5,
+            "batches": 10,
+            "images_per_sec": 123.4,
+            "eta_seconds": 75,
+        },
+    )
     assert progress_fraction(r) == 0.375
     assert progress_text(r) == "epoch 2/4 · batch 5/10 · 123 img/s · ETA 1:15"
     assert progress_text(LiveRun("x", "t", "b", "queued", position=2)) == "queued — position 2"
-    feats = LiveRun("x", "t", "b", "running", progress={"phase": "features", "done": 3, "total": 9,
-                                                        "message": "computing backbone features"})
+    feats = LiveRun(
+        "x",
+        "t",
+        "b",
+        "running",
+        progress={"phase": "features", "done": 3, "total": 9, "message": "computing backbone features"},
+    )
     assert progress_text(feats) == "computing backbone features (3/9)" and progress_fraction(feats) == 0.0
     assert progress_fraction(LiveRun("x", "t", "b", "finished")) == 1.0

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from core import race
 from core.cli import main
 from core.errors import ConfigError
-from core.planner import LADDERS, LOAD_SECONDS_PER_IMAGE, SAFETY, plan_race, race_configs, split_counts
-from core.throughput import KINDS, PROBE_SIZES, Throughput
+from core.training import race
+from core.training.planner import LADDERS, LOAD_SECONDS_PER_IMAGE, SAFETY, plan_race, race_configs, split_counts
+from core.training.throughput import KINDS, PROBE_SIZES, Throughput
 
 FLOWERS = [503, 715, 532, 527, 642]  # images per class of the development photos
 
@@ -24,8 +24,14 @@ def fake_throughput(seconds_per_image: float = 1e-3, precision: str = "fp32") ->
     for kind in KINDS:
         base = seconds_per_image * {"train": 20.0, "rest": 0.1}.get(kind, 1.0)
         per_image[kind] = {str(small): base, str(large): base * (large / small) ** 2}
-    return Throughput(backbone="efficientnet_lite0", precision=precision, freeze=120, machine="fake",
-                      per_image=per_image, build_seconds=0.5)
+    return Throughput(
+        backbone="efficientnet_lite0",
+        precision=precision,
+        freeze=120,
+        machine="fake",
+        per_image=per_image,
+        build_seconds=0.5,
+    )
 
 
 def test_the_plan_fits_the_budget_and_uses_it():
@@ -33,8 +39,9 @@ def test_the_plan_fits_the_budget_and_uses_it():
         plan = plan_race(budget, fake_throughput(), FLOWERS, decoded=[(224, None)])
         assert [r.regime for r in plan.runs] == ["finetune", "transfer", "full", "scratch"]
         assert plan.predicted_seconds <= budget * SAFETY
-        exhausted = all(LADDERS[r.regime].index(r.recipe) == len(LADDERS[r.regime]) - 1
-                        for r in plan.runs if r.regime != "transfer")
+        exhausted = all(
+            LADDERS[r.regime].index(r.recipe) == len(LADDERS[r.regime]) - 1 for r in plan.runs if r.regime != "transfer"
+        )
         assert exhausted or plan.predicted_seconds >= 0.6 * budget  # the time is spent on accuracy, not left idle
 
 
@@ -56,8 +63,10 @@ def test_a_size_measured_below_the_others_is_interpolated_from_its_own_neighbour
 
 def test_a_bigger_budget_or_a_faster_machine_never_buys_less():
     def steps(plan):
-        return {r.regime: LADDERS[r.regime].index(r.recipe) if r.regime != "transfer" else r.recipe.img_size
-                for r in plan.runs}
+        return {
+            r.regime: LADDERS[r.regime].index(r.recipe) if r.regime != "transfer" else r.recipe.img_size
+            for r in plan.runs
+        }
 
     small, big = (plan_race(b, fake_throughput(), FLOWERS) for b in (180, 600))
     slow, fast = (plan_race(300, fake_throughput(s), FLOWERS) for s in (4e-3, 1e-3))
@@ -71,8 +80,11 @@ def test_transfer_continues_from_finetunes_cache():
     plan = plan_race(300, fake_throughput(), FLOWERS)
     f, t = plan.get("finetune"), plan.get("transfer")
     assert t.shares_cache_with == "finetune"
-    assert (t.recipe.img_size, t.recipe.views, t.recipe.limit_per_class) == \
-        (f.recipe.img_size, f.recipe.views, f.recipe.limit_per_class)
+    assert (t.recipe.img_size, t.recipe.views, t.recipe.limit_per_class) == (
+        f.recipe.img_size,
+        f.recipe.views,
+        f.recipe.limit_per_class,
+    )
     assert t.breakdown["frozen"] < f.breakdown["frozen"] / 5  # only the stages after finetune's cut
     alone = plan_race(300, fake_throughput(), FLOWERS, regimes=["transfer"])
     assert alone.get("transfer").shares_cache_with is None
@@ -81,8 +93,9 @@ def test_transfer_continues_from_finetunes_cache():
 def test_undecoded_images_cost_their_decoding():
     everything = [(r.img_size, r.limit_per_class) for ladder in LADDERS.values() for r in ladder]
     for decoded, per_image in (([], 0.01), (everything, LOAD_SECONDS_PER_IMAGE)):
-        plan = plan_race(300, fake_throughput(), FLOWERS, regimes=["finetune"], decode_seconds_per_image=0.01,
-                         decoded=decoded)
+        plan = plan_race(
+            300, fake_throughput(), FLOWERS, regimes=["finetune"], decode_seconds_per_image=0.01, decoded=decoded
+        )
         run = plan.runs[0]
         n = sum(split_counts(FLOWERS, run.recipe.limit_per_class).values())
         assert run.breakdown["data"] == pytest.approx(n * per_image, abs=0.01)

@@ -9,16 +9,18 @@ import sys
 import pytest
 import torch
 
-from core import engine, runtime
-from core.augment import apply_augment, to_float
-from core.backbones import BACKBONES, create_model
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.data import prepare_data
-from core.engine import Trainer
-from core.feature_cache import STORE, View, run_view
-from core.regimes import REGIMES, apply_regime
-from core.runtime import FrozenPass, frozen_pass
-from core.train import train_run
+from core.data.decode import to_float
+from core.models import runtime
+from core.models.backbones import BACKBONES, create_model
+from core.models.regimes import REGIMES, apply_regime
+from core.models.runtime import FrozenPass, frozen_pass
+from core.training import engine
+from core.training.augment import apply_augment
+from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.training.dataset import prepare_data
+from core.training.engine import Trainer
+from core.training.feature_cache import STORE, View, run_view
+from core.training.train import train_run
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime is not installed")
@@ -33,8 +35,11 @@ def _empty_store():
 
 def _cfg(source, regime="finetune", backbone="efficientnet_lite0", img_size=48, **train):
     train = {"epochs": 2, "lr": 1e-3, "batch_size": 32, **train}
-    return RunConfig(data=DataConfig(source=str(source), img_size=img_size),
-                     model=ModelConfig(backbone=backbone, regime=regime), train=TrainConfig(**train))
+    return RunConfig(
+        data=DataConfig(source=str(source), img_size=img_size),
+        model=ModelConfig(backbone=backbone, regime=regime),
+        train=TrainConfig(**train),
+    )
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
@@ -58,8 +63,9 @@ def test_the_prefix_is_frozen_and_the_suffix_starts_with_training(backbone, regi
     split = apply_regime(model, regime, backbone)
     assert not any(p.requires_grad for p in split.prefix.parameters())
     assert any(p.requires_grad for p in split.suffix[0].parameters())
-    assert {id(p) for p in split.prefix.parameters()} | {id(p) for p in split.suffix.parameters()} == \
-        {id(p) for p in model.parameters()}
+    assert {id(p) for p in split.prefix.parameters()} | {id(p) for p in split.suffix.parameters()} == {
+        id(p) for p in model.parameters()
+    }
     assert split.caches == (regime in ("transfer", "finetune"))
     if regime == "transfer":
         assert list(split.suffix) == [model.head]
@@ -108,8 +114,9 @@ def test_frozen_means_frozen(sample_folder, settings):
     best = torch.load(f"{s['run_dir']}/best.pt", weights_only=True)
     initial = start.state_dict()
     frozen_params = {n for n, p in start.named_parameters() if not p.requires_grad}
-    prefix_buffers = {f"{name}.{b}" for name in split.stage_names[:split.cut] for b, _ in
-                      start.get_submodule(name).named_buffers()} & set(initial)  # saved ones: BatchNorm statistics
+    prefix_buffers = {
+        f"{name}.{b}" for name in split.stage_names[: split.cut] for b, _ in start.get_submodule(name).named_buffers()
+    } & set(initial)  # saved ones: BatchNorm statistics
     assert prefix_buffers and frozen_params
     for name in frozen_params | prefix_buffers:  # weights and BatchNorm statistics alike
         assert torch.equal(best[name], initial[name]), name
@@ -139,9 +146,8 @@ def test_transfer_after_finetune_continues_from_its_cached_prefix(sample_folder,
 
 
 def test_progressive_resizing_trains_small_then_at_full_size(tiny_folder, settings):
-    s = train_run(_cfg(tiny_folder, "full", img_size=48, epochs=3, train_img_size=32, schedule="onecycle"),
-                  settings)
-    from core.runstore import load_run
+    s = train_run(_cfg(tiny_folder, "full", img_size=48, epochs=3, train_img_size=32, schedule="onecycle"), settings)
+    from core.runs.store import load_run
 
     metrics = load_run(s["run_dir"]).metrics
     assert [m["img_size"] for m in metrics] == [32, 32, 48]
@@ -182,8 +188,13 @@ def test_a_failing_export_falls_back_to_pytorch(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.onnx, "export", broken)
     monkeypatch.setattr(runtime, "_sessions", {})
     model, _ = create_model("resnet18", 5, pretrained=False)
-    run = frozen_pass(apply_regime(model, "transfer", "resnet18").prefix, torch.rand(2, 3, 32, 32), "fp32",
-                      choice="onnxruntime", cache_dir=tmp_path)
+    run = frozen_pass(
+        apply_regime(model, "transfer", "resnet18").prefix,
+        torch.rand(2, 3, 32, 32),
+        "fp32",
+        choice="onnxruntime",
+        cache_dir=tmp_path,
+    )
     assert run.runtime == "torch" and "export failed" in run.note and "unsupported operator" in run.note
     assert not list((tmp_path / "runtime").glob("*.onnx*"))  # nothing half-written left behind
 
@@ -192,6 +203,11 @@ def test_a_failing_export_falls_back_to_pytorch(monkeypatch, tmp_path):
 def test_outputs_that_differ_fall_back_to_pytorch(monkeypatch, tmp_path):
     monkeypatch.setattr(runtime.OnnxPass, "__call__", lambda self, x: torch.zeros(len(x), 512))
     model, _ = create_model("resnet18", 5, pretrained=False)
-    run = frozen_pass(apply_regime(model, "transfer", "resnet18").prefix, torch.rand(2, 3, 32, 32), "fp32",
-                      choice="auto", cache_dir=tmp_path)
+    run = frozen_pass(
+        apply_regime(model, "transfer", "resnet18").prefix,
+        torch.rand(2, 3, 32, 32),
+        "fp32",
+        choice="auto",
+        cache_dir=tmp_path,
+    )
     assert run.runtime == "torch" and "differ" in run.note

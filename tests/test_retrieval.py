@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from core.cli import main
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.embedders import EmbedderConfig, PixelEmbedder
 from core.errors import DataError
-from core.image_index import IndexConfig, clear_memory_cache, measure_recall, open_index
-from core.retrieval_eval import evaluate_index, quality_from_relevance
+from core.retrieval.embedders import EmbedderConfig, PixelEmbedder
+from core.retrieval.index import IndexConfig, clear_memory_cache, measure_recall, open_index
+from core.retrieval.metrics import evaluate_index, quality_from_relevance
+from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
 
 SMALL = EmbedderConfig(pixel_height=12, pixel_width=16)  # tiny pixel vectors keep the tests fast
@@ -108,7 +108,7 @@ def test_leave_one_out_quality_matches_numpy(noise, settings):
         rel = [labels[j] == labels[i] for j in order]
         precisions.append(sum(rel) / k)
         n_rel = (labels == labels[i]).sum() - 1
-        aps.append(sum(sum(rel[:r + 1]) / (r + 1) for r in range(k) if rel[r]) / min(k, n_rel))
+        aps.append(sum(sum(rel[: r + 1]) / (r + 1) for r in range(k) if rel[r]) / min(k, n_rel))
     q = evaluate_index(index, k)
     assert q.protocol == "leave-one-out" and q.queries == 18 and q.k == k
     assert q.precision_at_k == pytest.approx(np.mean(precisions))
@@ -162,7 +162,7 @@ def test_query_folder_protocol(noise, settings, tmp_path):
         rel = [labels[j] == f.split("/")[0] for j in order]  # class "zzz" is in no way relevant
         hits.append(sum(rel) / 4)
         if f.split("/")[0] in labels:
-            aps.append(sum(sum(rel[:r + 1]) / (r + 1) for r in range(4) if rel[r]) / 4)
+            aps.append(sum(sum(rel[: r + 1]) / (r + 1) for r in range(4) if rel[r]) / 4)
     assert q.precision_at_k == pytest.approx(np.mean(hits))
     assert q.map_at_k == pytest.approx(np.mean(aps))
     with pytest.raises(DataError, match="None of the query folder's classes"):
@@ -199,7 +199,7 @@ def test_index_is_saved_and_reused_until_a_file_changes(noise, settings, monkeyp
     # one photo changes: only it is embedded again; its new pixels are what the index holds
     changed = noise / "b" / "2.png"
     Image.new("RGB", (24, 32), (5, 250, 5)).save(changed)
-    os.utime(changed, ns=(1, 10 ** 18))
+    os.utime(changed, ns=(1, 10**18))
     upd, r4 = open_index(noise, "l1", SMALL, settings=settings)
     assert r4.action == "updated" and r4.embedded == 1 and r4.reused_vectors == 17 and calls[-1] == ["2.png"]
     np.testing.assert_array_equal(upd.vectors()[upd.files.index("b/2.png")], _pixels(changed))
@@ -234,8 +234,11 @@ def test_building_reports_progress_and_reusing_does_not(noise, settings):
     assert [c[0] for c in calls] == sorted(c[0] for c in calls)
     calls.clear()
     clear_memory_cache()
-    assert open_index(noise, "cosine", SMALL, settings=settings, on_progress=lambda *a: calls.append(a))[1].action \
-        == "reused" and calls == []
+    assert (
+        open_index(noise, "cosine", SMALL, settings=settings, on_progress=lambda *a: calls.append(a))[1].action
+        == "reused"
+        and calls == []
+    )
 
 
 def test_another_embedder_gets_its_own_index(noise, settings, monkeypatch):
@@ -280,10 +283,13 @@ def test_bad_queries_give_a_clear_message_and_lose_nothing(noise, settings, tmp_
     index, _ = open_index(noise, "l1", SMALL, settings=settings)
     (tmp_path / "notes.jpg").write_text("shopping list: milk, eggs")
     good = (noise / "a" / "0.png").read_bytes()
-    (tmp_path / "cut.png").write_bytes(good[:len(good) // 3])
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 3])
     Image.new("1", (12000, 10000)).save(tmp_path / "huge.png")  # 120 megapixels in a few kB
-    for name, reason in (("notes.jpg", "not in an image format"), ("cut.png", "damaged or cut short"),
-                         ("huge.png", "too large")):
+    for name, reason in (
+        ("notes.jpg", "not in an image format"),
+        ("cut.png", "damaged or cut short"),
+        ("huge.png", "too large"),
+    ):
         with pytest.raises(DataError) as e:
             index.search(tmp_path / name, k=3)
         msg = str(e.value)
@@ -300,8 +306,9 @@ def test_query_respects_exif_rotation_and_any_size(noise, settings, tmp_path):
     index, _ = open_index(noise, "l1", SMALL, settings=settings)
     src = Image.open(noise / "c" / "3.png")
     big = src.resize((src.width * 40, src.height * 40), Image.NEAREST)  # 960x1280: any size is fine
-    big.rotate(90, expand=True).save(tmp_path / "turned.jpg", quality=98,
-                                     exif=_orientation(6))  # stored on its side, EXIF says "turn 90° CW"
+    big.rotate(90, expand=True).save(
+        tmp_path / "turned.jpg", quality=98, exif=_orientation(6)
+    )  # stored on its side, EXIF says "turn 90° CW"
     hit = index.search(tmp_path / "turned.jpg", k=1).neighbours[0]
     assert hit.file == "c/3.png"
 
@@ -365,10 +372,13 @@ def test_measured_recall_is_the_share_of_exact_neighbours_found():
 
 
 def test_a_finished_runs_backbone_gives_its_own_index(tiny_folder, settings):
-    from core.train import train_run
+    from core.training.train import train_run
 
-    cfg = RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32), model=ModelConfig(
-        backbone="efficientnet_lite0", regime="full"), train=TrainConfig(epochs=1, lr=1e-3))
+    cfg = RunConfig(
+        data=DataConfig(source=str(tiny_folder), img_size=32),
+        model=ModelConfig(backbone="efficientnet_lite0", regime="full"),
+        train=TrainConfig(epochs=1, lr=1e-3),
+    )
     summary = train_run(cfg, settings)
     imagenet, _ = open_index(tiny_folder, "deep", settings=settings)
     tuned, r = open_index(tiny_folder, "deep", EmbedderConfig(run=summary["run_id"]), settings=settings)
@@ -385,7 +395,7 @@ def test_deep_features_use_resnet18_when_its_weights_are_here(noise, settings, t
 
     import torch
 
-    from core import backbones
+    from core.models import backbones
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # nothing in the hub cache
     torch.manual_seed(0)
@@ -416,8 +426,21 @@ def test_cli_index_search_and_eval(noise, settings, capsys):
     assert "l1: reused the cached index" in out
 
     query = noise / "a" / "3.png"
-    code, out, err = _cli(capsys, "search", "--data", str(noise), "--query", str(query), "--method", "l1",
-                          "--pixel-size", "12x16", "-k", "4", "--quiet")
+    code, out, err = _cli(
+        capsys,
+        "search",
+        "--data",
+        str(noise),
+        "--query",
+        str(query),
+        "--method",
+        "l1",
+        "--pixel-size",
+        "12x16",
+        "-k",
+        "4",
+        "--quiet",
+    )
     hits = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and len(hits) == 4 and set(hits[0]) == {"path", "label", "score"}
     assert all(h["path"] != str(query.resolve()) for h in hits) and "left out of its own results" in err
@@ -436,8 +459,19 @@ def test_cli_index_search_and_eval(noise, settings, capsys):
 
 def test_cli_mistakes_exit_2_with_a_message(noise, settings, capsys, tmp_path):
     (tmp_path / "q.png").write_bytes(b"not a png")
-    code, out, err = _cli(capsys, "search", "--data", str(noise), "--query", str(tmp_path / "q.png"), "--method",
-                          "l1", "--pixel-size", "12x16", "--quiet")
+    code, out, err = _cli(
+        capsys,
+        "search",
+        "--data",
+        str(noise),
+        "--query",
+        str(tmp_path / "q.png"),
+        "--method",
+        "l1",
+        "--pixel-size",
+        "12x16",
+        "--quiet",
+    )
     assert code == 2 and "'q.png' cannot be used as a photo" in err and "Traceback" not in err
     code, _, err = _cli(capsys, "search", "--data", str(noise), "--query", str(tmp_path / "none.jpg"), "--quiet")
     assert code == 2 and "Query image not found" in err

@@ -9,27 +9,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.data.drawing import render_flower
+from core.data.flowers import FLOWER_CLASSES
+from core.data.sample import ensure_sample, generate_sample
 from core.errors import ConfigError
-from core.sample import SAMPLE_CLASSES, ensure_sample, generate_sample, render_flower
 
 
 def _digests(root: Path) -> dict:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.jpg"))
-    }
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.jpg"))}
 
 
 def test_classes_are_the_flower_names():
-    assert SAMPLE_CLASSES == ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+    assert FLOWER_CLASSES == ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
 
 def test_structure(tmp_path):
     calls = []
     root = generate_sample(tmp_path / "s", per_class=3, size=40, seed=1, on_progress=lambda *a: calls.append(a))
     assert root == tmp_path / "s"
-    assert sorted(p.name for p in root.iterdir()) == sorted(SAMPLE_CLASSES)
-    for cls in SAMPLE_CLASSES:
+    assert sorted(p.name for p in root.iterdir()) == sorted(FLOWER_CLASSES)
+    for cls in FLOWER_CLASSES:
         files = sorted((root / cls).iterdir())
         assert [f.name for f in files] == [f"{cls}_{i:04d}.jpg" for i in range(3)]
         for f in files:
@@ -43,7 +42,7 @@ def test_structure(tmp_path):
 
 
 def test_render_flower():
-    for cls in SAMPLE_CLASSES:
+    for cls in FLOWER_CLASSES:
         im = render_flower(cls, np.random.default_rng(0), 64)
         assert im.size == (64, 64) and im.mode == "RGB"
         assert np.asarray(im).std() > 10  # not a blank image
@@ -109,7 +108,7 @@ def test_ensure_sample_repairs_incomplete(tmp_path):
 
 def _images(root, per_class):
     """(class index, uint8 RGB array) of every generated image, class by class."""
-    for ci, cls in enumerate(SAMPLE_CLASSES):
+    for ci, cls in enumerate(FLOWER_CLASSES):
         for i in range(per_class):
             with Image.open(root / cls / f"{cls}_{i:04d}.jpg") as im:
                 yield ci, np.asarray(im.convert("RGB"))
@@ -135,9 +134,16 @@ def test_a_tiny_cnn_learns_it(tmp_path):
 
     # two conv layers; global max pooling lets it respond to a shape (a disc, a spiral, a cup) anywhere
     model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, len(SAMPLE_CLASSES)),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, len(FLOWER_CLASSES)),
     )
     epochs, batch = 25, 16
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)

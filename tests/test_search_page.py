@@ -10,10 +10,11 @@ import hashlib
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.compare import regime_title
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.image_index import METHODS, clear_memory_cache, open_index
-from core.retrieval_eval import evaluate_index
+from core.retrieval.index import clear_memory_cache, open_index
+from core.retrieval.methods import METHODS
+from core.retrieval.metrics import evaluate_index
+from core.runs.compare import regime_title
+from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tests.helpers import ROOT
 
 APP = str(ROOT / "streamlit_app.py")
@@ -60,7 +61,7 @@ def test_search_page_shows_k_neighbours_three_ways_matching_core(sample_folder, 
     for m, method in enumerate(METHODS):
         index, _ = open_index(sample_folder, method, settings=settings)
         result = index.search(sample_folder / rel, 8, exclude_file=rel)
-        for n, caption in zip(result.neighbours, shown[8 * m:8 * (m + 1)]):
+        for n, caption in zip(result.neighbours, shown[8 * m : 8 * (m + 1)]):
             assert caption.startswith(f"{n.rank}. {'✅ ' if n.label == cls else ''}**{n.label}**")
             assert index.method.format_score(n.score, index.embedder.dim) in caption
         same = sum(n.label == cls for n in result.neighbours)
@@ -98,21 +99,29 @@ def test_k_random_pick_and_choosing_a_photo(sample_folder, settings):
     captions = _captions(at)
     assert captions[0].startswith(f"Query: {other}")
     index, _ = open_index(sample_folder, "l1", settings=settings)
-    assert f"{cls}/{other}" not in [n.file for n in index.search(sample_folder / cls / other, 3,
-                                                                  exclude_file=f"{cls}/{other}").neighbours]
+    assert f"{cls}/{other}" not in [
+        n.file for n in index.search(sample_folder / cls / other, 3, exclude_file=f"{cls}/{other}").neighbours
+    ]
     assert not at.exception
 
 
 def test_deep_features_from_a_finished_run(sample_folder, tiny_folder, settings):
-    from core.train import train_run
+    from core.training.train import train_run
 
-    summary = train_run(RunConfig(data=DataConfig(source=str(tiny_folder), img_size=32),
-                                  model=ModelConfig(backbone="efficientnet_lite0", regime="full"),
-                                  train=TrainConfig(epochs=1, lr=1e-3)), settings)
+    summary = train_run(
+        RunConfig(
+            data=DataConfig(source=str(tiny_folder), img_size=32),
+            model=ModelConfig(backbone="efficientnet_lite0", regime="full"),
+            train=TrainConfig(epochs=1, lr=1e-3),
+        ),
+        settings,
+    )
     at = search_page()
     box = at.selectbox(key="search_deep")
     assert box.options[0] == "ImageNet EfficientNet-Lite0 (pretrained)"
-    assert any(o.startswith(f"Fine-tuned run: {regime_title('full')} · efficientnet_lite0 · seed 0") for o in box.options)
+    assert any(
+        o.startswith(f"Fine-tuned run: {regime_title('full')} · efficientnet_lite0 · seed 0") for o in box.options
+    )
     box.set_value(f"run:{summary['run_id']}").run()
     assert not at.exception
     assert any(f"features of run {summary['run_id']}" in c.value for c in at.caption)

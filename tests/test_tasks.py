@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from core.app.tasks import TaskRunner
 from core.errors import DataError
-from core.tasks import TaskRunner
 
 
 def test_a_rerun_finds_the_running_task_and_its_result():

@@ -8,19 +8,22 @@ import math
 import pytest
 import torch
 
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.data import prepare_data
 from core.errors import ConfigError, DataError
-from core.evaluate import evaluate_run
-from core.events import BatchEnd, EpochEnd, RunEnd, RunStarted
-from core.runstore import RunStore, load_run
-from core.train import train_run
+from core.runs.evaluate import evaluate_run
+from core.runs.store import RunStore, load_run
+from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.training.dataset import prepare_data
+from core.training.events import BatchEnd, EpochEnd, RunEnd, RunStarted
+from core.training.train import train_run
 
 
 def _cfg(source, regime="transfer", backbone="efficientnet_lite0", img_size=64, **train):
     train = {"epochs": 4, "lr": 1e-3, "batch_size": 32, **train}
-    return RunConfig(data=DataConfig(source=str(source), img_size=img_size),
-                     model=ModelConfig(backbone=backbone, regime=regime), train=TrainConfig(**train))
+    return RunConfig(
+        data=DataConfig(source=str(source), img_size=img_size),
+        model=ModelConfig(backbone=backbone, regime=regime),
+        train=TrainConfig(**train),
+    )
 
 
 def test_transfer_learns_the_sample_well_above_chance(sample_folder, settings):
@@ -45,8 +48,9 @@ def test_transfer_learns_the_sample_well_above_chance(sample_folder, settings):
 def test_finetune_trains_only_unfrozen_weights_and_learns(sample_folder, settings):
     s = train_run(_cfg(sample_folder, regime="finetune", epochs=3), settings)
     run = load_run(s["run_dir"])
-    start, _ = __import__("core.backbones", fromlist=["create_model"]).create_model(
-        "efficientnet_lite0", 5, pretrained=True)
+    start, _ = __import__("core.models.backbones", fromlist=["create_model"]).create_model(
+        "efficientnet_lite0", 5, pretrained=True
+    )
     best = torch.load(run.dir / "best.pt", weights_only=True)
     names = [n for n, _ in start.named_parameters()]
     frozen, trainable = names[:120], names[120:]
@@ -65,8 +69,7 @@ def test_feature_cache_matches_the_plain_path(sample_folder, settings):
 
 
 def test_best_checkpoint_is_the_epoch_with_lowest_val_loss(tiny_folder, settings):
-    s = train_run(_cfg(tiny_folder, regime="scratch", backbone="resnet18", img_size=32, epochs=4, lr=3e-3),
-                  settings)
+    s = train_run(_cfg(tiny_folder, regime="scratch", backbone="resnet18", img_size=32, epochs=4, lr=3e-3), settings)
     run = load_run(s["run_dir"])
     losses = [m["val_loss"] for m in run.metrics]
     assert s["best_epoch"] == 1 + losses.index(min(losses))
@@ -83,8 +86,12 @@ def test_stop_ends_the_run_within_a_batch_and_keeps_it_as_interrupted(sample_fol
         if isinstance(e, BatchEnd):
             seen.append(e)
 
-    s = train_run(_cfg(sample_folder, regime="full", epochs=5, img_size=48), settings, on_event=on_event,
-                  should_stop=lambda: len(seen) >= stop_after)
+    s = train_run(
+        _cfg(sample_folder, regime="full", epochs=5, img_size=48),
+        settings,
+        on_event=on_event,
+        should_stop=lambda: len(seen) >= stop_after,
+    )
     assert len(seen) == stop_after  # not one batch more after the request
     assert s["status"] == "interrupted" and s["epochs_done"] == 1
     run = load_run(s["run_dir"])
@@ -106,7 +113,7 @@ def test_runs_survive_a_restart_and_crashes_show_as_interrupted(tiny_folder, set
     crashed.write_config(r.config)
     crashed.write_status("running", started_at="x")
     status = json.loads((crashed.dir / "status.json").read_text())
-    status["pid"] = 2 ** 22 + 12345  # no such process
+    status["pid"] = 2**22 + 12345  # no such process
     (crashed.dir / "status.json").write_text(json.dumps(status))
     crashed.append_metrics({"epoch": 1, "val_acc": 0.5})
     with open(crashed.dir / "metrics.jsonl", "a") as f:
@@ -145,6 +152,7 @@ def test_evaluate_on_another_folder_of_the_same_classes(tiny_folder, sample_fold
     (tmp_path / "odd" / "cactus").mkdir(parents=True)
     (tmp_path / "odd" / "daisy").mkdir()
     from PIL import Image
+
     Image.new("RGB", (8, 8)).save(tmp_path / "odd" / "cactus" / "1.png")
     with pytest.raises(DataError, match="not trained on: cactus"):
         evaluate_run(s["run_dir"], data=str(tmp_path / "odd"), settings=settings)

@@ -1,0 +1,29 @@
+"""What this machine can do, in the words the app shows a teacher: device, threads, precision, weights."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Dict
+
+import torch
+
+from core.models.backbones import BACKBONES
+from core.models.device import cpu_has_native_bf16, cpu_isa, cpu_model, pick_device, resolve_precision
+from core.settings import Settings
+
+
+def machine_state(settings: Settings) -> Dict:
+    device = pick_device("auto")
+    return {
+        "device": str(device),
+        "cpu": cpu_model(),
+        "isa": cpu_isa(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "precision": resolve_precision("auto", device),
+        "native_bf16": cpu_has_native_bf16(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "imagenet_weights": {name: spec.weights_source(settings) for name, spec in BACKBONES.items()},
+    }

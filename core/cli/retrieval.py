@@ -1,0 +1,172 @@
+"""``python -m core {index,search,retrieval-eval}``: image retrieval from the command line.
+
+Same conventions as every command: progress on stderr, the last line on stdout is JSON, user mistakes
+exit with status 2 and a plain message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List
+
+from core.cli import args as a
+from core.cli.progress import TqdmListener
+from core.data.imagefolder import scan_image_folder
+from core.data.sources import resolve_source
+from core.errors import ConfigError
+from core.models.backbones import BACKBONES
+from core.models.device import PRECISIONS
+from core.retrieval.embedders import EmbedderConfig
+from core.retrieval.index import IndexConfig, open_index
+from core.retrieval.methods import METHOD_NAMES
+from core.retrieval.metrics import evaluate_index
+from core.settings import Settings
+
+
+def _add_common(p: argparse.ArgumentParser, method_help: str, method_default=None) -> None:
+    a.add_data(p)
+    p.add_argument("--method", choices=METHOD_NAMES, default=method_default, help=method_help)
+    p.add_argument(
+        "--backbone",
+        default="auto",
+        choices=["auto", *BACKBONES],
+        help="deep features: ImageNet backbone (default auto: ResNet18 when its weights are on this "
+        "machine, else the offline EfficientNet-Lite0)",
+    )
+    p.add_argument(
+        "--run",
+        default="",
+        help="deep features: a finished training run (folder or id) whose "
+        "fine-tuned body replaces the ImageNet backbone",
+    )
+    p.add_argument(
+        "--pixel-size",
+        type=a.pixel_size,
+        default=None,
+        metavar="HxW",
+        help="raw-pixel methods: the size images are resized to (default 86x128, as in the notebook)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="auto",
+        help="deep features: auto = bf16 on CPUs with native bf16",
+    )
+    p.add_argument(
+        "--approx-threshold",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use an approximate HNSW index above N images (default 50000)",
+    )
+    a.add_quiet(p)
+
+
+def add_parsers(sub) -> None:
+    i = sub.add_parser("index", help="build (or reuse) the cached search index of a dataset")
+    _add_common(i, "one method (default: all three)")
+    i.set_defaults(handler=cmd_index)
+
+    s = sub.add_parser("search", help="the nearest neighbours of a photo in a dataset")
+    _add_common(s, "how to compare images (default: deep)", "deep")
+    s.add_argument("--query", required=True, help="the photo to search with (JPEG, PNG, WebP…)")
+    s.add_argument("-k", type=a.positive_int, default=8, help="how many neighbours (default 8)")
+    s.set_defaults(handler=cmd_search)
+
+    e = sub.add_parser("retrieval-eval", help="precision@k and mAP@k of each method on a labelled dataset")
+    _add_common(e, "one method (default: all three)")
+    e.add_argument(
+        "--queries",
+        help="a folder of query images with the same class folders (default: leave-one-out over the dataset)",
+    )
+    e.add_argument("-k", type=a.positive_int, default=10, help="how many neighbours count (default 10)")
+    e.set_defaults(handler=cmd_retrieval_eval)
+
+
+def _configs(args):
+    emb = EmbedderConfig(backbone=args.backbone, run=args.run, precision=args.precision)
+    if args.pixel_size:
+        emb.pixel_height, emb.pixel_width = args.pixel_size
+    idx = IndexConfig()
+    if args.approx_threshold is not None:
+        idx.approx_threshold = args.approx_threshold
+    return emb.validate(), idx.validate()
+
+
+def _open(args, methods: List[str], progress) -> list:
+    settings = Settings.from_env()
+    root = Path(resolve_source(args.data, settings, progress)).resolve()
+    emb, idx = _configs(args)
+    listing = scan_image_folder(root, min_classes=1)
+    return [open_index(root, method, emb, idx, settings, on_progress=progress, listing=listing) for method in methods]
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    bars = TqdmListener(args.quiet)
+    try:
+        opened = _open(args, [args.method] if args.method else list(METHOD_NAMES), bars.progress)
+    finally:
+        bars.close()
+    for _, report in opened:
+        print(report.describe())
+    print(json.dumps([report.as_json() for _, report in opened]))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    query = Path(args.query).expanduser()
+    if not query.is_file():
+        raise ConfigError(f"Query image not found: {query}")
+    bars = TqdmListener(args.quiet)
+    try:
+        [(index, _)] = _open(args, [args.method], bars.progress)
+    finally:
+        bars.close()
+    own = None
+    try:
+        own = query.resolve().relative_to(index.root.resolve()).as_posix()
+    except ValueError:
+        pass
+    own = own if own is not None and index.id_of(own) is not None else None
+    result = index.search(query, args.k, exclude_file=own, name=query.name)
+    if own:
+        print(f"(the query is in the dataset as {own}; it is left out of its own results)", file=sys.stderr)
+    for n in result.neighbours:
+        print(
+            f"{n.rank:3d}. {index.method.format_score(n.score, index.embedder.dim):>16s}  {n.label:12s} {n.file}",
+            file=sys.stderr,
+        )
+    spec = index.method
+    print(
+        f"{spec.display}: {len(result.neighbours)} neighbours in {result.seconds * 1000:.0f} ms; score = "
+        f"{spec.score_name}, {'higher' if spec.higher_is_better else 'lower'} is closer",
+        file=sys.stderr,
+    )
+    print(json.dumps([n.as_json() for n in result.neighbours]))
+    return 0
+
+
+def cmd_retrieval_eval(args: argparse.Namespace) -> int:
+    if args.queries and not Path(args.queries).expanduser().is_dir():
+        raise ConfigError(f"Query folder not found: {args.queries}")
+    bars = TqdmListener(args.quiet)
+    methods = [args.method] if args.method else list(METHOD_NAMES)
+    results = {}
+    try:
+        for index, _ in _open(args, methods, bars.progress):
+            q = evaluate_index(index, args.k, Path(args.queries).expanduser() if args.queries else None, bars.progress)
+            results[index.method.name] = q
+    finally:
+        bars.close()
+    k = min(q.k for q in results.values())
+    for name, q in results.items():
+        print(
+            f"{name:7s} precision@{q.k} {q.precision_at_k:.3f}  mAP@{q.k} {q.map_at_k:.3f}  "
+            f"({q.queries} queries, {q.protocol}, {q.seconds:.1f} s)",
+            file=sys.stderr,
+        )
+    print(json.dumps({"k": k, "methods": {name: q.as_json() for name, q in results.items()}}))
+    return 0

@@ -1,0 +1,195 @@
+"""``python -m core train`` (one run) and ``python -m core race`` (the four regimes, planned to a time budget)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional
+
+from core.cli import args as a
+from core.cli.progress import CtrlC, TqdmListener
+from core.models.backbones import BACKBONES
+from core.models.device import PRECISIONS
+from core.models.regimes import REGIMES
+from core.models.runtime import RUNTIMES
+from core.progress import ProgressFn
+from core.settings import Settings
+from core.training.config import (
+    BUDGET_PRESETS,
+    FEATURE_CACHE,
+    PRESET_NAMES,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    apply_preset,
+    regime_defaults,
+)
+from core.training.race import plan_for, run_race
+from core.training.train import train_run
+
+SUMMARY_KEYS = (
+    "run_id",
+    "run_dir",
+    "status",
+    "regime",
+    "backbone",
+    "dataset",
+    "epochs",
+    "epochs_done",
+    "best_epoch",
+    "best_val_acc",
+    "test_acc",
+    "train_seconds",
+    "seconds_per_epoch",
+    "trainable_params",
+    "frozen_params",
+    "weights_source",
+)
+
+
+def add_parsers(sub) -> None:
+    t = sub.add_parser("train", help="train one run and save it in the run store")
+    a.add_data(t)
+    t.add_argument("--regime", required=True, choices=list(REGIMES))
+    t.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
+    t.add_argument(
+        "--preset",
+        choices=list(PRESET_NAMES),
+        help="start from a preset; other flags override it. '5 minutes' and 'quick demo' (2 minutes) "
+        "plan this regime to finish within that time on this machine",
+    )
+    t.add_argument("--epochs", type=a.positive_int)
+    t.add_argument("--img-size", type=a.positive_int, help="image side in pixels (default 224)")
+    t.add_argument("--batch-size", type=a.positive_int)
+    t.add_argument("--lr", type=a.positive_float)
+    t.add_argument(
+        "--freeze",
+        type=a.nonneg_int,
+        help="finetune: leading parameter tensors to freeze "
+        "(default: the notebook's 50 of 62 for ResNet18, the same share for other backbones)",
+    )
+    t.add_argument("--limit-per-class", type=a.positive_int, help="use at most K images per class")
+    t.add_argument("--seed", type=a.nonneg_int)
+    t.add_argument("--precision", choices=list(PRECISIONS))
+    t.add_argument("--feature-cache", choices=list(FEATURE_CACHE))
+    t.add_argument("--threads", type=a.positive_int)
+    t.add_argument(
+        "--runtime",
+        choices=list(RUNTIMES),
+        help="frozen passes: auto = ONNX Runtime where it is measured 1.5x faster here, else PyTorch",
+    )
+    t.add_argument(
+        "--train-img-size",
+        type=a.positive_int,
+        help="progressive resizing (scratch, full): train at this size, the last epoch at --img-size",
+    )
+    a.add_runs_dir(t, "where to save the run (default: $TRANSFERLAB_RUNS_DIR or per-user)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(handler=cmd_train)
+
+    rc = sub.add_parser("race", help="train the four regimes one after another, planned to a time budget")
+    a.add_data(rc, "as for train (default: sample)")
+    rc.add_argument("--backbone", default="efficientnet_lite0", choices=list(BACKBONES))
+    rc.add_argument(
+        "--budget-minutes",
+        type=a.budget_minutes,
+        default=5.0,
+        help="how long the whole race may take, 1-30 minutes (default 5)",
+    )
+    rc.add_argument("--precision", choices=list(PRECISIONS), default="auto")
+    a.add_runs_dir(rc, "where to save the runs (default: $TRANSFERLAB_RUNS_DIR or per-user)")
+    a.add_quiet(rc)
+    rc.set_defaults(handler=cmd_race)
+
+
+def config_from_args(
+    args: argparse.Namespace, settings: Optional[Settings] = None, progress: Optional[ProgressFn] = None
+) -> RunConfig:
+    """The run's configuration: the preset (or the regime's defaults), then every flag given on top."""
+    cfg = RunConfig(data=DataConfig(source=args.data), model=ModelConfig(backbone=args.backbone, regime=args.regime))
+    if args.preset in BUDGET_PRESETS:
+        planned = plan_for(
+            args.data,
+            args.backbone,
+            BUDGET_PRESETS[args.preset] * 60,
+            settings or a.settings_from(args),
+            args.precision or "auto",
+            regimes=[args.regime],
+            preset=args.preset,
+            **({"on_progress": progress} if progress else {}),
+        )
+        cfg = planned.configs[0]
+    elif args.preset:
+        cfg = apply_preset(cfg, args.preset)
+    else:
+        cfg = regime_defaults(cfg)
+    for section, attr, value in (
+        ("data", "img_size", args.img_size),
+        ("data", "limit_per_class", args.limit_per_class),
+        ("model", "freeze", args.freeze),
+        ("train", "epochs", args.epochs),
+        ("train", "batch_size", args.batch_size),
+        ("train", "lr", args.lr),
+        ("train", "seed", args.seed),
+        ("train", "precision", args.precision),
+        ("train", "feature_cache", args.feature_cache),
+        ("train", "num_threads", args.threads),
+        ("train", "runtime", args.runtime),
+        ("train", "train_img_size", args.train_img_size),
+    ):
+        if value is not None:
+            setattr(getattr(cfg, section), attr, value)
+    if args.seed is not None:
+        cfg.data.split_seed = args.seed
+    return cfg.validate()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    settings = a.settings_from(args)
+    listener = TqdmListener(args.quiet)
+    try:
+        cfg = config_from_args(args, settings, listener.progress)
+        with CtrlC() as stop:
+            summary = train_run(cfg, settings, on_event=listener, should_stop=stop.is_set)
+    finally:
+        listener.close()
+    if summary.get("skipped_files"):
+        print(
+            f"note: {summary['skipped_files']} unreadable file(s) were skipped (listed in the run's split.json)",
+            file=sys.stderr,
+        )
+    print(json.dumps({k: summary.get(k) for k in SUMMARY_KEYS}))
+    return 0 if summary["status"] in ("finished", "interrupted") else 1
+
+
+def cmd_race(args: argparse.Namespace) -> int:
+    settings = a.settings_from(args)
+    listener = TqdmListener(args.quiet)
+
+    def on_run_end(row) -> None:
+        listener.close()
+        print(json.dumps(row), flush=True)
+
+    try:
+        with CtrlC() as stop:
+            result = run_race(
+                args.data,
+                args.backbone,
+                args.budget_minutes,
+                settings,
+                args.precision,
+                on_event=listener,
+                on_progress=listener.progress,
+                on_run_end=on_run_end,
+                should_stop=stop.is_set,
+            )
+    finally:
+        listener.close()
+    print(
+        f"race: {result['wall_seconds']:.0f} s (predicted {result['predicted_seconds']:.0f} s, budget "
+        f"{result['budget_seconds']:.0f} s)",
+        file=sys.stderr,
+    )
+    print(json.dumps({k: result[k] for k in ("budget_seconds", "wall_seconds", "predicted_seconds", "runs")}))
+    return 0 if all(r["status"] in ("finished", "interrupted") for r in result["runs"]) else 1

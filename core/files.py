@@ -1,0 +1,51 @@
+"""Writing files so that a crash never leaves a half-written one: the one place that does it.
+
+:func:`atomic_path` hands out a temporary path next to the target; when the ``with`` block ends normally
+the temporary file is flushed to disk (fsync, unless ``durable=False``) and renamed over the target in one
+step, so readers see the old file or the new one, never a torn mix. When the block raises, the temporary
+file is deleted. :func:`atomic_write` does the same with an open file. Every file the project keeps for
+later (run files, checkpoints, decoded-image caches, search indexes, exported models, speed measurements)
+is written through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, durable: bool = True) -> Iterator[Path]:
+    """``with atomic_path(path) as tmp:`` — write the file ``tmp``; it replaces ``path`` if the block succeeds.
+
+    ``durable=False`` skips the fsync: for caches, which are checked when read and rebuilt when damaged, and
+    where syncing hundreds of megabytes would only cost time."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        yield tmp
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator[IO]:
+    """``with atomic_write(path) as f:`` — write ``f``; it replaces ``path`` only if the block succeeds."""
+    with atomic_path(path, durable) as tmp, open(tmp, mode) as f:
+        yield f
+
+
+def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
+    """``obj`` as indented JSON at ``path``, replaced atomically."""
+    with atomic_write(path, "w", durable) as f:
+        json.dump(obj, f, indent=1)

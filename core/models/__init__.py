@@ -1,0 +1,1 @@
+"""Models: the backbones registry, the four regimes, device and precision, frozen-pass runtimes, inference."""

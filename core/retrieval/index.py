@@ -1,0 +1,501 @@
+"""Image retrieval indexes: one FAISS index per dataset and method (:mod:`core.retrieval.methods`), cached on disk.
+
+Collections above :attr:`IndexConfig.approx_threshold` images get an HNSW graph instead of a flat index;
+its recall against exact search is measured after every build and saved with it.
+
+An index is saved as one file under ``<cache>/indexes/<dataset>/<method>-<embedder>.npz`` with the list of
+files it holds (path, size, mtime). :func:`open_index` reuses it when neither the files nor the embedder
+changed; when files were added it embeds only those and adds them; when files changed or went away it
+re-embeds only the changed ones and rebuilds the index from the vectors it already has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import faiss
+import numpy as np
+
+from core.data.decode import ImageDecodeError, unusable_photo
+from core.data.imagefolder import ImageFolderListing, scan_image_folder
+from core.data.tensor_cache import file_stats, stats_fingerprint
+from core.errors import ConfigError, DataError
+from core.files import atomic_write
+from core.lru import LockedLRU
+from core.progress import ProgressFn, no_progress
+from core.retrieval.embedders import Embedder, EmbedderConfig, get_embedder
+from core.retrieval.methods import MethodSpec, get_method
+from core.settings import Settings
+
+INDEX_VERSION = 1
+
+
+@dataclass
+class IndexConfig:
+    """Which FAISS index to build; saved with every index."""
+
+    approx_threshold: int = 50_000  # more images than this: an approximate HNSW index instead of exact search
+    hnsw_m: int = 32  # graph neighbours per node
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128  # search breadth: higher is slower and closer to exact
+    recall_queries: int = 200  # dataset images used to measure the approximate index's recall
+    recall_k: int = 10
+
+    def validate(self) -> IndexConfig:
+        if self.approx_threshold < 0:
+            raise ConfigError(f"The approximate-index threshold must be 0 or more, got {self.approx_threshold}.")
+        if self.hnsw_m < 4 or self.hnsw_ef_search < 1 or self.hnsw_ef_construction < 1:
+            raise ConfigError("HNSW parameters must be positive (M at least 4).")
+        return self
+
+    def kind_for(self, n: int) -> str:
+        return "hnsw" if n > self.approx_threshold else "flat"
+
+
+@dataclass
+class Neighbour:
+    rank: int
+    path: str  # absolute
+    file: str  # relative to the dataset root
+    label: str
+    score: float
+
+    def as_json(self) -> dict:
+        return {"path": self.path, "label": self.label, "score": self.score}
+
+
+@dataclass
+class SearchResult:
+    method: str
+    neighbours: List[Neighbour]
+    embed_seconds: float
+    search_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.embed_seconds + self.search_seconds
+
+
+@dataclass
+class BuildReport:
+    """What :func:`open_index` did, for people (``describe()``) and scripts (``as_json()``)."""
+
+    method: str
+    action: str  # "reused", "added", "updated", "built"
+    images: int
+    embedded: int  # images embedded this time
+    reused_vectors: int  # vectors kept from the saved index
+    skipped: List[str]  # files that could not be read as images
+    kind: str  # "flat" or "hnsw"
+    embedder: str
+    path: str
+    seconds: float
+    recall: Optional[dict] = None
+
+    def describe(self) -> str:
+        what = {
+            "reused": "reused the cached index",
+            "added": f"added {self.embedded} new image(s) to the cached index",
+            "updated": f"updated the cached index: re-embedded {self.embedded} new or changed image(s), kept "
+            f"{self.reused_vectors}",
+            "built": f"built a new index: embedded {self.embedded} image(s)",
+        }[self.action]
+        kind = "exact search" if self.kind == "flat" else "approximate HNSW search"
+        text = (
+            f"{self.method}: {what} — {self.images} images, {self.embedder}, {kind}, {self.seconds:.1f} s; {self.path}"
+        )
+        if self.recall:
+            text += (
+                f"; recall@{self.recall['k']} vs exact {self.recall['recall']:.3f} ({self.recall['queries']} queries)"
+            )
+        if self.skipped:
+            text += f"; {len(self.skipped)} unreadable file(s) skipped"
+        return text
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ImageIndex:
+    """A searchable index of one dataset's images by one method."""
+
+    method: MethodSpec
+    root: Path
+    classes: Tuple[str, ...]
+    files: List[str]  # relative paths, in index id order
+    labels: np.ndarray  # int64 class index per id
+    index: faiss.Index
+    embedder: Embedder
+    meta: dict
+    path: Path
+    _loo: Optional[np.ndarray] = field(default=None, repr=False)
+    _loo_partial: Optional[Tuple[np.ndarray, int]] = field(default=None, repr=False)  # (ids, rows done)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    def vectors(self) -> np.ndarray:
+        return self.index.reconstruct_n(0, self.index.ntotal)
+
+    def embed(self, source, name: str = "") -> np.ndarray:
+        """The query vector ``(1, dim)`` of a path or file-like object (rewound first: one upload can be
+        searched by every method). Raises :class:`DataError` saying why a file cannot be used."""
+        if hasattr(source, "seek"):
+            source.seek(0)
+        try:
+            v = self.embedder.embed_source(source)[None].astype(np.float32)
+        except ImageDecodeError as e:
+            raise unusable_photo(e, name or Path(str(getattr(source, "name", source) or "")).name) from e
+        return self.method.prepare(v)
+
+    def embed_files(
+        self, paths: Sequence[Path], on_progress: ProgressFn = no_progress
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Vectors of ``paths`` as the index holds them, and which files could be read (bool array)."""
+        vectors, ok = self.embedder.embed_files(paths, on_progress)
+        return self.method.prepare(vectors), np.array(ok, dtype=bool)
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Scores and ids ``(m, k)`` of the ``k`` nearest (closest first; id -1 where fewer exist)."""
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self)))
+
+    def neighbours(
+        self, scores: np.ndarray, ids: np.ndarray, exclude: Optional[int] = None, k: Optional[int] = None
+    ) -> List[Neighbour]:
+        out = []
+        for score, i in zip(scores, ids):
+            if i < 0 or i == exclude:
+                continue
+            out.append(
+                Neighbour(
+                    rank=len(out) + 1,
+                    path=str(self.root / self.files[i]),
+                    file=self.files[i],
+                    label=self.classes[self.labels[i]],
+                    score=float(score),
+                )
+            )
+        return out[:k] if k is not None else out
+
+    def id_of(self, file: str) -> Optional[int]:
+        try:
+            return self.files.index(file)
+        except ValueError:
+            return None
+
+    def search(self, source, k: int = 8, exclude_file: Optional[str] = None, name: str = "") -> SearchResult:
+        """The ``k`` nearest images to ``source`` (a path or an uploaded file called ``name``), leaving out
+        ``exclude_file`` (the query itself when it comes from the dataset)."""
+        t0 = time.perf_counter()
+        q = self.embed(source, name)
+        t1 = time.perf_counter()
+        exclude = self.id_of(exclude_file) if exclude_file else None
+        scores, ids = self.search_vectors(q, k + (exclude is not None))
+        t2 = time.perf_counter()
+        return SearchResult(self.method.name, self.neighbours(scores[0], ids[0], exclude, k), t1 - t0, t2 - t1)
+
+    def _loo_cache(self) -> Tuple[Path, str]:
+        token = f"{self.meta['fingerprint']}-{self.meta['embedder_key']}-{self.meta['kind']}"
+        return self.path.with_name(self.path.stem + ".loo.npz"), token
+
+    def has_leave_one_out(self, k: int) -> bool:
+        """Whether :meth:`leave_one_out` for ``k`` is already computed (in memory or on disk)."""
+        return self._cached_loo(k) is not None
+
+    def _cached_loo(self, k: int) -> Optional[np.ndarray]:
+        if self._loo is not None and self._loo.shape[1] >= k:
+            return self._loo[:, :k]
+        path, token = self._loo_cache()
+        try:
+            with np.load(path) as z:
+                if str(z["token"]) == token and z["ids"].shape[1] >= k:
+                    self._loo = z["ids"]
+                    return self._loo[:, :k]
+        except (OSError, KeyError, ValueError):
+            pass
+        return None
+
+    def leave_one_out(self, k: int, on_progress: ProgressFn = no_progress, batch: int = 256) -> np.ndarray:
+        """ids ``(n, k)``: each image's ``k`` nearest *other* images, closest first. Kept in memory and on
+        disk; a smaller ``k`` later is answered from the saved larger one. Resumable: when ``on_progress``
+        raises (an app rerun stops the script there), the next call carries on from the last finished batch."""
+        with self._lock:
+            cached = self._cached_loo(k)
+            if cached is not None:
+                return cached
+            n = len(self)
+            if self._loo_partial is None or self._loo_partial[0].shape[1] != k:
+                self._loo_partial = (np.full((n, k), -1, dtype=np.int64), 0)
+            ids, start = self._loo_partial
+            while start < n:
+                stop = min(n, start + batch)
+                q = self.index.reconstruct_n(start, stop - start)
+                _, found = self.search_vectors(q, k + 1)
+                for row, i in enumerate(range(start, stop)):
+                    hits = [j for j in found[row] if j != i and j >= 0][:k]  # the query itself, wherever ties put it
+                    ids[i, : len(hits)] = hits
+                self._loo_partial = (ids, stop)
+                start = stop
+                on_progress(stop, n, f"leave-one-out search ({self.method.display})")
+            path, token = self._loo_cache()
+            _save_npz(path, token=np.array(token), ids=ids)
+            self._loo, self._loo_partial = ids, None
+            return ids
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def index_path(root: Path, method: str, embedder_key: str, settings: Settings) -> Path:
+    folder = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
+    return (
+        settings.cache_dir / "indexes" / folder / f"{method}-{hashlib.sha1(embedder_key.encode()).hexdigest()[:12]}.npz"
+    )
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_write(path, durable=False) as f:  # a cache: checked on load, rebuilt when damaged
+        np.savez(f, **arrays)
+
+
+def _save(path: Path, index: faiss.Index, meta: dict) -> None:
+    _save_npz(path, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), index=faiss.serialize_index(index))
+
+
+def _load(path: Path) -> Optional[Tuple[faiss.Index, dict]]:
+    """The saved index and its metadata, or None when absent or unreadable (it is then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            index = faiss.deserialize_index(z["index"])
+    except Exception:  # truncated, foreign or damaged file: rebuild it
+        return None
+    if meta.get("version") != INDEX_VERSION or index.ntotal != len(meta.get("entries", ())):
+        return None
+    return index, meta
+
+
+def _new_index(kind: str, dim: int, metric: int, cfg: IndexConfig) -> faiss.Index:
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, metric)
+        index.hnsw.efConstruction = cfg.hnsw_ef_construction
+        index.hnsw.efSearch = cfg.hnsw_ef_search
+        return index
+    return faiss.IndexFlat(dim, metric)
+
+
+def measure_recall(index: faiss.Index, metric: int, k: int, queries: int, seed: int = 0) -> dict:
+    """Recall@k of an approximate index against exact search over the same vectors, on a seeded sample
+    of its own vectors as queries: the share of the exact ``k`` nearest that the approximate index finds."""
+    vectors = index.reconstruct_n(0, index.ntotal)
+    exact = faiss.IndexFlat(vectors.shape[1], metric)
+    exact.add(vectors)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False))
+    k = min(k, len(vectors))
+    _, approx_ids = index.search(vectors[pick], k)
+    _, exact_ids = exact.search(vectors[pick], k)
+    hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_ids, exact_ids))
+    return {"k": k, "queries": int(len(pick)), "recall": hits / (k * len(pick)) if len(pick) else 1.0}
+
+
+_open: LockedLRU[ImageIndex] = LockedLRU(maxsize=4)  # indexes kept open between searches, by file
+_build_locks: Dict[str, threading.Lock] = {}
+_build_locks_lock = threading.Lock()
+
+
+def _remember(index: ImageIndex) -> ImageIndex:
+    return _open.put(str(index.path), index)
+
+
+def clear_memory_cache() -> None:
+    _open.clear()
+
+
+def open_index(
+    root: Path,
+    method: str,
+    embedder_cfg: Optional[EmbedderConfig] = None,
+    index_cfg: Optional[IndexConfig] = None,
+    settings: Optional[Settings] = None,
+    on_progress: ProgressFn = no_progress,
+    listing: Optional[ImageFolderListing] = None,
+) -> Tuple[ImageIndex, BuildReport]:
+    """The index of the images under ``root`` (one sub-folder per class) for ``method``: from memory, from
+    disk, updated incrementally, or built — whichever the dataset's files and the embedder allow.
+
+    ``listing``: ``root`` just scanned by :func:`scan_image_folder` (opening several methods scans once)."""
+    spec = get_method(method)
+    settings = settings or Settings.from_env()
+    index_cfg = (index_cfg or IndexConfig()).validate()
+    root = Path(root).expanduser().resolve()
+    started = time.perf_counter()
+    listing = listing or scan_image_folder(root, min_classes=1)
+    embedder = get_embedder(spec.embedder, embedder_cfg, settings)
+    path = index_path(root, method, embedder.key, settings)
+    entries = file_stats(root, listing.files)
+    fingerprint = stats_fingerprint(root, entries)
+    kind = index_cfg.kind_for(len(entries))
+    cfg_dict = asdict(index_cfg)
+
+    def fresh(meta: dict) -> bool:
+        return (
+            meta["fingerprint"] == fingerprint
+            and meta["embedder_key"] == embedder.key
+            and meta["kind"] == kind
+            and (kind == "flat" or meta["index_config"] == cfg_dict)
+        )
+
+    def report(action: str, index: ImageIndex, embedded: int, reused: int) -> BuildReport:
+        return BuildReport(
+            method=method,
+            action=action,
+            images=len(index),
+            embedded=embedded,
+            reused_vectors=reused,
+            skipped=[e[0] for e in index.meta["skipped"]],
+            kind=index.kind,
+            embedder=embedder.description,
+            path=str(path),
+            seconds=time.perf_counter() - started,
+            recall=index.meta.get("recall"),
+        )
+
+    cached = _open.get(str(path))
+    with _build_locks_lock:
+        lock = _build_locks.setdefault(str(path), threading.Lock())
+    if cached is not None and fresh(cached.meta):
+        _remember(cached)
+        return cached, report("reused", cached, 0, 0)
+    with lock:  # one build per index at a time; a second caller then finds the first one's result
+        saved = _load(path)
+        if saved is not None and saved[1]["embedder_key"] == embedder.key and fresh(saved[1]):
+            index = _wrap(spec, root, listing.classes, saved[0], saved[1], embedder, path)
+            _remember(index)
+            return index, report("reused", index, 0, 0)
+        b = _build(spec, root, entries, saved, embedder, kind, index_cfg, on_progress)
+        meta = {
+            "version": INDEX_VERSION,
+            "method": method,
+            "root": str(root),
+            "embedder_key": embedder.key,
+            "embedder": embedder.description,
+            "embedder_config": (embedder_cfg or EmbedderConfig()).to_dict(),
+            "index_config": cfg_dict,
+            "kind": kind,
+            "dim": embedder.dim,
+            "fingerprint": fingerprint,
+            "entries": b.entries,
+            "skipped": b.skipped,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "recall": None,
+        }
+        if kind == "hnsw":
+            on_progress(0, None, "measuring the approximate index's recall")
+            meta["recall"] = measure_recall(b.index, spec.metric, index_cfg.recall_k, index_cfg.recall_queries)
+        _save(path, b.index, meta)
+        built = _wrap(spec, root, listing.classes, b.index, meta, embedder, path)
+        _remember(built)
+        return built, report(b.action, built, b.embedded, b.reused)
+
+
+def _wrap(
+    spec: MethodSpec, root: Path, classes: Sequence[str], index: faiss.Index, meta: dict, embedder: Embedder, path: Path
+) -> ImageIndex:
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = meta["index_config"]["hnsw_ef_search"]
+    position = {c: i for i, c in enumerate(classes)}
+    files = [e[0] for e in meta["entries"]]
+    labels = np.array([position[f.split("/", 1)[0]] for f in files], dtype=np.int64)
+    return ImageIndex(
+        method=spec,
+        root=root,
+        classes=tuple(classes),
+        files=files,
+        labels=labels,
+        index=index,
+        embedder=embedder,
+        meta=meta,
+        path=path,
+    )
+
+
+@dataclass
+class _Built:
+    index: faiss.Index
+    entries: List[list]  # [relative path, size, mtime_ns] in id order
+    skipped: List[list]
+    embedded: int
+    reused: int
+    action: str
+
+
+def _build(
+    spec: MethodSpec,
+    root: Path,
+    entries: List[Tuple[str, int, int]],
+    saved: Optional[Tuple[faiss.Index, dict]],
+    embedder: Embedder,
+    kind: str,
+    cfg: IndexConfig,
+    on_progress: ProgressFn,
+) -> _Built:
+    """The index of ``entries``, embedding only what ``saved`` (same embedder) does not already hold."""
+    old_index, old_meta = saved if saved and saved[1]["embedder_key"] == embedder.key else (None, None)
+    old_ids = {tuple(e): i for i, e in enumerate(old_meta["entries"])} if old_meta else {}
+    old_skipped = {tuple(e) for e in old_meta["skipped"]} if old_meta else set()
+    current = [tuple(e) for e in entries]
+    todo = [e for e in current if e not in old_ids and e not in old_skipped]  # new or changed files
+    vectors, ok = embedder.embed_files([root / e[0] for e in todo], on_progress)
+    spec.prepare(vectors)
+    ok = np.array(ok, dtype=bool)
+    good = {e: row for row, e in enumerate(todo) if ok[row]}
+    skipped = [list(e) for e in current if e in old_skipped] + [list(e) for e, g in zip(todo, ok) if not g]
+    reuse = [e for e in current if e in old_ids]
+    if not reuse and not good:
+        raise DataError(f"None of the {len(current)} image file(s) in {root} could be read as an image.")
+    everything_kept = len(reuse) + len(old_skipped & set(current)) == len(old_ids) + len(old_skipped)
+    same_kind = (
+        old_meta is not None
+        and old_meta["kind"] == kind
+        and (kind == "flat" or old_meta["index_config"] == asdict(cfg))
+    )
+    if old_index is not None and everything_kept and same_kind:  # only additions: add them to the saved index
+        old_index.add(vectors[ok])
+        return _Built(
+            old_index,
+            [list(e) for e in old_meta["entries"]] + [list(e) for e in good],
+            skipped,
+            len(todo),
+            len(reuse),
+            "added",
+        )
+    kept = [e for e in current if e in old_ids or e in good]
+    pos = {e: i for i, e in enumerate(kept)}
+    all_vectors = np.zeros((len(kept), embedder.dim), dtype=np.float32)
+    if reuse:
+        old_vectors = old_index.reconstruct_n(0, old_index.ntotal)
+        all_vectors[[pos[e] for e in reuse]] = old_vectors[[old_ids[e] for e in reuse]]
+    if good:
+        all_vectors[[pos[e] for e in good]] = vectors[list(good.values())]
+    index = _new_index(kind, embedder.dim, spec.metric, cfg)
+    if kind == "hnsw":
+        on_progress(0, len(kept), "building the HNSW graph")
+    index.add(all_vectors)
+    return _Built(
+        index, [list(e) for e in kept], skipped, len(todo), len(reuse), "updated" if old_index is not None else "built"
+    )

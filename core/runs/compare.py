@@ -1,0 +1,241 @@
+"""Comparing runs: the accuracy table, the summary by regime and the per-epoch metrics, as pandas tables.
+
+Every number comes from the run store (``summary.json`` when a run ended, else its ``metrics.jsonl`` so
+far), so a run trained from the CLI, in another browser, or before a restart compares the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import pandas as pd
+
+from core.models.regimes import REGIMES
+from core.runs.store import RunRecord, best_epoch_metrics
+
+# The table's columns, in order; the metric columns say which direction is best (highlighted on the page).
+TABLE_COLUMNS = (
+    "regime",
+    "backbone",
+    "dataset",
+    "seed",
+    "epochs",
+    "of",
+    "image px",
+    "trainable params",
+    "total params",
+    "best val acc",
+    "best epoch",
+    "test acc",
+    "train s",
+    "s/epoch",
+    "status",
+    "started",
+    "run",
+)
+BEST_IS = {"best val acc": "max", "test acc": "max", "train s": "min", "s/epoch": "min"}
+GROUP_KEYS = ("regime", "backbone", "dataset", "image px", "of")  # same recipe, differing only by seed
+
+
+def dataset_name(source: str) -> str:
+    """A short name for a run's data source: ``sample``, ``flowers``, or the folder's / .zip's name."""
+    if not source or source in ("sample", "flowers"):
+        return source or "?"
+    path = Path(source)
+    return path.stem if path.suffix.lower() == ".zip" else path.name
+
+
+def regime_title(regime: str) -> str:
+    return REGIMES[regime].title if regime in REGIMES else str(regime)
+
+
+def run_label(run: RunRecord, with_backbone: bool = True) -> str:
+    """How a run is named in pickers and legends: regime, (backbone,) seed and start time."""
+    c = run.config
+    rid = run.run_id  # "20261122-074512-transfer-resnet18-ab12"
+    dated = rid[:8].isdigit() and rid[9:15].isdigit()
+    stamp = f"{rid[4:6]}-{rid[6:8]} {rid[9:11]}:{rid[11:13]}:{rid[13:15]}" if dated else rid
+    parts = [regime_title(c.get("model", {}).get("regime", "?"))]
+    if with_backbone:
+        parts.append(c.get("model", {}).get("backbone", "?"))
+    return " · ".join(parts + [f"seed {c.get('train', {}).get('seed', '?')}", stamp])
+
+
+def local_time(iso: str) -> str:
+    """ "2026-11-22 08:51" in this machine's time zone, from a stored UTC ISO time ("" when unknown)."""
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError):
+        return ""
+
+
+def run_row(run: RunRecord) -> Dict:
+    """One table row. A run without a summary (running, or killed) shows its epochs so far."""
+    c, s = run.config, run.summary
+    resolved = c.get("resolved", {})
+    best = best_epoch_metrics(run.metrics)
+    trainable = s.get("trainable_params", resolved.get("trainable_params"))
+    frozen = s.get("frozen_params", resolved.get("frozen_params"))
+    total = s.get("total_params", trainable + frozen if trainable is not None and frozen is not None else None)
+    train_s = s.get("train_seconds")
+    if train_s is None and run.metrics:
+        train_s = sum(m.get("seconds", 0.0) for m in run.metrics)
+    return {
+        "run": run.run_id,
+        "status": run.status,
+        "regime": c.get("model", {}).get("regime", "?"),  # "?": a corrupt run, still listed and filterable
+        "backbone": c.get("model", {}).get("backbone", "?"),
+        "dataset": dataset_name(c.get("data", {}).get("source", "")),
+        "seed": c.get("train", {}).get("seed"),
+        "epochs": len(run.metrics),
+        "of": c.get("train", {}).get("epochs"),
+        "image px": c.get("data", {}).get("img_size"),
+        "trainable params": trainable,
+        "total params": total,
+        "best val acc": s.get("best_val_acc", best["val_acc"] if best else None),
+        "best epoch": s.get("best_epoch", best["epoch"] if best else None),
+        "test acc": s.get("test_acc"),
+        "train s": train_s,
+        "s/epoch": s.get("seconds_per_epoch", train_s / len(run.metrics) if train_s and run.metrics else None),
+        "started": local_time(run.started_at),
+    }
+
+
+def runs_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per run (as listed, newest first), columns :data:`TABLE_COLUMNS`; missing values are NaN."""
+    df = pd.DataFrame([run_row(r) for r in runs], columns=list(TABLE_COLUMNS))
+    for col in ("seed", "epochs", "of", "image px", "trainable params", "total params", "best epoch"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    for col in ("best val acc", "test acc", "train s", "s/epoch"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return df
+
+
+def best_index(df: pd.DataFrame) -> Dict[str, List]:
+    """For each metric column of :data:`BEST_IS`, the row labels holding its best value (ties included)."""
+    out = {}
+    for col, direction in BEST_IS.items():
+        values = df[col].dropna() if col in df else pd.Series(dtype=float)
+        if values.empty:
+            out[col] = []
+            continue
+        target = values.max() if direction == "max" else values.min()
+        out[col] = list(values.index[values == target])
+    return out
+
+
+def regime_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs grouped by recipe (regime, backbone, dataset, image size, epochs), seeds pooled.
+
+    Columns: the group keys, ``runs``, ``seeds``, ``mean test acc``, ``std`` (sample standard deviation;
+    NaN for a single run), ``min``, ``max``, ``mean train s``, and ``accuracies`` (each run's). Best mean first.
+    """
+    done = df[(df["status"] == "finished") & df["test acc"].notna()]
+    columns = list(GROUP_KEYS) + ["runs", "seeds", "mean test acc", "std", "min", "max", "mean train s", "accuracies"]
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for key, g in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
+        acc = g["test acc"]
+        rows.append(
+            {
+                **dict(zip(GROUP_KEYS, key)),
+                "runs": len(g),
+                "seeds": ", ".join(str(s) for s in sorted(g["seed"].dropna().unique())),
+                "mean test acc": acc.mean(),
+                "std": acc.std(ddof=1) if len(g) > 1 else math.nan,
+                "min": acc.min(),
+                "max": acc.max(),
+                "mean train s": g["train s"].mean(),
+                "accuracies": list(acc),
+            }
+        )
+    out = pd.DataFrame(rows, columns=columns).sort_values("mean test acc", ascending=False, kind="stable")
+    return out.reset_index(drop=True)
+
+
+def spread_groups(summary: pd.DataFrame) -> List[Dict]:
+    """The summary's rows as :func:`core.app.plots.regime_spread_figure` draws them, labelled by what differs."""
+    varying = [k for k in ("backbone", "dataset", "image px", "of") if summary[k].nunique() > 1]
+    suffix = {"image px": " px", "of": " epochs"}
+    groups = []
+    for _, row in summary.iterrows():
+        extra = " · ".join(f"{row[k]}{suffix.get(k, '')}" for k in varying)
+        groups.append(
+            {
+                "label": regime_title(row["regime"]) + (f"<br>{extra}" if extra else ""),
+                "regime": row["regime"],
+                "mean": row["mean test acc"],
+                "std": 0.0 if math.isnan(row["std"]) else row["std"],
+                "accuracies": row["accuracies"],
+            }
+        )
+    return groups
+
+
+def seconds(s: float) -> str:
+    """A duration for a sentence: "0.4 s", "35 s", "5 min 12 s"."""
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 120:
+        return f"{s:.0f} s"
+    return f"{int(s // 60)} min {int(s % 60):02d} s"
+
+
+def headline(summary: pd.DataFrame) -> List[str]:
+    """One sentence per (dataset, backbone): which regime wins, and what the quickest one reaches in its time."""
+    lines = []
+    for (dataset, backbone), g in summary.groupby(["dataset", "backbone"], sort=False):
+        best = g.iloc[0]  # summary is sorted by mean test accuracy
+        n = f"mean of {best['runs']} runs" if best["runs"] > 1 else "1 run"
+        line = (
+            f"On **{dataset}** with {backbone}, **{regime_title(best['regime'])}** wins: "
+            f"{best['mean test acc']:.1%} test accuracy ({n}) for {seconds(best['mean train s'])} of training."
+        )
+        cheap = g.sort_values("mean train s").iloc[0]
+        if cheap["regime"] != best["regime"] and best["mean train s"] > 0:
+            ratio = best["mean train s"] / max(cheap["mean train s"], 1e-9)
+            line += (
+                f" **{regime_title(cheap['regime'])}** reaches {cheap['mean test acc']:.1%} in "
+                f"{seconds(cheap['mean train s'])} — {ratio:.1f}× less training time."
+            )
+        lines.append(line)
+    return lines
+
+
+def epoch_metrics(runs: Sequence[RunRecord]) -> pd.DataFrame:
+    """Every epoch of ``runs`` in one long table: run, regime, backbone, dataset, seed, then the metrics."""
+    rows = []
+    for r in runs:
+        c = r.config
+        ident = {
+            "run": r.run_id,
+            "regime": c.get("model", {}).get("regime"),
+            "backbone": c.get("model", {}).get("backbone"),
+            "dataset": dataset_name(c.get("data", {}).get("source", "")),
+            "seed": c.get("train", {}).get("seed"),
+        }
+        for m in r.metrics:
+            rows.append({**ident, **m})
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "run",
+            "regime",
+            "backbone",
+            "dataset",
+            "seed",
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "lr",
+            "seconds",
+            "images_per_sec",
+            "is_best",
+        ],
+    )

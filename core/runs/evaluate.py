@@ -1,0 +1,134 @@
+"""Evaluate a saved run: on exactly its own test split, or on another folder of the same classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from core.data.imagefolder import scan_image_folder
+from core.data.sources import resolve_source
+from core.data.splits import SplitTensors
+from core.data.tensor_cache import load_images
+from core.errors import DataError
+from core.models.backbones import Classifier, create_model
+from core.models.device import compute_setup
+from core.models.inference import evaluate_model
+from core.progress import ProgressFn, no_progress
+from core.runs.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions
+from core.runs.store import RunRecord, load_manifest, load_run
+from core.settings import Settings
+
+
+def load_run_model(run: RunRecord) -> Classifier:
+    """The run's best checkpoint in a model of its architecture (no ImageNet weights needed)."""
+    if not run.has_checkpoint:
+        raise DataError(f"Run {run.run_id} has no checkpoint (best.pt): it stopped before finishing an epoch.")
+    classes = run.config.get("resolved", {}).get("classes") or []
+    model, _ = create_model(run.config["model"]["backbone"], len(classes), pretrained=False)
+    state = torch.load(run.dir / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def evaluate_run(
+    run_dir: Path,
+    data: Optional[str] = None,
+    settings: Optional[Settings] = None,
+    on_progress: ProgressFn = no_progress,
+) -> Dict:
+    """``{"accuracy", "n", "per_class", "confusion", ...}`` of a run's best checkpoint.
+
+    Without ``data``: on the run's own test split (its saved manifest). With ``data`` (a source as for
+    training: folder, .zip, "sample", "flowers"): on every image of that folder, whose class folders must
+    be among the run's classes.
+    """
+    return evaluate_run_detailed(run_dir, data, settings, on_progress)[0]
+
+
+def evaluate_run_detailed(
+    run_dir: Path,
+    data: Optional[str] = None,
+    settings: Optional[Settings] = None,
+    on_progress: ProgressFn = no_progress,
+) -> Tuple[Dict, SplitPredictions]:
+    """:func:`evaluate_run`'s result plus the prediction for every image."""
+    settings = settings or Settings.from_env()
+    run = load_run(Path(run_dir))
+    if run.status == "corrupt":
+        raise DataError(f"Run folder {run_dir} cannot be read: {run.error}")
+    classes = run.config["resolved"]["classes"]
+    size = run.config["data"]["img_size"]
+    if data is None:
+        manifest = load_manifest(run.dir)
+        root = Path(manifest["root"])
+        items = manifest["splits"]["test"]
+        missing = [f for f, _ in items if not (root / f).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} of the run's {len(items)} test images are no longer at {root} "
+                f"(e.g. {missing[0]}). Restore them, or evaluate on a folder with --data PATH."
+            )
+        files, labels = [f for f, _ in items], [int(lab) for _, lab in items]
+        source = "own test split"
+    else:
+        root = resolve_source(data, settings, on_progress)
+        listing = scan_image_folder(root, min_classes=1)
+        unknown = [c for c in listing.classes if c not in classes]
+        if unknown:
+            raise DataError(
+                f"Classes in {root} that the run was not trained on: {', '.join(unknown)}. "
+                f"The run knows: {', '.join(classes)}."
+            )
+        files = list(listing.files)
+        labels = [classes.index(listing.classes[lab]) for lab in listing.labels]
+        source = str(root)
+    decoded = load_images(root, classes, files, labels, size, settings.cache_dir, on_progress)
+    if len(decoded) == 0:
+        raise DataError(f"None of the images in {root} could be read.")
+    compute = compute_setup(channels_last=False)
+    model = compute.place(load_run_model(run))
+    result = evaluate_model(model, SplitTensors(decoded.images, decoded.labels), 64, compute.precision, compute.device)
+    preds = SplitPredictions.from_tensors(root, classes, decoded.files, decoded.labels, result.probabilities)
+    summary = {
+        "run_id": run.run_id,
+        "data": source,
+        "accuracy": result.accuracy,
+        "n": result.n,
+        "per_class": preds.per_class_accuracy(),
+        "confusion": preds.confusion(),
+        "classes": classes,
+        "skipped_files": len(decoded.skipped),
+        "seen_in_training": seen_in_training(run, root, decoded.files),
+    }
+    return summary, preds
+
+
+def seen_in_training(run: RunRecord, root: Path, files) -> Dict[str, int]:
+    """How many of ``files`` (relative to ``root``) the run trained on (``train``) or picked its checkpoint
+    with (``val``): an accuracy on them is optimistic. Zero unless ``root`` is the run's own data folder."""
+    try:
+        manifest = load_manifest(run.dir)
+    except (OSError, ValueError):
+        return {"train": 0, "val": 0}
+    if Path(manifest["root"]).resolve() != Path(root).resolve():
+        return {"train": 0, "val": 0}
+    chosen = set(files)
+    return {split: sum(1 for f, _ in manifest["splits"].get(split, []) if f in chosen) for split in ("train", "val")}
+
+
+def run_test_predictions(run: RunRecord, settings=None) -> SplitPredictions:
+    """The run's predictions on its own test split: the saved ones when they are at least as new as its
+    checkpoint, else computed from the checkpoint (and saved, unless the run is still training).
+
+    Raises :class:`DataError` when the run has no checkpoint or its test images are gone.
+    """
+    saved_path, checkpoint = Path(run.dir) / PREDICTIONS_FILE, Path(run.dir) / "best.pt"
+    saved = load_predictions(run.dir)
+    if saved is not None and (not checkpoint.exists() or saved_path.stat().st_mtime >= checkpoint.stat().st_mtime):
+        return saved
+    _, preds = evaluate_run_detailed(run.dir, None, settings)
+    if run.status != "running":  # a running run's checkpoint may still change
+        save_predictions(run.dir, preds)
+    return preds

@@ -9,19 +9,19 @@ from typing import Dict
 import torch
 
 from core.models.backbones import BACKBONES
-from core.models.device import cpu_has_native_bf16, cpu_isa, cpu_model, pick_device, resolve_precision
+from core.models.device import compute_setup, cpu_has_native_bf16, cpu_isa, cpu_model
 from core.settings import Settings
 
 
 def machine_state(settings: Settings) -> Dict:
-    device = pick_device("auto")
+    compute = compute_setup()
     return {
-        "device": str(device),
+        "device": str(compute.device),
         "cpu": cpu_model(),
         "isa": cpu_isa(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "precision": resolve_precision("auto", device),
+        "precision": compute.precision,
         "native_bf16": cpu_has_native_bf16(),
         "torch": torch.__version__,
         "python": platform.python_version(),

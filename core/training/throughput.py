@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from core.data.decode import to_float
 from core.files import write_json_atomic
 from core.models.backbones import create_model, get_backbone
-from core.models.device import autocast_context, machine_id, pick_device, resolve_precision, to_device
+from core.models.device import autocast_context, compute_setup, machine_id, to_device
 from core.models.regimes import apply_regime
 from core.models.runtime import example_images, frozen_pass
 from core.progress import ProgressFn, no_progress
@@ -101,8 +101,7 @@ def _path(settings: Settings, backbone: str, precision: str, freeze: int) -> Pat
 
 def cached(backbone: str, settings: Settings, precision: str = "auto") -> Optional[Throughput]:
     """The probe kept for this machine and backbone, or None."""
-    device = pick_device("auto")
-    precision = resolve_precision(precision, device)
+    precision = compute_setup("auto", precision).precision
     freeze = get_backbone(backbone).notebook_freeze
     path = _path(settings, backbone, precision, freeze)
     try:
@@ -161,18 +160,15 @@ def probe(
         if found is not None:
             return found
     t_start = time.perf_counter()
-    device = pick_device("auto")
-    precision = resolve_precision(precision, device)
+    compute = compute_setup("auto", precision)
+    device, precision, cl = compute.device, compute.precision, compute.channels_last
     spec = get_backbone(backbone)
-    cl = device.type != "mps"
     pretrained = spec.weights_source(settings) is not None  # real weights: the exported graphs are the runs' own
     create_model(backbone, 5, pretrained=pretrained, settings=settings, allow_download=False)  # imports, file cache
     t = time.perf_counter()
     model, _ = create_model(backbone, 5, pretrained=pretrained, settings=settings, allow_download=False)
     build_seconds = time.perf_counter() - t
-    model = model.to(device)
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
+    model = compute.place(model)
     per_image: Dict[str, Dict[str, float]] = {k: {} for k in KINDS}
     warmup: Dict[str, Dict[str, float]] = {"train": {}, "suffix_train": {}}
     runtimes: Dict[str, str] = {}

@@ -47,6 +47,16 @@ SUMMARY_KEYS = (
     "weights_source",
 )
 
+# The RunConfig field each flag of `train` sets, when given.
+# fmt: off
+FLAG_FIELDS = {
+    "img_size": "data.img_size", "limit_per_class": "data.limit_per_class", "freeze": "model.freeze",
+    "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
+    "precision": "train.precision", "feature_cache": "train.feature_cache", "threads": "train.num_threads",
+    "runtime": "train.runtime", "train_img_size": "train.train_img_size",
+}
+# fmt: on
+
 
 def add_parsers(sub) -> None:
     t = sub.add_parser("train", help="train one run and save it in the run store")
@@ -124,22 +134,10 @@ def config_from_args(
         cfg = apply_preset(cfg, args.preset)
     else:
         cfg = regime_defaults(cfg)
-    for section, attr, value in (
-        ("data", "img_size", args.img_size),
-        ("data", "limit_per_class", args.limit_per_class),
-        ("model", "freeze", args.freeze),
-        ("train", "epochs", args.epochs),
-        ("train", "batch_size", args.batch_size),
-        ("train", "lr", args.lr),
-        ("train", "seed", args.seed),
-        ("train", "precision", args.precision),
-        ("train", "feature_cache", args.feature_cache),
-        ("train", "num_threads", args.threads),
-        ("train", "runtime", args.runtime),
-        ("train", "train_img_size", args.train_img_size),
-    ):
-        if value is not None:
-            setattr(getattr(cfg, section), attr, value)
+    for flag, field in FLAG_FIELDS.items():
+        if getattr(args, flag) is not None:
+            section, attr = field.split(".")
+            setattr(getattr(cfg, section), attr, getattr(args, flag))
     if args.seed is not None:
         cfg.data.split_seed = args.seed
     return cfg.validate()

@@ -239,36 +239,28 @@ class BackboneSpec:
 RESNET18_TENSORS = 62
 NOTEBOOK_FREEZE_RESNET18 = 50  # the notebook freezes 50 of ResNet18's 62 tensors: up to mid-layer4
 
+# The registry, one compact entry a backbone.
+# fmt: off
 BACKBONES: Dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec(
-        name="resnet18",
-        display="ResNet18",
-        feature_dim=512,
-        head_attr="fc",
-        build=_build_resnet18,
-        stages=_resnet_stages,
-        load_imagenet=load_resnet18_imagenet,
+        name="resnet18", display="ResNet18", feature_dim=512, head_attr="fc",
+        build=_build_resnet18, stages=_resnet_stages, load_imagenet=load_resnet18_imagenet,
         weights_source=resnet18_weights_source,
         notebook_freeze=NOTEBOOK_FREEZE_RESNET18,
     ),
     "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0",
-        display="EfficientNet-Lite0 (offline)",
-        feature_dim=1280,
-        head_attr="classifier",
-        build=_build_efficientnet_lite0,
-        stages=_efficientnet_stages,
+        name="efficientnet_lite0", display="EfficientNet-Lite0 (offline)", feature_dim=1280,
+        head_attr="classifier", build=_build_efficientnet_lite0, stages=_efficientnet_stages,
         load_imagenet=load_efficientnet_lite0_imagenet,
         weights_source=efficientnet_lite0_weights_source,
         # the notebook's share (50 of ResNet18's 62 tensors) of EfficientNet-Lite0's 149 parameter tensors
-        notebook_freeze=round(149 * NOTEBOOK_FREEZE_RESNET18 / RESNET18_TENSORS),
-        offline=True,
+        notebook_freeze=round(149 * NOTEBOOK_FREEZE_RESNET18 / RESNET18_TENSORS), offline=True,
         # TF's EfficientNet-Lite preprocessing ((x - 127) / 128): with it, 42 of 48 real daisy photos are
         # ImageNet's "daisy" (top-1), against 38 of 48 with ImageNet mean/std.
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     ),
 }
+# fmt: on
 
 
 def get_backbone(name: str) -> BackboneSpec:

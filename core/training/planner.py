@@ -57,67 +57,32 @@ def _ladder(lr: float, steps, **common) -> List[Recipe]:
 # (finetune 3e-4 and full 5e-4 reach 0.92-0.94 and 0.90-0.91 test accuracy at the top of what a 5-minute race
 # on a 2-core CPU affords; scratch from random weights takes the larger 2e-3: at 64 px, 0.49 test accuracy after
 # 2 epochs in the 5-minute race of BENCHMARKS.md).
+# A table, one ladder per regime, several recipes a line: kept as written.
+# fmt: off
 LADDERS: Dict[str, List[Recipe]] = {
-    "finetune": _ladder(
-        3e-4,
-        [
-            dict(img_size=96, epochs=1, limit_per_class=100),
-            dict(img_size=112, epochs=1),
-            dict(img_size=128, epochs=2),
-            dict(img_size=160, epochs=2),
-            dict(img_size=160, epochs=3),
-            dict(img_size=192, epochs=3),
-            dict(img_size=224, epochs=3),
-            dict(img_size=224, epochs=4),
-            dict(img_size=224, epochs=4, views=2),
-            dict(img_size=224, epochs=6, views=2),
-            dict(img_size=224, epochs=8, views=3),
-        ],
-    ),
-    "full": _ladder(
-        5e-4,
-        [
-            dict(img_size=96, epochs=1, limit_per_class=100),
-            dict(img_size=112, epochs=1),
-            dict(img_size=128, epochs=1),
-            dict(img_size=160, train_img_size=112, epochs=2),
-            dict(img_size=160, train_img_size=128, epochs=3),
-            dict(img_size=192, train_img_size=128, epochs=3),
-            dict(img_size=224, train_img_size=160, epochs=3),
-            dict(img_size=224, train_img_size=160, epochs=4),
-            dict(img_size=224, train_img_size=192, epochs=5),
-            dict(img_size=224, epochs=6),
-        ],
-    ),
-    "scratch": _ladder(
-        2e-3,
-        [
-            dict(img_size=64, epochs=1, limit_per_class=100),
-            dict(img_size=64, epochs=2, limit_per_class=100),
-            dict(img_size=64, epochs=2),
-            dict(img_size=64, epochs=3),
-            dict(img_size=96, epochs=3),
-            dict(img_size=112, epochs=4),
-            dict(img_size=128, epochs=5),
-            dict(img_size=160, train_img_size=128, epochs=6),
-            dict(img_size=224, train_img_size=160, epochs=8),
-        ],
-    ),
+    "finetune": _ladder(3e-4, [
+        dict(img_size=96, epochs=1, limit_per_class=100), dict(img_size=112, epochs=1), dict(img_size=128, epochs=2),
+        dict(img_size=160, epochs=2), dict(img_size=160, epochs=3), dict(img_size=192, epochs=3),
+        dict(img_size=224, epochs=3), dict(img_size=224, epochs=4), dict(img_size=224, epochs=4, views=2),
+        dict(img_size=224, epochs=6, views=2), dict(img_size=224, epochs=8, views=3)]),
+    "full": _ladder(5e-4, [
+        dict(img_size=96, epochs=1, limit_per_class=100), dict(img_size=112, epochs=1), dict(img_size=128, epochs=1),
+        dict(img_size=160, train_img_size=112, epochs=2), dict(img_size=160, train_img_size=128, epochs=3),
+        dict(img_size=192, train_img_size=128, epochs=3), dict(img_size=224, train_img_size=160, epochs=3),
+        dict(img_size=224, train_img_size=160, epochs=4), dict(img_size=224, train_img_size=192, epochs=5),
+        dict(img_size=224, epochs=6)]),
+    "scratch": _ladder(2e-3, [
+        dict(img_size=64, epochs=1, limit_per_class=100), dict(img_size=64, epochs=2, limit_per_class=100),
+        dict(img_size=64, epochs=2), dict(img_size=64, epochs=3),
+        dict(img_size=96, epochs=3), dict(img_size=112, epochs=4), dict(img_size=128, epochs=5),
+        dict(img_size=160, train_img_size=128, epochs=6), dict(img_size=224, train_img_size=160, epochs=8)]),
     # transfer on its own (no finetune in the race to share with); with finetune it takes finetune's images
-    "transfer": _ladder(
-        3e-3,
-        [
-            dict(img_size=96, epochs=30, limit_per_class=100),
-            dict(img_size=128, epochs=30),
-            dict(img_size=160, epochs=30),
-            dict(img_size=192, epochs=30),
-            dict(img_size=224, epochs=30),
-            dict(img_size=224, epochs=30, views=2),
-            dict(img_size=224, epochs=30, views=3),
-        ],
-        weight_decay=1e-2,
-    ),
+    "transfer": _ladder(3e-3, [
+        dict(img_size=96, epochs=30, limit_per_class=100), dict(img_size=128, epochs=30),
+        dict(img_size=160, epochs=30), dict(img_size=192, epochs=30), dict(img_size=224, epochs=30),
+        dict(img_size=224, epochs=30, views=2), dict(img_size=224, epochs=30, views=3)], weight_decay=1e-2),
 }
+# fmt: on
 
 
 @dataclass

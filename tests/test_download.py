@@ -1,11 +1,15 @@
 """Tests for core.data.download: flowers download (from a loopback HTTP server), safe extraction, zip uploads.
 
-Only loopback addresses are used; every archive is tiny and built in tmp_path.
+Only loopback addresses are used (proxies are bypassed); every archive is tiny and built in tmp_path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import io
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,16 +22,34 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import core.data.download
 from core.data.download import (
     MARKER,
     download_flowers,
     extract_zip,
     is_complete,
 )
-from core.data.flowers import FLOWER_CLASSES, FLOWERS_SIZE, FLOWERS_URL
+from core.data.flowers import FLOWER_CLASSES, FLOWERS_SHA256, FLOWERS_SIZE, FLOWERS_URL
 from core.errors import DataError, DownloadError
 
 CLASSES = ("daisy", "roses", "tulips")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Test traffic goes straight to the loopback server, never through a configured proxy."""
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.setenv("no_proxy", "*")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leftovers(cache: Path) -> list[str]:
+    """What the download left in ``<cache>/flowers`` (no temporary file may remain)."""
+    folder = cache / "flowers"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def png_bytes(color: tuple[int, int, int]) -> bytes:
@@ -72,6 +94,7 @@ class Server:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: set[str] = set()  # paths whose body is cut short (Content-Length stays the full size)
+        self.no_length: set[str] = set()  # paths served without a Content-Length header
         self.requests: list[str] = []
         outer = self
 
@@ -84,7 +107,8 @@ class Server:
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/gzip")
-                self.send_header("Content-Length", str(len(body)))
+                if self.path not in outer.no_length:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body[: len(body) // 2] if self.path in outer.truncate else body)
                 self.close_connection = True
@@ -129,7 +153,11 @@ def closed_port() -> int:
 def test_constants():
     assert FLOWERS_URL.endswith("/flower_photos.tgz")
     assert FLOWERS_SIZE == 228_813_984
+    assert FLOWERS_SHA256 == "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
     assert FLOWER_CLASSES == ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+    defaults = inspect.signature(download_flowers).parameters
+    assert defaults["known_hash"].default == FLOWERS_SHA256
+    assert defaults["expected_size"].default == FLOWERS_SIZE
 
 
 def test_download_extracts_imagefolder_and_reports_progress(tmp_path, server, tgz):
@@ -142,6 +170,7 @@ def test_download_extracts_imagefolder_and_reports_progress(tmp_path, server, tg
         url=server.url("/flower_photos.tgz"),
         expected_size=len(tgz),
         expected_classes=CLASSES,
+        known_hash=sha256(tgz),
         chunk_size=64,
     )
     assert root == cache / "flowers" / "flower_photos"
@@ -149,24 +178,42 @@ def test_download_extracts_imagefolder_and_reports_progress(tmp_path, server, tg
     assert all(len(list((root / c).glob("*.png"))) == 2 for c in CLASSES)
     assert (root / "LICENSE.txt").is_file()
     assert is_complete(root)
-    assert (cache / "flowers" / "flower_photos.tgz").stat().st_size == len(tgz)
-    assert not list((cache / "flowers").glob("*.part"))
-    assert not list((cache / "flowers").glob(".extract-*"))
+    assert (cache / "flowers" / "flower_photos.tgz").read_bytes() == tgz
+    assert leftovers(cache) == ["flower_photos", "flower_photos.tgz"]  # no temporary file nor folder
 
     dl = [(d, t) for d, t, m in calls if m == "downloading flower_photos.tgz"]
     assert len(dl) > 2
+    assert dl[0] == (0, len(tgz))
     assert [d for d, _ in dl] == sorted(d for d, _ in dl)
     assert all(t == len(tgz) for _, t in dl)
     assert dl[-1] == (len(tgz), len(tgz))
+    assert len(dl) >= len(tgz) // 64  # one report per chunk, counting real bytes
 
     ex = [(d, t) for d, t, m in calls if m == "extracting flower_photos.tgz"]
     assert ex and ex[-1][0] == ex[-1][1] > 0
     assert [d for d, _ in ex] == sorted(d for d, _ in ex)
 
 
+def test_download_without_content_length_reports_expected_size(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    server.no_length.add("/f.tgz")
+    calls = []
+    download_flowers(
+        tmp_path,
+        on_progress=lambda d, t, m: calls.append((d, t)) if m.startswith("downloading") else None,
+        url=server.url("/f.tgz"),
+        expected_size=len(tgz),
+        expected_classes=None,
+        known_hash=sha256(tgz),
+        chunk_size=256,
+    )
+    assert calls[0] == (0, len(tgz)) and calls[-1] == (len(tgz), len(tgz))
+    assert all(t == len(tgz) for _, t in calls)
+
+
 def test_never_downloads_twice(tmp_path, server, tgz):
     server.files["/f.tgz"] = tgz
-    kwargs = dict(url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=None)
+    kwargs = dict(url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=None, known_hash=sha256(tgz))
     root = download_flowers(tmp_path, **kwargs)
     assert len(server.requests) == 1
 
@@ -175,41 +222,103 @@ def test_never_downloads_twice(tmp_path, server, tgz):
     assert len(server.requests) == 1
     assert calls == []  # returned at once
 
-    # the extraction is gone but the .tgz is still there: extract again, without network
-    import shutil
-
+    # the extraction is gone but the .tgz (right hash) is still there: extract again, without network
     shutil.rmtree(root)
     assert download_flowers(tmp_path, **kwargs) == root
     assert is_complete(root)
     assert len(server.requests) == 1
 
 
+def test_existing_tgz_with_right_hash_needs_no_network(tmp_path, tgz):
+    (tmp_path / "flowers").mkdir()
+    (tmp_path / "flowers" / "flower_photos.tgz").write_bytes(tgz)  # e.g. put there by hand
+    url = f"http://127.0.0.1:{closed_port()}/x.tgz"
+    root = download_flowers(tmp_path, url=url, expected_size=len(tgz), expected_classes=None, known_hash=sha256(tgz))
+    assert is_complete(root)
+
+
+@pytest.mark.parametrize("wrong", ["other bytes", "other size"])
+def test_existing_tgz_with_wrong_hash_is_downloaded_again(tmp_path, server, tgz, wrong):
+    server.files["/f.tgz"] = tgz
+    (tmp_path / "flowers").mkdir()
+    stale = bytes(len(tgz)) if wrong == "other bytes" else tgz[:100]
+    (tmp_path / "flowers" / "flower_photos.tgz").write_bytes(stale)
+    download_flowers(
+        tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=None, known_hash=sha256(tgz)
+    )
+    assert len(server.requests) == 1
+    assert (tmp_path / "flowers" / "flower_photos.tgz").read_bytes() == tgz
+    assert leftovers(tmp_path) == ["flower_photos", "flower_photos.tgz"]
+
+
+def test_wrong_hash_is_deleted_and_downloaded_again(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    kwargs = dict(url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=None)
+    with pytest.raises(DownloadError) as info:
+        download_flowers(tmp_path, known_hash="0" * 64, **kwargs)
+    msg = str(info.value)
+    assert "SHA-256" in msg and "0" * 64 in msg
+    assert "deleted" in msg and "try again" in msg
+    assert "Traceback" not in msg
+    assert leftovers(tmp_path) == []  # nothing under the final name, no temporary file
+    assert len(server.requests) == 1
+
+    root = download_flowers(tmp_path, known_hash=sha256(tgz), **kwargs)  # the next call downloads anew
+    assert len(server.requests) == 2
+    assert is_complete(root)
+
+
 def test_incomplete_extraction_is_redone(tmp_path, server, tgz):
     server.files["/f.tgz"] = tgz
     root = tmp_path / "flowers" / "flower_photos"
     (root / "daisy").mkdir(parents=True)  # looks like an interrupted extraction: no marker
-    download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=CLASSES)
+    download_flowers(
+        tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=CLASSES, known_hash=sha256(tgz)
+    )
     assert is_complete(root)
     assert len(list((root / "daisy").glob("*.png"))) == 2
 
 
 def test_wrong_expected_size_leaves_nothing(tmp_path, server, tgz):
     server.files["/f.tgz"] = tgz
-    with pytest.raises(DownloadError, match="bytes"):
-        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz) + 1, expected_classes=None)
-    flowers = tmp_path / "flowers"
-    assert not list(flowers.glob("*.part"))
-    assert not list(flowers.glob("*.tgz"))
-    assert not (flowers / "flower_photos").exists()
+    calls = []
+    with pytest.raises(DownloadError, match=f"offers {len(tgz):,} bytes.*not downloading"):
+        download_flowers(
+            tmp_path,
+            on_progress=lambda *a: calls.append(a),
+            url=server.url("/f.tgz"),
+            expected_size=len(tgz) + 1,
+            expected_classes=None,
+            known_hash=None,
+        )
+    assert leftovers(tmp_path) == []
+    assert calls == []  # refused before reading any of it
 
 
-def test_truncated_download_leaves_nothing(tmp_path, server, tgz):
+def test_wrong_size_without_content_length_leaves_nothing(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    server.no_length.add("/f.tgz")
+    with pytest.raises(DownloadError, match=f"incomplete or wrong: got {len(tgz):,} bytes, expected"):
+        download_flowers(
+            tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz) + 1, expected_classes=None, known_hash=None
+        )
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("hashed", [False, True], ids=["no-hash", "hash"])
+def test_truncated_download_leaves_nothing(tmp_path, server, tgz, hashed):
     server.files["/f.tgz"] = tgz
     server.truncate.add("/f.tgz")
-    with pytest.raises(DownloadError, match="incomplete"):
-        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None, expected_classes=None)
-    assert not list((tmp_path / "flowers").glob("*.part"))
-    assert not list((tmp_path / "flowers").glob("*.tgz"))
+    announced = f"incomplete or wrong: got {len(tgz) // 2:,} bytes, the server announced {len(tgz):,}"
+    with pytest.raises(DownloadError, match=announced + r"\. The partial file was deleted; please try again"):
+        download_flowers(
+            tmp_path,
+            url=server.url("/f.tgz"),
+            expected_size=None,
+            expected_classes=None,
+            known_hash=sha256(tgz) if hashed else None,
+        )
+    assert leftovers(tmp_path) == []
 
 
 def test_unreachable_url_gives_helpful_message(tmp_path):
@@ -218,17 +327,33 @@ def test_unreachable_url_gives_helpful_message(tmp_path):
         download_flowers(tmp_path, url=url, expected_size=None, timeout=2)
     msg = str(info.value)
     assert "Could not download" in msg
+    assert "connection was refused" in msg
     assert url in msg
     assert "internet connection" in msg
     assert str(tmp_path / "flowers" / "flower_photos.tgz") in msg
     assert "--data sample" in msg
     assert "Traceback" not in msg
-    assert not list((tmp_path / "flowers").glob("*.part"))
+    assert leftovers(tmp_path) == []
+
+
+def test_unknown_host_gives_helpful_message(tmp_path, monkeypatch):
+    real = socket.getaddrinfo
+
+    def no_dns(host, *args, **kwargs):
+        if host == "flowers.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(DownloadError, match=r"host name could not be resolved.*internet connection.*--data sample"):
+        download_flowers(tmp_path, url="http://flowers.invalid/x.tgz", expected_size=None, timeout=2)
+    assert leftovers(tmp_path) == []
 
 
 def test_http_error_gives_helpful_message(tmp_path, server):
-    with pytest.raises(DownloadError, match=r"HTTP 404.*internet connection"):
+    with pytest.raises(DownloadError, match=r"HTTP 404 Not Found.*internet connection"):
         download_flowers(tmp_path, url=server.url("/missing.tgz"), expected_size=None)
+    assert leftovers(tmp_path) == []
 
 
 def test_timeout_gives_helpful_message(tmp_path):
@@ -236,36 +361,68 @@ def test_timeout_gives_helpful_message(tmp_path):
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/x.tgz"
-        with pytest.raises(DownloadError, match="timed out"):
+        with pytest.raises(DownloadError, match=r"no answer within 0.3 s \(timed out\)"):
             download_flowers(tmp_path, url=url, expected_size=None, timeout=0.3)
+    assert leftovers(tmp_path) == []
 
 
-def test_progress_callback_interrupt_leaves_no_part_file(tmp_path, server, tgz):
+@pytest.mark.parametrize("error", [KeyboardInterrupt, ValueError, OSError])
+def test_progress_callback_interrupt_leaves_nothing(tmp_path, server, tgz, error):
     server.files["/f.tgz"] = tgz
 
     def stop(done, total, message):
         if done > 0:
-            raise KeyboardInterrupt
+            raise error("stopped")  # e.g. a Streamlit rerun: passes through as it is
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(error, match="stopped"):
         download_flowers(tmp_path, stop, url=server.url("/f.tgz"), expected_size=None, chunk_size=64)
-    assert not list((tmp_path / "flowers").glob("*.part"))
-    assert not list((tmp_path / "flowers").glob("*.tgz"))
+    assert leftovers(tmp_path) == []
+
+
+def test_stale_temporary_downloads_are_removed(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    flowers = tmp_path / "flowers"
+    flowers.mkdir()
+    old, fresh, legacy = flowers / "tmpkilled", flowers / "tmplive", flowers / "flower_photos.tgz.part"
+    for path in (old, fresh, legacy):
+        path.write_bytes(b"partial")
+    for path in (old, legacy):
+        os.utime(path, (0, 0))
+    download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None, expected_classes=None, known_hash=None)
+    assert not old.exists() and not legacy.exists()  # left by a killed process
+    assert fresh.exists()  # may be another process's download in progress
 
 
 def test_corrupt_archive_is_deleted(tmp_path, server):
     server.files["/f.tgz"] = b"this is not a gzip file at all" * 10
     with pytest.raises(DownloadError, match="not a valid .tgz"):
-        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None, expected_classes=None)
+        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None, expected_classes=None, known_hash=None)
     assert not (tmp_path / "flowers" / "flower_photos.tgz").exists()
     assert not (tmp_path / "flowers" / "flower_photos").exists()
 
 
 def test_missing_classes_rejected(tmp_path, server, tgz):
     server.files["/f.tgz"] = tgz
-    with pytest.raises(DownloadError, match="dandelion"):
-        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None)  # default: the 5 flower classes
+    with pytest.raises(DownloadError, match="dandelion"):  # default: the 5 flower classes
+        download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=None, known_hash=sha256(tgz))
     assert not is_complete(tmp_path / "flowers" / "flower_photos")
+
+
+def test_download_failure_messages_name_the_cause():
+    import requests
+    import urllib3
+
+    reason = core.data.download._reason
+    refused = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection")
+    refused.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    wrapped = requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/x", refused))
+    assert reason(wrapped, 30) == "the connection was refused"
+    assert reason(requests.exceptions.ReadTimeout("Read timed out."), 5) == "no answer within 5 s (timed out)"
+    broken = requests.exceptions.ChunkedEncodingError(
+        urllib3.exceptions.ProtocolError("Connection broken", urllib3.exceptions.IncompleteRead(5, 10))
+    )
+    assert reason(broken, 30) == "the connection closed before the whole file arrived"
+    assert reason(requests.exceptions.ConnectionError("odd"), 30) == "odd"
 
 
 def _symlink(tar: tarfile.TarFile, target: str) -> None:
@@ -311,8 +468,9 @@ def test_malicious_tar_is_refused(tmp_path, evil):
     make_flowers_tgz(flowers / "flower_photos.tgz", extra=lambda tar: evil(tar, outside))
     before = {p for p in tmp_path.rglob("*") if not p.is_relative_to(cache)}
 
+    no_server = f"http://127.0.0.1:{closed_port()}/x.tgz"  # the .tgz is there: no network
     with pytest.raises(DownloadError, match="unsafe entry"):
-        download_flowers(cache, expected_size=None, expected_classes=None)  # the .tgz is there: no network
+        download_flowers(cache, url=no_server, expected_size=None, expected_classes=None, known_hash=None)
 
     after = {p for p in tmp_path.rglob("*") if not p.is_relative_to(cache)}
     assert after == before  # nothing written outside the cache dir

@@ -6,10 +6,12 @@ Both end in an ImageFolder layout (one sub-folder per class) under the cache dir
 * :func:`extract_zip`      -> ``<cache_dir>/zips/<sha256[:16]>/`` (or its single top folder)
 
 Nothing is ever fetched or extracted twice: a finished extraction carries a marker file
-(:data:`MARKER`, checked by :func:`is_complete`), and a fully downloaded ``.tgz`` is kept and reused.
-Downloads go to a ``.part`` file and extractions to a temporary folder, both renamed into place only
-when complete, so an interrupted run never looks finished. Archives are extracted defensively: absolute
-paths, ``..`` components, links and device files are refused outright, on every Python version.
+(:data:`MARKER`, checked by :func:`is_complete`), and a downloaded ``.tgz`` whose SHA-256 matches is kept
+and reused. The download goes through `pooch <https://www.fatiando.org/pooch>`_ into a temporary file,
+moved into place only once its size and SHA-256 are right; extractions go to a temporary folder renamed
+into place only when complete. So an interrupted run never looks finished. Archives are extracted
+defensively: absolute paths, ``..`` components, links and device files are refused outright, on every
+Python version.
 
 Failures the user can act on raise :class:`~core.errors.DownloadError` / :class:`~core.errors.DataError`
 with a message saying what to do; progress is reported through a :data:`~core.progress.ProgressFn`.
@@ -19,20 +21,20 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
 import shutil
 import socket
 import stat
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
+import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from core.data.flowers import FLOWER_CLASSES, FLOWERS_SIZE, FLOWERS_URL
+from core.data.flowers import FLOWER_CLASSES, FLOWERS_SHA256, FLOWERS_SIZE, FLOWERS_URL
 from core.data.imagefolder import IMAGE_EXTENSIONS
 from core.errors import DataError, DownloadError
 from core.progress import ProgressFn, no_progress
@@ -44,6 +46,8 @@ MAX_ZIP_MEMBERS = 200_000  # entries accepted from an uploaded zip
 _TGZ_NAME = "flower_photos.tgz"
 _TOP_FOLDER = "flower_photos"
 _CHUNK = 1 << 20
+_POOCH_TMP_GLOB = "tmp*"  # pooch downloads into a tempfile.NamedTemporaryFile next to the destination
+_STALE_SECONDS = 3600  # a temporary download file untouched for this long was left by a killed process
 
 
 # --------------------------------------------------------------------------------------------- markers
@@ -80,26 +84,33 @@ def download_flowers(
     timeout: float = 30,
     *,
     expected_classes: Optional[tuple[str, ...]] = FLOWER_CLASSES,
+    known_hash: Optional[str] = FLOWERS_SHA256,
     chunk_size: int = _CHUNK,
 ) -> Path:
     """Make sure the flowers dataset is on disk and return its ImageFolder root.
 
     Returns ``<cache_dir>/flowers/flower_photos``. Does nothing when that folder is already complete,
-    and skips the download when ``<cache_dir>/flowers/flower_photos.tgz`` is already there (with
-    ``expected_size`` bytes, when given). The archive must contain a ``flower_photos/`` top folder with
-    a sub-folder of images for each of ``expected_classes`` (``None``: at least two class folders).
+    and skips the download when ``<cache_dir>/flowers/flower_photos.tgz`` is already there with the right
+    SHA-256 (``known_hash``; ``None``: any file of ``expected_size`` bytes, when given). A download is
+    refused when the server announces another size than ``expected_size``, and kept only when its size and
+    SHA-256 match. The archive must contain a ``flower_photos/`` top folder with a sub-folder of images for
+    each of ``expected_classes`` (``None``: at least two class folders).
 
-    Raises :class:`DownloadError` for network failures, size mismatches and bad or unsafe archives.
+    Raises :class:`DownloadError` for network failures, size or hash mismatches and bad or unsafe archives.
     """
     target = flowers_path(cache_dir)
     flowers_dir = target.parent
     if is_complete(target):
         return target
-    flowers_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        flowers_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"Could not create {flowers_dir}: {exc}") from exc
+    _remove_stale_downloads(flowers_dir)
     tgz = flowers_dir / _TGZ_NAME
-    have_tgz = tgz.is_file() and (expected_size is None or tgz.stat().st_size == expected_size)
-    if not have_tgz:
-        _fetch(url, tgz, expected_size, timeout, on_progress, chunk_size)
+    if tgz.is_file() and expected_size is not None and tgz.stat().st_size != expected_size:
+        tgz.unlink()  # not the dataset (e.g. an old partial copy): download it again
+    _fetch(url, tgz, known_hash, expected_size, timeout, on_progress, chunk_size)
     try:
         _extract_flowers(tgz, target, expected_classes, on_progress)
     except _BadArchive:
@@ -108,81 +119,194 @@ def download_flowers(
     return target
 
 
+def _remove_stale_downloads(folder: Path) -> None:
+    """Delete temporary download files that a killed process left behind (a live download keeps writing)."""
+    now = time.time()
+    for path in [*folder.glob(_POOCH_TMP_GLOB), folder / (_TGZ_NAME + ".part")]:
+        try:
+            if path.is_file() and now - path.stat().st_mtime > _STALE_SECONDS:
+                path.unlink()
+        except OSError:
+            pass  # another process removed or replaced it: nothing to clean
+
+
 def _fetch(
-    url: str, dest: Path, expected_size: Optional[int], timeout: float, on_progress: ProgressFn, chunk_size: int
+    url: str,
+    dest: Path,
+    known_hash: Optional[str],
+    expected_size: Optional[int],
+    timeout: float,
+    on_progress: ProgressFn,
+    chunk_size: int,
 ) -> None:
-    """Download ``url`` to ``dest`` through ``dest.part``; sizes are checked before the final rename."""
-    part = dest.with_name(dest.name + ".part")
-    message = f"downloading {dest.name}"
+    """Make sure ``dest`` holds the file at ``url`` with SHA-256 ``known_hash``, downloading it when needed.
+
+    pooch keeps an existing ``dest`` whose hash matches; otherwise it downloads to a temporary file in the same
+    folder and moves it to ``dest`` only when the size checks here and its hash check pass, and deletes it on
+    any failure or interruption (including the progress callback raising).
+    """
+    import pooch  # noqa: PLC0415 (lazy: pooch and requests take ~0.1 s to import; only a download needs them)
+    import requests  # noqa: PLC0415 (lazy, as pooch)
+
+    progress = _PoochProgress(on_progress, f"downloading {dest.name}", url, expected_size)
+    http = pooch.HTTPDownloader(progressbar=progress, chunk_size=chunk_size, timeout=timeout)
+
+    def download(url: str, output_file: str, caller: object) -> None:
+        progress.file = output_file
+        try:
+            http(url, output_file, caller)
+        except requests.exceptions.ChunkedEncodingError as exc:  # the body ended early (or broke) mid-way
+            progress.check_size(exc)
+            raise
+        progress.check_size()
+        progress.downloaded = True  # from here on, a ValueError is pooch's hash check failing
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # pooch logs each download to stderr; core never prints
     try:
-        out = open(part, "wb")
-    except OSError as exc:
-        raise DownloadError(f"Could not create {part}: {exc}") from exc
-    try:
-        with out, urllib.request.urlopen(url, timeout=timeout) as response:
-            length = _content_length(response)
-            if length is not None and expected_size is not None and length != expected_size:
-                raise DownloadError(
-                    f"The server at {url} offers {length:,} bytes but the flowers dataset should be "
-                    f"{expected_size:,} bytes; not downloading it. The file may have changed on the server."
-                )
-            total = length if length is not None else expected_size
-            done = 0
-            on_progress(0, total, message)
-            while chunk := response.read(chunk_size):
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    raise DownloadError(f"Could not write {part}: {exc}. Is the disk full?") from exc
-                done += len(chunk)
-                on_progress(done, total, message)
-        for what, size in (("the server announced", length), ("expected", expected_size)):
-            if size is not None and done != size:
-                raise DownloadError(
-                    f"The download from {url} is incomplete or wrong: got {done:,} bytes, {what} {size:,}. "
-                    "The partial file was deleted; please try again."
-                )
-        os.replace(part, dest)
-    except DownloadError:
-        part.unlink(missing_ok=True)
-        raise
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        raise DownloadError(
+        pooch.retrieve(url, known_hash=known_hash, fname=dest.name, path=dest.parent, downloader=download)
+    except Exception as exc:
+        error = None if exc is progress.raised else _download_error(exc, url, dest, known_hash, timeout, progress)
+        if error is None:
+            raise
+        raise error from exc
+    finally:
+        logger.setLevel(level)
+
+
+def _download_error(
+    exc: Exception, url: str, dest: Path, known_hash: Optional[str], timeout: float, progress: _PoochProgress
+) -> Optional[DownloadError]:
+    """The user-facing error for a failed download, or ``None`` to let ``exc`` through (already one, or a bug)."""
+    import requests  # noqa: PLC0415 (lazy, as in _fetch)
+
+    if isinstance(exc, DownloadError):
+        return None
+    if isinstance(exc, requests.exceptions.RequestException):
+        return DownloadError(
             f"Could not download the flowers dataset from {url}: {_reason(exc, timeout)}. "
             f"Check your internet connection, or download the file yourself and put it at {dest}; "
             "or use the built-in sample (--data sample)."
-        ) from exc
-    except BaseException:  # e.g. the progress callback stopped us: never leave a partial file behind
-        part.unlink(missing_ok=True)
-        raise
+        )
+    if isinstance(exc, ValueError) and progress.downloaded:
+        return DownloadError(
+            f"The file downloaded from {url} is not the expected one: its SHA-256 does not match {known_hash}. "
+            "It may have been corrupted on the way, or the file on the server has changed. "
+            "The file was deleted; please try again."
+        )
+    if isinstance(exc, OSError):
+        return DownloadError(f"Could not write the download into {dest.parent}: {exc}. Is the disk full?")
+    return None
 
 
-def _content_length(response: http.client.HTTPResponse) -> Optional[int]:
-    value = response.headers.get("Content-Length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+class _PoochProgress:
+    """A progress bar for ``pooch.HTTPDownloader(progressbar=...)`` that reports to a :data:`ProgressFn`.
+
+    pooch sets :attr:`total` (the Content-Length, 0 when absent) before the first chunk, calls ``update(n)``
+    after writing and flushing each chunk (``n`` is the chunk size, even for the shorter last chunk), then
+    ``reset()``, ``update(total)`` and ``close()``. So the bytes reported are the temporary file's real size.
+    Setting :attr:`total` raises :class:`DownloadError` when the server announces another size than expected:
+    the download is refused before any of it is read.
+    """
+
+    def __init__(self, on_progress: ProgressFn, message: str, url: str, expected_size: Optional[int]) -> None:
+        self.on_progress = on_progress
+        self.message = message
+        self.url = url
+        self.expected_size = expected_size
+        self.file: Optional[str] = None  # the temporary file pooch downloads to
+        self.length: Optional[int] = None  # the size the server announced
+        self.downloaded = False  # the whole body arrived and its size is right
+        self.raised: Optional[BaseException] = None  # what the progress callback raised, if it did
+        self._reported = -1
+
+    @property
+    def total(self) -> Optional[int]:
+        return self.length
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self.length = int(value) or None
+        if self.length is not None and self.expected_size is not None and self.length != self.expected_size:
+            raise DownloadError(
+                f"The server at {self.url} offers {self.length:,} bytes but the flowers dataset should be "
+                f"{self.expected_size:,} bytes; not downloading it. The file may have changed on the server."
+            )
+        self._report()
+
+    def update(self, n: int) -> None:
+        self._report()
+
+    def reset(self) -> None:
+        pass  # pooch resets then fills the bar; the file's size is the truth either way
+
+    def close(self) -> None:
+        pass
+
+    def _size(self) -> int:
+        return os.path.getsize(self.file) if self.file is not None else 0
+
+    def _report(self) -> None:
+        done = self._size()
+        if done == self._reported:
+            return
+        self._reported = done
+        try:
+            self.on_progress(done, self.length if self.length is not None else self.expected_size, self.message)
+        except BaseException as exc:  # e.g. a Streamlit rerun: let it through untouched
+            self.raised = exc
+            raise
+
+    def check_size(self, broken: Optional[BaseException] = None) -> None:
+        """Raise :class:`DownloadError` unless the file has the announced and the expected sizes.
+
+        ``broken`` is the error that cut the body short, if any: the bytes received are then urllib3's count
+        (the last, partial chunk is never written to the file).
+        """
+        import urllib3  # noqa: PLC0415 (lazy, as requests)
+
+        received = [c.partial for c in _causes(broken) if isinstance(c, urllib3.exceptions.IncompleteRead)]
+        done = max([self._size(), *(n for n in received if isinstance(n, int))])
+        for what, size in (("the server announced", self.length), ("expected", self.expected_size)):
+            if size is not None and done != size:
+                raise DownloadError(
+                    f"The download from {self.url} is incomplete or wrong: got {done:,} bytes, {what} {size:,}. "
+                    "The partial file was deleted; please try again."
+                )
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
-    """A short, human explanation of a network failure."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"the server answered HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        if not isinstance(exc.reason, BaseException):
-            return str(exc.reason)
-        exc = exc.reason
-    if isinstance(exc, (socket.timeout, TimeoutError)):
+    """A short, human explanation of a network failure (requests wraps the cause in urllib3's errors)."""
+    import requests  # noqa: PLC0415 (lazy, as in _fetch)
+    import urllib3  # noqa: PLC0415 (lazy, as requests)
+
+    if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
+        return f"the server answered HTTP {exc.response.status_code} {exc.response.reason}"
+    causes = _causes(exc)
+    if any(isinstance(c, (requests.exceptions.Timeout, TimeoutError)) for c in causes):  # socket.timeout too
         return f"no answer within {timeout:g} s (timed out)"
-    if isinstance(exc, socket.gaierror):
-        return f"the host name could not be resolved ({exc.strerror or exc})"
-    if isinstance(exc, ConnectionRefusedError):
-        return "the connection was refused"
-    if isinstance(exc, http.client.IncompleteRead):
-        return "the connection closed before the whole file arrived"
+    for cause in causes:
+        if isinstance(cause, socket.gaierror):
+            return f"the host name could not be resolved ({cause.strerror or cause})"
+        if isinstance(cause, ConnectionRefusedError):
+            return "the connection was refused"
+        if isinstance(cause, (urllib3.exceptions.IncompleteRead, http.client.IncompleteRead)):
+            return "the connection closed before the whole file arrived"
     return str(exc) or type(exc).__name__
+
+
+def _causes(exc: Optional[BaseException]) -> list[BaseException]:
+    """``exc`` and every exception it wraps: causes, contexts, ``reason`` attributes and exception arguments."""
+    seen: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop(0)
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+    return seen
 
 
 class _BadArchive(DownloadError):

@@ -10,18 +10,19 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.app.live import latest_race
 from core.app.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
 from core.data.imagefolder import PHOTO_TYPES
 from core.errors import TransferLabError
 from core.runs.compare import (
-    BEST_IS,
-    best_index,
     epoch_metrics,
     headline,
+    per_class_table,
     regime_summary,
     run_label,
     runs_table,
     spread_groups,
+    styled_runs_table,
 )
 from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
 from core.runs.predictions import SplitPredictions, load_photo, predict_image
@@ -29,22 +30,27 @@ from core.runs.store import STATUSES, RunStore, load_run
 from core.settings import Settings
 
 settings = Settings.from_env()
-PERCENT_COLUMNS = ("best val acc", "test acc")
 THUMBS_PER_ROW, MAX_THUMBS = 6, 24
 
 
-def _stamp(*files: Path) -> float:
-    """Changes when any of ``files`` changes (a cache key)."""
-    return sum(p.stat().st_mtime for p in files if p.exists())
+def _stamp(*files: Path) -> tuple:
+    """Changes when any of ``files`` changes (a cache key): each one's mtime in ns, None when missing."""
+    out = []
+    for p in files:
+        try:
+            out.append(p.stat().st_mtime_ns)
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the run's model…")
-def cached_model(run_dir: str, stamp: float):
+def cached_model(run_dir: str, stamp: tuple):
     return load_run_model(load_run(Path(run_dir)))
 
 
 @st.cache_data(max_entries=32, show_spinner="Predicting the run's test split…")
-def cached_test_predictions(run_dir: str, stamp: float) -> SplitPredictions:
+def cached_test_predictions(run_dir: str, stamp: tuple) -> SplitPredictions:
     return run_test_predictions(load_run(Path(run_dir)), settings)
 
 
@@ -54,21 +60,6 @@ def run_model(run):
 
 def own_test_predictions(run) -> SplitPredictions:
     return cached_test_predictions(str(run.dir), _stamp(run.dir / "best.pt", run.dir / "predictions.json"))
-
-
-def styled_table(df: pd.DataFrame):
-    """The runs table with each metric column's best value highlighted."""
-    best = best_index(df)
-
-    def highlight(col: pd.Series):
-        return [
-            "background-color: rgba(46, 160, 67, 0.28); font-weight: 600" if i in best.get(col.name, ()) else ""
-            for i in col.index
-        ]
-
-    fmt = {c: "{:.1%}" for c in PERCENT_COLUMNS}
-    fmt.update({"train s": "{:.1f}", "s/epoch": "{:.2f}", "trainable params": "{:,}", "total params": "{:,}"})
-    return df.style.apply(highlight, subset=list(BEST_IS)).format(na_rep="—").format(fmt, na_rep="—")
 
 
 def empty_state() -> None:
@@ -103,7 +94,7 @@ def runs_section(table: pd.DataFrame, runs: list):
 
     st.subheader(f"All runs ({len(view)} of {len(table)})")
     st.dataframe(
-        styled_table(view),
+        styled_runs_table(view),
         hide_index=True,
         width="stretch",
         key="runs_table",
@@ -247,16 +238,8 @@ def confusion_tab(chosen: list, labels: dict) -> None:
         )
         st.caption("Rows: the true class · columns: what the model said. Click a cell to see its photos.")
     with right:
-        per_class = pd.DataFrame(
-            {
-                "class": preds.classes,
-                "test images": [sum(r) for r in cm],
-                "right": [cm[i][i] for i in range(len(cm))],
-                "accuracy": list(preds.per_class_accuracy().values()),
-            }
-        )
         st.dataframe(
-            per_class.style.format({"accuracy": "{:.0%}"}, na_rep="—"),
+            per_class_table(cm, preds.classes).style.format({"accuracy": "{:.0%}"}, na_rep="—"),
             hide_index=True,
             width="stretch",
             key=f"per_class-{run.run_id}",
@@ -358,21 +341,10 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
     left, right = st.columns([3, 2])
     left.plotly_chart(confusion_figure(result["confusion"], result["classes"]), key="eval_cm", width="stretch")
     right.dataframe(
-        pd.DataFrame({"class": list(result["per_class"]), "accuracy": list(result["per_class"].values())}).style.format(
-            {"accuracy": "{:.0%}"}, na_rep="—"
-        ),
+        per_class_table(result["confusion"], result["classes"]).style.format({"accuracy": "{:.0%}"}, na_rep="—"),
         hide_index=True,
         key="eval_per_class",
     )
-
-
-def default_choice(runs: list) -> list:
-    """The newest launch group's runs, else the four newest runs that finished."""
-    groups = [r.config.get("group") for r in runs if r.config.get("group")]
-    if groups:
-        newest = max(groups)
-        return [r.run_id for r in runs if r.config.get("group") == newest]
-    return [r.run_id for r in runs if r.status == "finished"][:4]
 
 
 # ------------------------------------------------------------------------------------------------- page
@@ -396,7 +368,7 @@ labels = {r.run_id: run_label(r, with_backbone=several_backbones) for r in reada
 ids = st.multiselect(
     "Runs to compare",
     list(labels),
-    default=default_choice(readable),
+    default=latest_race(readable),
     format_func=labels.get,
     key="compare_runs",
     help="Starts with your latest race. Add earlier runs to compare across launches.",

@@ -4,27 +4,24 @@ The indexes are built once per dataset and method (with a progress bar), saved i
 everything here comes from ``core.retrieval.index`` and ``core.retrieval.metrics``.
 """
 
-import hashlib
 import io
 import random
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from PIL import Image, ImageOps
 
 from core.app.plots import retrieval_quality_figure
+from core.app.search import class_key, deep_sources, file_key, files_by_class, framed_thumbnail
 from core.app.tasks import shared_tasks
+from core.data.decode import ImageDecodeError
 from core.data.imagefolder import PHOTO_TYPES, scan_image_folder
 from core.errors import TransferLabError
-from core.models.backbones import BACKBONES, pick_pretrained_backbone
 from core.retrieval.embedders import EmbedderConfig
 from core.retrieval.index import IndexConfig, open_index
 from core.retrieval.methods import METHODS
 from core.retrieval.metrics import evaluate_index
-from core.runs.compare import run_label
 from core.runs.predictions import load_photo
-from core.runs.store import RunStore
 from core.settings import Settings
 
 settings = Settings.from_env()
@@ -43,45 +40,14 @@ COLUMN_HELP = {
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def files_by_class(root: str) -> dict:
-    listing = scan_image_folder(Path(root), min_classes=1)
-    out = {c: [] for c in listing.classes}
-    for f, lab in zip(listing.files, listing.labels):
-        out[listing.classes[lab]].append(f)
-    return out
+def cached_files_by_class(root: str) -> dict:
+    return files_by_class(root)
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)
-def framed_thumbnail(path: str, colour: str, stamp: float) -> bytes:
-    """A square JPEG thumbnail with a coloured frame (``stamp``: the file's mtime, so edits show)."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        im = ImageOps.pad(im, (THUMB_PX, THUMB_PX), color="white")
-    im = ImageOps.expand(im, border=6, fill=colour)
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
-def deep_sources() -> dict:
-    """Where deep features can come from: ImageNet backbones with weights here, and finished runs."""
-    out = {}
-    for name, spec in BACKBONES.items():
-        if spec.weights_source(settings):
-            out[f"imagenet:{name}"] = (
-                f"ImageNet {spec.display.split(' (')[0]} (pretrained)",
-                EmbedderConfig(backbone=name),
-            )
-    if not out:  # nothing on disk: the default backbone downloads its weights
-        name = pick_pretrained_backbone(settings)[0]
-        out[f"imagenet:{name}"] = (
-            f"ImageNet {BACKBONES[name].display} (downloads weights)",
-            EmbedderConfig(backbone=name),
-        )
-    for run in RunStore(settings.runs_dir).list_runs():
-        if run.status == "finished" and run.has_checkpoint:
-            out[f"run:{run.run_id}"] = (f"Fine-tuned run: {run_label(run)}", EmbedderConfig(run=str(run.dir)))
-    return out
+def cached_thumbnail(path: str, colour: str, stamp: int) -> bytes:
+    """``stamp``: the file's mtime, so edits show."""
+    return framed_thumbnail(path, colour, THUMB_PX)
 
 
 def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
@@ -127,24 +93,23 @@ def choose_query(root: str, classes: list):
             key="search_truth",
         )
         return io.BytesIO(up.getvalue()), up.name, truth or None, None
-    by_class = files_by_class(root)
-    tag = hashlib.sha1(root.encode()).hexdigest()[:8]
-    class_key = f"search_class-{tag}"
+    by_class = cached_files_by_class(root)
+    cls_key = class_key(root)
 
     def pick_random(rng=random) -> None:
         cls = rng.choice([c for c in classes if by_class.get(c)])
-        st.session_state[class_key] = cls
-        st.session_state[f"search_file-{tag}-{cls}"] = rng.choice(by_class[cls])
+        st.session_state[cls_key] = cls
+        st.session_state[file_key(root, cls)] = rng.choice(by_class[cls])
 
-    if class_key not in st.session_state:  # arrive with a photo already searched
+    if cls_key not in st.session_state:  # arrive with a photo already searched
         pick_random(random.Random(0))
     st.caption("…or pick one from the dataset (it is left out of its own results):")
     c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
-    cls = c1.selectbox("Class", classes, key=class_key)
+    cls = c1.selectbox("Class", classes, key=cls_key)
     files = by_class.get(cls, [])
     if not files:
         return None
-    rel = c2.selectbox("Photo", files, key=f"search_file-{tag}-{cls}", format_func=lambda f: Path(f).name)
+    rel = c2.selectbox("Photo", files, key=file_key(root, cls), format_func=lambda f: Path(f).name)
     c3.button("🎲 Random", on_click=pick_random, key="search_random", width="stretch")
     return Path(root) / rel, Path(rel).name, cls, rel
 
@@ -161,12 +126,12 @@ def neighbour_grid(index, result, truth) -> None:
             )
             try:
                 col.image(
-                    framed_thumbnail(n.path, MATCH if same else OTHER, Path(n.path).stat().st_mtime),
+                    cached_thumbnail(n.path, MATCH if same else OTHER, Path(n.path).stat().st_mtime_ns),
                     caption=caption,
                     width="stretch",
                 )
-            except OSError:
-                col.caption(f"{caption} — the file is no longer at {n.path}")
+            except (OSError, ImageDecodeError):  # moved, deleted or damaged since the index was built
+                col.caption(f"{caption} — the file is no longer readable at {n.path}")
 
 
 def results_section(opened: dict, source, name: str, truth, own_file, k: int) -> None:
@@ -292,7 +257,7 @@ if not dataset:
     st.warning("Choose a dataset in the sidebar: its photos are what the search looks through.")
     st.stop()
 
-sources = deep_sources()
+sources = deep_sources(settings)
 keys = list(sources)
 sidebar_key = f"imagenet:{st.session_state.get('backbone')}"
 controls = st.columns([3, 2], vertical_alignment="bottom")

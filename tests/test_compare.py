@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 
 import pandas as pd
@@ -20,7 +21,14 @@ from core.data.decode import decode_image
 from core.data.splits import SplitTensors
 from core.errors import DataError
 from core.models.inference import evaluate_model
-from core.runs.compare import best_index, epoch_metrics, regime_summary, runs_table
+from core.runs.compare import (
+    BEST_STYLE,
+    epoch_metrics,
+    per_class_table,
+    regime_summary,
+    runs_table,
+    styled_runs_table,
+)
 from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
 from core.runs.predictions import load_photo, load_predictions, predict_image
 from core.runs.store import RunStore
@@ -116,6 +124,7 @@ def _chart(at, title_word):
 # ------------------------------------------------------------------------------------------- the page
 
 
+@pytest.mark.slow
 def test_table_rows_match_each_runs_summary(store, compare_page):
     at = compare_page()
     df = at.dataframe[0].value
@@ -142,6 +151,7 @@ def test_table_rows_match_each_runs_summary(store, compare_page):
     assert at.download_button(key="download_table").label.startswith("⬇️ Table as CSV")
 
 
+@pytest.mark.slow
 def test_headline_and_summary_pool_seeds(store, compare_page):
     at = compare_page()
     summary = at.dataframe[1].value
@@ -156,6 +166,7 @@ def test_headline_and_summary_pool_seeds(store, compare_page):
     assert at.success and "wins" in at.success[0].value
 
 
+@pytest.mark.slow
 def test_filters_narrow_the_table(store, compare_page):
     at = compare_page()
 
@@ -170,6 +181,7 @@ def test_filters_narrow_the_table(store, compare_page):
     assert "No finished runs" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_a_run_on_a_new_dataset_is_not_hidden_by_the_filters(store, compare_page, tmp_path):
     at = compare_page()
     next(m for m in at.multiselect if m.label == "Status").set_value(["finished", "interrupted"]).run()
@@ -185,6 +197,7 @@ def test_a_run_on_a_new_dataset_is_not_hidden_by_the_filters(store, compare_page
         shutil.rmtree(new)
 
 
+@pytest.mark.slow
 def test_curves_and_epoch_csv_of_the_chosen_runs(store, compare_page):
     at = compare_page()
     chosen = at.multiselect(key="compare_runs").value  # the newest launch group by default
@@ -197,6 +210,7 @@ def test_curves_and_epoch_csv_of_the_chosen_runs(store, compare_page):
     assert at.download_button(key="download_epochs")
 
 
+@pytest.mark.slow
 def test_confusion_matrix_sums_to_the_test_split_and_shows_the_cell_photos(store, compare_page):
     s = store["summaries"][("transfer", 0)]
     at = compare_page()
@@ -216,6 +230,7 @@ def test_confusion_matrix_sums_to_the_test_split_and_shows_the_cell_photos(store
     assert len(at.get("image")) == min(counts[t][p], 24)
 
 
+@pytest.mark.slow
 def test_a_run_still_training_gets_a_confusion_matrix_from_its_checkpoint_but_none_is_saved(store, compare_page):
     at = compare_page()
     at.multiselect(key="compare_runs").set_value([store["live"]]).run()
@@ -225,19 +240,30 @@ def test_a_run_still_training_gets_a_confusion_matrix_from_its_checkpoint_but_no
     assert not (store["settings"].runs_dir / store["live"] / "predictions.json").exists()
 
 
+@pytest.mark.slow
 def test_predict_a_test_photo_with_every_chosen_run(store, compare_page):
     at = compare_page()
     at.button(key="predict_random").click().run()
     assert not at.exception
     bars = at.get("progress")
     assert len(bars) == 4 * 3  # top-3 for each of the four chosen runs (the killed one has a checkpoint)
-    classes = store["summaries"][("transfer", 0)]["classes"]
-    assert all(0 <= b.proto.value <= 100 and b.proto.text.split(" — ")[0] in classes for b in bars)
-    firsts = [b.proto.text for b in bars[::3]]  # each run's top-1, marked right or wrong: the photo's class is known
-    assert all(t.endswith("✅") or t.endswith("❌") for t in firsts)
-    assert [b.proto.value for b in bars[:3]] == sorted((b.proto.value for b in bars[:3]), reverse=True)
+    # each run's bars are its own top 3 for that photo, as core predicts them
+    sample = at.session_state["predict_sample"]
+    photo = load_photo(sample["path"])
+    chosen = set(at.multiselect(key="compare_runs").value)
+    ready = [r for r in RunStore(store["settings"].runs_dir).list_runs() if r.run_id in chosen and r.has_checkpoint]
+    assert len(ready) == 4
+    for i, run in enumerate(ready):
+        classes, size = run.config["resolved"]["classes"], run.config["data"]["img_size"]
+        top = predict_image(load_run_model(run), classes, size, photo, k=3)
+        shown = bars[3 * i : 3 * i + 3]
+        assert [b.proto.text.split(" — ")[0] for b in shown] == [c for c, _ in top]
+        assert [b.proto.value for b in shown] == pytest.approx([int(p * 100) for _, p in top], abs=1)
+        # the top-1 is marked right or wrong: the photo's class is known
+        assert shown[0].proto.text.endswith("✅" if top[0][0] == sample["true"] else "❌")
 
 
+@pytest.mark.slow
 def test_evaluate_on_another_folder_matches_the_cli_and_says_it_saw_these_photos(store, compare_page):
     at = compare_page()
     run_id = at.selectbox(key="eval_run").value
@@ -263,6 +289,7 @@ def test_evaluate_on_another_folder_matches_the_cli_and_says_it_saw_these_photos
 # ----------------------------------------------------------------------------------------------- core
 
 
+@pytest.mark.slow
 def test_training_saves_test_predictions_that_agree_with_the_summary(store):
     s = store["summaries"][("finetune", 0)]
     preds = load_predictions(s["run_dir"])
@@ -272,6 +299,7 @@ def test_training_saves_test_predictions_that_agree_with_the_summary(store):
     assert len(preds.mistakes()) == preds.n - sum(s["confusion"][i][i] for i in range(5))
 
 
+@pytest.mark.slow
 def test_predictions_are_computed_from_the_checkpoint_when_missing(store, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(store["summaries"][("transfer", 1)]["run_dir"], run_dir)
@@ -290,6 +318,7 @@ def test_predictions_are_computed_from_the_checkpoint_when_missing(store, tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_predict_image_matches_the_model_on_the_same_pixels(store):
     s = store["summaries"][("transfer", 0)]
     run = RunStore(store["settings"].runs_dir).get(s["run_id"])
@@ -322,6 +351,7 @@ def test_photo_exif_rotation_is_respected(tmp_path):
     assert load_photo(tmp_path / "phone.jpg").size == (20, 40)
 
 
+@pytest.mark.slow
 def test_table_csv_round_trips(store):
     runs = RunStore(store["settings"].runs_dir).list_runs()
     table = runs_table(runs)
@@ -336,16 +366,71 @@ def test_table_csv_round_trips(store):
     )
 
 
-def test_best_index_picks_the_best_of_each_metric_including_ties():
+def _highlighted(styler) -> set:
+    """(row, column name) of the cells the styled table highlights, read from its HTML."""
+    html = styler.set_uuid("t").to_html()
+    css = html.split("<style", 1)[1].split("</style>", 1)[0]
+    cells = set()
+    for selectors, props in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        if all(p.strip() in props for p in BEST_STYLE.split(";")):
+            for r, c in re.findall(r"#T_t_row(\d+)_col(\d+)", selectors):
+                cells.add((int(r), styler.data.columns[int(c)]))
+    return cells
+
+
+def test_the_runs_table_highlights_the_best_of_each_metric_including_ties():
     df = pd.DataFrame(
         {
-            "best val acc": [0.5, 0.9, 0.9],
-            "test acc": [0.7, float("nan"), 0.6],
-            "train s": [10.0, 3.0, 5.0],
+            "regime": ["transfer", "full", "scratch"],
+            "best val acc": [0.5, 0.9, 0.9],  # a tie: both highlighted
+            "test acc": [0.7, float("nan"), 0.6],  # a missing value is never the best
+            "train s": [10.0, 3.0, 5.0],  # least time is best
             "s/epoch": [1.0, 1.0, 2.0],
         }
     )
-    assert best_index(df) == {"best val acc": [1, 2], "test acc": [0], "train s": [1], "s/epoch": [0, 1]}
+    styled = styled_runs_table(df)
+    assert _highlighted(styled) == {
+        (1, "best val acc"),
+        (2, "best val acc"),
+        (0, "test acc"),
+        (1, "train s"),
+        (0, "s/epoch"),
+        (1, "s/epoch"),
+    }
+    html = styled.to_html()
+    assert ">70.0%<" in html and ">—<" in html and ">3.0<" in html  # formatted, missing shown as a dash
+    # a filtered view keeps its row labels; an all-missing column highlights nothing
+    view = df.iloc[[0, 2]].assign(**{"test acc": float("nan")})
+    assert _highlighted(styled_runs_table(view)) == {(1, "best val acc"), (1, "train s"), (0, "s/epoch")}
+    assert _highlighted(styled_runs_table(df.iloc[:0])) == set()
+
+
+@pytest.mark.slow
+def test_the_styled_table_of_real_runs_marks_the_fastest_and_most_accurate(store):
+    table = runs_table(RunStore(store["settings"].runs_dir).list_runs())
+    cells = _highlighted(styled_runs_table(table))
+    for col, best in (("test acc", table["test acc"].max()), ("train s", table["train s"].min())):
+        rows = {r for r, c in cells if c == col}
+        assert rows and all(table[col].iloc[r] == best for r in rows)
+        assert rows == {r for r in range(len(table)) if table[col].iloc[r] == best}
+
+
+def test_per_class_table_counts_each_true_class():
+    confusion = [[3, 1, 0], [0, 0, 0], [2, 0, 5]]  # rows: true a, b (no images), c
+    table = per_class_table(confusion, ["a", "b", "c"])
+    assert list(table.columns) == ["class", "test images", "right", "accuracy"]
+    assert table["class"].tolist() == ["a", "b", "c"]
+    assert table["test images"].tolist() == [4, 0, 7] and table["right"].tolist() == [3, 0, 5]
+    assert table["accuracy"].tolist() == pytest.approx([0.75, math.nan, 5 / 7], nan_ok=True)
+
+
+@pytest.mark.slow
+def test_per_class_table_agrees_with_a_runs_predictions(store):
+    preds = load_predictions(store["summaries"][("finetune", 0)]["run_dir"])
+    table = per_class_table(preds.confusion(), preds.classes)
+    assert table["test images"].sum() == preds.n and table["right"].sum() == round(preds.accuracy * preds.n)
+    expected = [math.nan if v is None else v for v in preds.per_class_accuracy().values()]
+    assert table["accuracy"].tolist() == pytest.approx(expected, nan_ok=True)
 
 
 def test_summary_groups_only_identical_recipes():
@@ -370,15 +455,63 @@ def test_summary_groups_only_identical_recipes():
     )
     summary = regime_summary(df)
     assert summary["runs"].tolist() == [1, 2] and summary["mean test acc"].tolist() == pytest.approx([0.9, 0.6])
+    assert list(summary.columns) == [
+        *("regime", "backbone", "dataset", "image px", "of", "runs", "seeds", "mean test acc", "std"),
+        *("min", "max", "mean train s", "accuracies"),
+    ]
+    assert summary["seeds"].tolist() == ["0", "0, 1"] and summary["accuracies"].tolist() == [[0.9], [0.5, 0.7]]
+    assert math.isnan(summary["std"][0]) and summary["std"][1] == pytest.approx(math.sqrt(0.02))
+    assert summary["min"].tolist() == [0.9, 0.5] and summary["max"].tolist() == pytest.approx([0.9, 0.7])
 
 
-def test_smoothing_is_a_bias_corrected_moving_average():
+def test_summary_sorts_best_mean_first_keeping_the_listing_order_of_ties():
+    rows = [
+        {"regime": "scratch", "test acc": 0.5, "seed": 2},
+        {"regime": "transfer", "test acc": 0.8, "seed": 0},
+        {"regime": "full", "test acc": 0.5, "seed": 0},
+        {"regime": "scratch", "test acc": 0.5, "seed": 1},
+        {"regime": "finetune", "test acc": 0.9, "seed": 0},
+    ]
+    base = {"status": "finished", "backbone": "b", "dataset": "d", "image px": 32, "of": 2, "train s": 1.0}
+    summary = regime_summary(pd.DataFrame([{**base, **r} for r in rows]))
+    assert summary["regime"].tolist() == ["finetune", "transfer", "scratch", "full"]
+    assert summary["seeds"].tolist() == ["0", "0", "1, 2", "0"]  # seeds listed in order
+    assert summary["std"].tolist()[2] == 0.0 and summary["runs"].tolist() == [1, 1, 2, 1]
+
+
+def test_smoothing_without_weight_is_the_identity_and_keeps_a_constant_constant():
     assert smooth([0.2, 0.4, None, 0.8], 0.0) == [0.2, 0.4, None, 0.8]
-    assert smooth([0.5] * 5, 0.9) == pytest.approx([0.5] * 5)  # no start-up bias towards 0
-    out = smooth([0.0, 1.0], 0.5)
-    assert out == pytest.approx([0.0, (0.5 * 0.0 * 0.5 + 0.5 * 1.0) / (1 - 0.25)])
-    with pytest.raises(ValueError):
-        smooth([1.0], 1.0)
+    for weight in (0.3, 0.9, 0.99):
+        assert smooth([0.5] * 20, weight) == pytest.approx([0.5] * 20)  # no start-up bias towards 0
+    assert smooth([], 0.5) == []
+
+
+def test_smoothing_follows_a_step_monotonically_and_lags_it():
+    raw = [0.0] * 5 + [1.0] * 20
+    for weight in (0.3, 0.6, 0.9):
+        out = smooth(raw, weight)
+        assert out[:5] == pytest.approx([0.0] * 5)
+        after = out[5:]
+        assert all(0.0 < v < 1.0 for v in after)  # it lags the raw curve...
+        assert all(a < b for a, b in zip(after, after[1:]))  # ...moving toward the new level every epoch
+        assert after[-1] > 0.95 if weight < 0.9 else after[-1] > 0.9
+    # more weight, more lag
+    assert smooth(raw, 0.9)[8] < smooth(raw, 0.6)[8] < smooth(raw, 0.3)[8]
+
+
+def test_missing_values_stay_missing_and_do_not_shift_the_rest():
+    values = [0.1, 0.7, 0.3, 0.9, 0.2]
+    gappy = [0.1, None, 0.7, float("nan"), 0.3, None, 0.9, 0.2]
+    out = smooth(gappy, 0.6)
+    assert [i for i, v in enumerate(out) if v is None] == [1, 3, 5]
+    assert [v for v in out if v is not None] == pytest.approx(smooth(values, 0.6))
+    assert smooth([None, None], 0.5) == [None, None]
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.0, 1.5])
+def test_smoothing_weight_outside_0_1_is_refused(weight):
+    with pytest.raises(ValueError, match="smoothing weight"):
+        smooth([1.0, 2.0], weight)
 
 
 def test_figures_mark_the_best_epoch_and_make_every_cell_clickable():

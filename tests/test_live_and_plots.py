@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
 from core.app.jobs import JobQueue
-from core.app.live import LiveRun, group_view, latest_group, progress_fraction, progress_text
+from core.app.live import LiveRun, group_view, latest_group, latest_race, progress_fraction, progress_text
 from core.app.plots import REGIME_COLOURS, CurveSeries, race_figure
-from core.runs.store import RunStore
+from core.runs.store import RunRecord, RunStore
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig, new_group_id
 from core.training.train import train_run
 
@@ -38,6 +44,7 @@ def test_race_figure_overlays_runs_with_styles_and_best_epoch():
     assert [a.text for a in fig.layout.annotations] == ["Loss", "Accuracy"]
 
 
+@pytest.mark.slow
 def test_group_view_merges_queued_jobs_with_runs_in_the_store(settings, tiny_folder):
     group = new_group_id()
     cfg = RunConfig(
@@ -51,15 +58,53 @@ def test_group_view_merges_queued_jobs_with_runs_in_the_store(settings, tiny_fol
     queue = JobQueue()
     job = queue.submit(cfg, settings, label="queued transfer")
     queue.wait_idle(120)
-    other_group_cfg = RunConfig.from_dict({**cfg.to_dict(), "group": "g-0-old"})
+    # and an earlier launch: a copy of the outside run in an older group
+    old = Path(outside["run_dir"]).with_name("00000000-000000-transfer-efficientnet_lite0-old0")
+    shutil.copytree(outside["run_dir"], old)
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "group": "g-0-old"}))
     stored = RunStore(settings.runs_dir).list_runs()
-    assert latest_group(stored, queue) == group
+    assert latest_group(stored, queue) == latest_group(stored) == group
     view = group_view(group, stored, queue)
     assert [v.label for v in view] == ["queued transfer", "Transfer learning"]
     assert all(v.state == "finished" and len(v.metrics) == 1 and v.summary["test_acc"] is not None for v in view)
     assert view[1].run_id == outside["run_id"] and view[0].run_id == queue.get(job.id).run_id
     assert view[0].job_id is None  # over: nothing left to stop
-    assert group_view("g-0-old", stored, queue) == [] and other_group_cfg.group == "g-0-old"
+    assert [v.run_id for v in group_view("g-0-old", stored, queue)] == [old.name]  # only the old run, from the store
+    assert old.name not in {v.run_id for v in view}
+
+
+def _record(run_id: str, group, status: str = "finished") -> RunRecord:
+    return RunRecord(run_id=run_id, dir=Path("/nowhere") / run_id, status=status, config={"group": group})
+
+
+def test_latest_group_counts_the_queue_and_latest_race_picks_what_to_compare(settings):
+    old, new = new_group_id(), new_group_id()
+    runs = [  # as the store lists them: newest first
+        _record("r7", None),
+        _record("r6", new, "running"),
+        _record("r5", ""),
+        _record("r4", new),
+        _record("r3", old),
+        _record("r2", None),
+        _record("r1", None, "interrupted"),
+    ]
+    assert latest_group(runs) == new
+    assert latest_race(runs) == ["r6", "r4"]  # the newest launch, whatever the state of its runs
+    ungrouped = [r for r in runs if r.config["group"] not in (old, new)]
+    assert latest_group(ungrouped) is None
+    assert latest_race(ungrouped) == ["r7", "r5", "r2"]  # else the newest finished runs...
+    assert latest_race(ungrouped * 2) == ["r7", "r5", "r2", "r7"]  # ...four of them at most
+    assert latest_race([]) == [] and latest_group([]) is None
+
+    # a job queued in a newer group is the latest one, before any of its runs reaches the store
+    queue = JobQueue(runner=lambda config, settings, **kwargs: {"status": "finished"})
+    newest = RunConfig(
+        data=DataConfig(source="sample"), model=ModelConfig(backbone="efficientnet_lite0"), group=new_group_id()
+    )
+    queue.submit(newest, settings)
+    assert queue.wait_idle(30)
+    assert latest_group(runs, queue) == newest.group and latest_group(runs) == new
 
 
 def test_group_ids_sort_by_launch_time_even_within_a_second():

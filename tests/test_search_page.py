@@ -5,11 +5,10 @@ Uploads cannot be driven by AppTest; they are covered in real Chromium in ``test
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.app.search import class_key, file_key
 from core.retrieval.index import clear_memory_cache, open_index
 from core.retrieval.methods import METHODS
 from core.retrieval.metrics import evaluate_index
@@ -27,15 +26,15 @@ def search_page() -> AppTest:
     return at
 
 
-def _tag(at) -> str:
-    """The dataset tag in the page's widget keys (keys are per dataset, so switching datasets resets them)."""
-    return hashlib.sha1(at.session_state["dataset"]["root"].encode()).hexdigest()[:8]
+def _root(at) -> str:
+    return at.session_state["dataset"]["root"]
 
 
 def _query(at):
-    """(class, relative file) of the dataset photo the page is searching with."""
-    cls = at.session_state[f"search_class-{_tag(at)}"]
-    return cls, at.session_state[f"search_file-{_tag(at)}-{cls}"]
+    """(class, relative file) of the dataset photo the page is searching with (its pickers' keys are per
+    dataset, so switching datasets resets them)."""
+    cls = at.session_state[class_key(_root(at))]
+    return cls, at.session_state[file_key(_root(at), cls)]
 
 
 def _captions(at):
@@ -46,6 +45,7 @@ def _captions(at):
     return out
 
 
+@pytest.mark.slow
 def test_search_page_shows_k_neighbours_three_ways_matching_core(sample_folder, settings):
     at = search_page()
     assert at.title[0].value == "🔎 Search"
@@ -80,6 +80,7 @@ def test_search_page_shows_k_neighbours_three_ways_matching_core(sample_folder, 
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_k_random_pick_and_choosing_a_photo(sample_folder, settings):
     at = search_page()
     at.slider(key="search_k").set_value(3).run()
@@ -93,7 +94,7 @@ def test_k_random_pick_and_choosing_a_photo(sample_folder, settings):
     cls, rel = _query(at)
     assert (sample_folder / rel).is_file() and rel.startswith(f"{cls}/")
     # choosing a photo by hand searches with it, and it is left out of its own results
-    key = f"search_file-{_tag(at)}-{cls}"
+    key = file_key(_root(at), cls)
     other = [o for o in at.selectbox(key=key).options if o != rel.split("/")[-1]][0]
     at.selectbox(key=key).set_value(f"{cls}/{other}").run()
     captions = _captions(at)
@@ -105,6 +106,7 @@ def test_k_random_pick_and_choosing_a_photo(sample_folder, settings):
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_deep_features_from_a_finished_run(sample_folder, tiny_folder, settings):
     from core.training.train import train_run
 
@@ -128,6 +130,7 @@ def test_deep_features_from_a_finished_run(sample_folder, tiny_folder, settings)
     assert len(_captions(at)) == 1 + 3 * 8
 
 
+@pytest.mark.slow
 def test_indexes_are_reused_after_a_restart(sample_folder, settings):
     search_page()
     clear_memory_cache()  # a new server process: only the disk cache is left
@@ -137,6 +140,7 @@ def test_indexes_are_reused_after_a_restart(sample_folder, settings):
     assert all("reused the cached index" in line for line in about), about
 
 
+@pytest.mark.slow  # alone: the first AppTest of a session imports the app (~3 s)
 def test_without_a_dataset_the_page_says_what_to_do(settings):
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.radio(key="dataset_choice").set_value("Local folder").run()

@@ -2,7 +2,8 @@
 
 The run store is the source of truth — a run launched from the CLI, by another browser session, or before
 the app restarted shows up the same — and the queue adds what only it knows: queue positions, and the
-ability to stop a job. Pages call :func:`latest_group` and :func:`group_view` about once a second.
+ability to stop a job. Pages call :func:`latest_group` and :func:`group_view` about once a second;
+Compare starts from :func:`latest_race`.
 """
 
 from __future__ import annotations
@@ -41,14 +42,23 @@ class LiveRun:
         return self.summary.get("wall_seconds")
 
 
-def latest_group(runs: List[RunRecord], queue: Optional[JobQueue]) -> Optional[str]:
-    """The newest launch group among ``runs`` (as listed by :meth:`RunStore.list_runs`) and queued jobs."""
+def latest_group(runs: List[RunRecord], queue: Optional[JobQueue] = None) -> Optional[str]:
+    """The newest launch group among ``runs`` (as listed by :meth:`RunStore.list_runs`) and ``queue``'s jobs."""
     groups = {r.config.get("group") for r in runs}
     if queue is not None:
         groups |= {j.config.group for j in queue.jobs()}
     groups.discard(None)
     groups.discard("")
     return max(groups) if groups else None
+
+
+def latest_race(runs: List[RunRecord], fallback: int = 4) -> List[str]:
+    """The run ids of the newest launch group among ``runs`` (as listed, newest first), else of the
+    ``fallback`` newest finished runs: what to compare when nothing is chosen yet."""
+    group = latest_group(runs)
+    if group is not None:
+        return [r.run_id for r in runs if r.config.get("group") == group]
+    return [r.run_id for r in runs if r.status == "finished"][:fallback]
 
 
 def group_view(group: str, runs: List[RunRecord], queue: Optional[JobQueue]) -> List[LiveRun]:

@@ -8,10 +8,11 @@ accuracy on the right, training dashed and validation solid, one colour per regi
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -47,6 +48,24 @@ def run_clock(metrics: Sequence[Dict]) -> List[float]:
     return list(itertools.accumulate(float(m["seconds"]) for m in metrics))
 
 
+def best_epoch_star(label: str, colour: str, x: float, best: Dict, key: str) -> go.Scatter:
+    """The ★ marking a run's best epoch (lowest validation loss) at ``x``, at the height of its ``key``
+    metric (e.g. ``val_acc``); named "<label> — best epoch", with the epoch number as its customdata."""
+    return go.Scatter(
+        x=[x],
+        y=[best.get(key)],
+        mode="markers",
+        name=f"{label} — best epoch",
+        legendgroup=label,
+        showlegend=False,
+        customdata=[best["epoch"]],
+        marker=dict(symbol="star", size=15, color=colour, line=dict(color="white", width=1)),
+        cliponaxis=False,
+        hovertemplate=f"{label}: best epoch %{{customdata}} (lowest val loss), {key.replace('_', ' ')} "
+        "%{y:.3f}<extra></extra>",
+    )
+
+
 def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
     """Loss and accuracy against each run's own clock: what each regime reaches, and what it costs."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
@@ -76,22 +95,7 @@ def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
                 )
             if best is not None:
                 at = clock[epochs.index(best["epoch"])]
-                fig.add_trace(
-                    go.Scatter(
-                        x=[at],
-                        y=[best.get(f"val_{key}")],
-                        mode="markers",
-                        name=f"{run.label} — best epoch",
-                        legendgroup=run.label,
-                        showlegend=False,
-                        customdata=[best["epoch"]],
-                        marker=dict(symbol="star", size=15, color=colour, line=dict(color="white", width=1)),
-                        cliponaxis=False,
-                        hovertemplate=f"{run.label}: best epoch %{{customdata}} (lowest val loss)<extra></extra>",
-                    ),
-                    row=1,
-                    col=col,
-                )
+                fig.add_trace(best_epoch_star(run.label, colour, at, best, f"val_{key}"), row=1, col=col)
     fig.update_xaxes(title_text="seconds of training", rangemode="tozero")
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=2)
@@ -106,18 +110,17 @@ def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
 
 def smooth(values: Sequence[Optional[float]], weight: float) -> List[Optional[float]]:
     """Exponential moving average with start-up bias correction (as TensorBoard's smoothing slider):
-    ``weight`` 0 returns the values, closer to 1 smooths more. Missing values stay missing."""
+    ``weight`` 0 returns the values, closer to 1 smooths more. Missing values (None or NaN) stay missing and
+    do not count: the average skips them."""
     if not 0.0 <= weight < 1.0:
         raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
-    out, avg, n = [], 0.0, 0
-    for v in values:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out.append(None)
-            continue
-        n += 1
-        avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight**n))
-    return out
+    raw = np.array(values, dtype="float64")  # None -> NaN
+    # adjust=True weights the terms (1 - alpha)^i over their sum: the bias-corrected EMA; ignore_na=True:
+    # a missing value neither counts nor ages the ones before it
+    avg = pd.Series(raw).ewm(alpha=1.0 - weight, adjust=True, ignore_na=True).mean().tolist()
+    for i in np.flatnonzero(np.isnan(raw)):
+        avg[i] = None
+    return avg
 
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -174,21 +177,7 @@ def curves_figure(runs: Sequence[CurveSeries], smoothing: float = 0.0, height: i
                 col=col,
             )
             if best is not None:
-                fig.add_trace(
-                    go.Scatter(
-                        x=[best["epoch"]],
-                        y=[best.get(key)],
-                        mode="markers",
-                        legendgroup=run.label,
-                        showlegend=False,
-                        name=f"{run.label} — best epoch",
-                        cliponaxis=False,
-                        marker=dict(symbol="star", size=15, color=colour, line=dict(color="white", width=1)),
-                        hovertemplate=f"{run.label}: best epoch %{{x}}, {key} %{{y:.3f}}<extra></extra>",
-                    ),
-                    row=1,
-                    col=col,
-                )
+                fig.add_trace(best_epoch_star(run.label, colour, best["epoch"], best, key), row=1, col=col)
     last_epoch = max((m["epoch"] for run in runs for m in run.metrics), default=1)
     fig.update_xaxes(title_text="epoch", range=[0.7, last_epoch + 0.3], dtick=1 if last_epoch <= 20 else None)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=1)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import pandas as pd
 
 from core.models.regimes import REGIMES
 from core.runs.store import RunRecord, best_epoch_metrics
+
+if TYPE_CHECKING:  # pandas' Styler imports jinja2: only the page that styles a table pays for it
+    from pandas.io.formats.style import Styler
 
 # The table's columns, in order; the metric columns say which direction is best (highlighted on the page).
 TABLE_COLUMNS = (
@@ -38,6 +41,8 @@ TABLE_COLUMNS = (
 )
 BEST_IS = {"best val acc": "max", "test acc": "max", "train s": "min", "s/epoch": "min"}
 GROUP_KEYS = ("regime", "backbone", "dataset", "image px", "of")  # same recipe, differing only by seed
+PERCENT_COLUMNS = ("best val acc", "test acc")
+BEST_STYLE = "background-color: rgba(46, 160, 67, 0.28); font-weight: 600"  # a metric column's best value
 
 
 def dataset_name(source: str) -> str:
@@ -114,17 +119,8 @@ def runs_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
     return df
 
 
-def best_index(df: pd.DataFrame) -> Dict[str, List]:
-    """For each metric column of :data:`BEST_IS`, the row labels holding its best value (ties included)."""
-    out = {}
-    for col, direction in BEST_IS.items():
-        values = df[col].dropna() if col in df else pd.Series(dtype=float)
-        if values.empty:
-            out[col] = []
-            continue
-        target = values.max() if direction == "max" else values.min()
-        out[col] = list(values.index[values == target])
-    return out
+def _seed_list(seeds: pd.Series) -> str:
+    return ", ".join(str(s) for s in sorted(seeds.dropna().unique()))
 
 
 def regime_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -137,24 +133,50 @@ def regime_summary(df: pd.DataFrame) -> pd.DataFrame:
     columns = list(GROUP_KEYS) + ["runs", "seeds", "mean test acc", "std", "min", "max", "mean train s", "accuracies"]
     if done.empty:
         return pd.DataFrame(columns=columns)
-    rows = []
-    for key, g in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
-        acc = g["test acc"]
-        rows.append(
-            {
-                **dict(zip(GROUP_KEYS, key)),
-                "runs": len(g),
-                "seeds": ", ".join(str(s) for s in sorted(g["seed"].dropna().unique())),
-                "mean test acc": acc.mean(),
-                "std": acc.std(ddof=1) if len(g) > 1 else math.nan,
-                "min": acc.min(),
-                "max": acc.max(),
-                "mean train s": g["train s"].mean(),
-                "accuracies": list(acc),
-            }
-        )
-    out = pd.DataFrame(rows, columns=columns).sort_values("mean test acc", ascending=False, kind="stable")
-    return out.reset_index(drop=True)
+    out = done.groupby(list(GROUP_KEYS), dropna=False, sort=False).agg(
+        **{
+            "runs": ("test acc", "size"),
+            "seeds": ("seed", _seed_list),
+            "mean test acc": ("test acc", "mean"),
+            "std": ("test acc", "std"),  # ddof=1: NaN for a single run
+            "min": ("test acc", "min"),
+            "max": ("test acc", "max"),
+            "mean train s": ("train s", "mean"),
+            "accuracies": ("test acc", list),
+        }
+    )
+    out = out.reset_index().sort_values("mean test acc", ascending=False, kind="stable")
+    return out[columns].reset_index(drop=True)
+
+
+def per_class_table(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> pd.DataFrame:
+    """Per true class (a row of ``confusion``, ``[true][predicted]`` counts): ``class``, ``test images``,
+    ``right`` and ``accuracy`` (NaN for a class without images)."""
+    counts = pd.DataFrame(list(confusion), index=list(classes), columns=list(classes), dtype="int64")
+    total = counts.sum(axis=1)
+    right = pd.Series([counts.iat[i, i] for i in range(len(classes))], index=counts.index, dtype="int64")
+    return pd.DataFrame(
+        {
+            "class": list(classes),
+            "test images": total.to_numpy(),
+            "right": right.to_numpy(),
+            "accuracy": (right / total.where(total > 0)).to_numpy(dtype="float64"),
+        }
+    )
+
+
+def styled_runs_table(df: pd.DataFrame) -> Styler:
+    """:func:`runs_table` (or rows of it) formatted for reading, the best value of each metric column of
+    :data:`BEST_IS` highlighted (ties all highlighted, missing values ignored)."""
+    style = df.style
+    for direction in ("max", "min"):
+        cols = [c for c, d in BEST_IS.items() if d == direction and c in df]
+        if cols:
+            highlight = style.highlight_max if direction == "max" else style.highlight_min
+            style = highlight(subset=cols, props=BEST_STYLE)
+    fmt = {c: "{:.1%}" for c in PERCENT_COLUMNS}
+    fmt.update({"train s": "{:.1f}", "s/epoch": "{:.2f}", "trainable params": "{:,}", "total params": "{:,}"})
+    return style.format(na_rep="—").format({c: f for c, f in fmt.items() if c in df}, na_rep="—")
 
 
 def spread_groups(summary: pd.DataFrame) -> List[Dict]:

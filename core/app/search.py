@@ -1,0 +1,84 @@
+"""The Search page's helpers (no streamlit here: the page keeps the widgets and the caching).
+
+Where deep features can come from, a dataset's files per class, framed thumbnails of neighbours, and the
+per-dataset tag in the page's widget keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Dict, List, Tuple, Union
+
+from PIL import ImageOps
+
+from core.data.decode import open_rgb
+from core.data.imagefolder import ImageFolderListing, scan_image_folder
+from core.models.backbones import BACKBONES, pick_pretrained_backbone
+from core.retrieval.embedders import EmbedderConfig
+from core.runs.compare import run_label
+from core.runs.store import RunStore
+from core.settings import Settings
+
+FRAME_PX = 6  # the coloured frame around a neighbour's thumbnail
+
+
+def deep_sources(settings: Settings) -> Dict[str, Tuple[str, EmbedderConfig]]:
+    """Where deep features can come from, ``{key: (label, embedder config)}``: the ImageNet backbones whose
+    weights are on this machine (else the default one, which downloads its weights), then every finished
+    run that kept a checkpoint (its fine-tuned network)."""
+    out = {}
+    for name, spec in BACKBONES.items():
+        if spec.weights_source(settings):
+            out[f"imagenet:{name}"] = (
+                f"ImageNet {spec.display.split(' (')[0]} (pretrained)",
+                EmbedderConfig(backbone=name),
+            )
+    if not out:  # nothing on disk: the default backbone downloads its weights
+        name = pick_pretrained_backbone(settings)[0]
+        out[f"imagenet:{name}"] = (
+            f"ImageNet {BACKBONES[name].display} (downloads weights)",
+            EmbedderConfig(backbone=name),
+        )
+    for run in RunStore(settings.runs_dir).list_runs():
+        if run.status == "finished" and run.has_checkpoint:
+            out[f"run:{run.run_id}"] = (f"Fine-tuned run: {run_label(run)}", EmbedderConfig(run=str(run.dir)))
+    return out
+
+
+def files_by_class(listing: Union[ImageFolderListing, str, Path]) -> Dict[str, List[str]]:
+    """``{class: [relative file, ...]}`` in the listing's order, every class present (even an empty one).
+    ``listing``: an :class:`ImageFolderListing`, or a dataset folder to scan."""
+    if not isinstance(listing, ImageFolderListing):
+        listing = scan_image_folder(Path(listing), min_classes=1)
+    out: Dict[str, List[str]] = {c: [] for c in listing.classes}
+    for f, lab in zip(listing.files, listing.labels):
+        out[listing.classes[lab]].append(f)
+    return out
+
+
+def framed_thumbnail(path: Union[str, Path], colour: str, size: int, border: int = FRAME_PX) -> bytes:
+    """A JPEG of the photo at ``path`` (EXIF rotation respected) padded with white to ``size`` × ``size``,
+    inside a ``border``-pixel frame of ``colour``: ``size + 2 * border`` pixels a side. Raises
+    :class:`~core.data.decode.ImageDecodeError` when the file cannot be read as a photo."""
+    im = ImageOps.pad(open_rgb(path), (size, size), color="white")
+    im = ImageOps.expand(im, border=border, fill=colour)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def root_tag(root: Union[str, Path]) -> str:
+    """A short tag naming a dataset folder in widget keys, so that switching datasets resets them."""
+    return hashlib.sha1(str(root).encode()).hexdigest()[:8]
+
+
+def class_key(root: Union[str, Path]) -> str:
+    """The key of the Search page's class picker for the dataset at ``root``."""
+    return f"search_class-{root_tag(root)}"
+
+
+def file_key(root: Union[str, Path], cls: str) -> str:
+    """The key of the Search page's photo picker for class ``cls`` of the dataset at ``root``."""
+    return f"search_file-{root_tag(root)}-{cls}"

@@ -45,6 +45,9 @@ UI_TIMEOUT_MS = 60_000  # page loads, sidebar dataset preparation, reruns
 PROBE_TIMEOUT_MS = 180_000  # the first visit to Train measures the machine (ONNX exports included)
 RACE_TIMEOUT = 240.0  # s, a race planned to 1 minute on the built-in sample
 REGIMES = ("scratch", "transfer", "finetune", "full")
+PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'  # what the page shows when it breaks
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # each test starts a server and a browser
 
 
 def _free_port() -> int:
@@ -149,15 +152,26 @@ def browser_page():
 
 def _visible_problems(page) -> str:
     """Streamlit exception boxes and error alerts on the page, as text ('' when there are none)."""
-    found = [
-        page.locator('[data-testid="stException"]').all_inner_texts(),
-        page.locator('[data-testid="stAlertContentError"]').all_inner_texts(),
-    ]
-    return "\n---\n".join(t for texts in found for t in texts)
+    return "\n---\n".join(page.locator(PROBLEMS).all_inner_texts())
 
 
+def _screenshot_all_of_main(page, path: Path) -> None:
+    """A debugging aid, never a failure: Streamlit scrolls inside the page, not the page, so grow the window to the
+    content's height, wait until the page has been laid out at that size, then take the screenshot."""
+    try:
+        height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0")
+        height = max(1000, min(int(height), 5000))
+        page.set_viewport_size({"width": 1440, "height": height})
+        page.wait_for_function("h => window.innerHeight === h", arg=height, timeout=10_000)  # checked per frame
+        page.screenshot(path=str(path), full_page=True)
+    except Exception:  # noqa: BLE001 - the screenshot is a debugging aid; never hide the real failure
+        pass
+
+
+@pytest.mark.timeout(PROBE_TIMEOUT_MS // 1000 + RACE_TIMEOUT + 180)
 def test_browser_run_all_four(browser_page, app_server):  # browser first: it skips before a server starts
     base_url, runs_dir, log_path = app_server
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect
 
     page, js_errors = browser_page
@@ -191,16 +205,17 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
         run_all.click()
 
         page.get_by_role("heading", name="The race").wait_for()
-        deadline = time.monotonic() + RACE_TIMEOUT
-        while finished.count() < 4:
-            problems = _visible_problems(page)
-            assert not problems, f"the page shows an error while training:\n{problems}\n{_log_tail(log_path)}"
-            assert time.monotonic() < deadline, (
+        # until the fourth run shows its test accuracy, or the page shows an error (then fail at once)
+        try:
+            finished.nth(3).or_(page.locator(PROBLEMS)).first.wait_for(timeout=RACE_TIMEOUT * 1000)
+        except PlaywrightTimeoutError:
+            pytest.fail(
                 f"only {finished.count()} of 4 runs finished within {RACE_TIMEOUT:.0f} s:\n"
                 + "\n".join(page.locator('[data-testid="stMain"]').all_inner_texts())
                 + f"\n{_log_tail(log_path)}"
             )
-            page.wait_for_timeout(1000)
+        problems = _visible_problems(page)
+        assert not problems, f"the page shows an error while training:\n{problems}\n{_log_tail(log_path)}"
 
         # the finished race: four ✅ rows with their test accuracy and planned vs actual time, the chart, the link
         page.get_by_role("link", name="Compare these runs with earlier ones").wait_for()
@@ -213,13 +228,7 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
         assert not _visible_problems(page), _visible_problems(page)
         assert not js_errors, js_errors
     finally:
-        try:  # Streamlit scrolls inside the page, not the page: grow the window to the content's height
-            height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0")
-            page.set_viewport_size({"width": 1440, "height": max(1000, min(int(height), 5000))})
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        except Exception:  # noqa: BLE001 - the screenshot is a debugging aid; never hide the real failure
-            pass
+        _screenshot_all_of_main(page, SCREENSHOT)
 
     # the run store on disk: four finished runs, one per regime, planned to the budget set in the browser
     run_dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -235,6 +244,7 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
     assert sorted(regimes) == sorted(REGIMES)
 
 
+@pytest.mark.timeout(180)
 def test_browser_upload_a_zip_dataset(browser_page, app_server, tiny_folder, tmp_path):
     """The sidebar's "Upload a .zip": the dataset's classes and counts appear, and the home grid shows it."""
     import shutil
@@ -264,6 +274,7 @@ def _download(page, button_name: str) -> Path:
     return Path(info.value.path())
 
 
+@pytest.mark.timeout(300)
 def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(
     browser_page, app_server, tiny_folder, session_cache, tmp_path
 ):
@@ -338,15 +349,10 @@ def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(
         assert not page.locator('[data-testid="stException"]').count(), _log_tail(log_path)
         assert not js_errors, js_errors
     finally:
-        try:
-            height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0")
-            page.set_viewport_size({"width": 1440, "height": max(1000, min(int(height), 5000))})
-            page.wait_for_timeout(500)
-            page.screenshot(path="/tmp/browser_compare.png", full_page=True)
-        except Exception:  # noqa: BLE001 - the screenshot is a debugging aid; never hide the real failure
-            pass
+        _screenshot_all_of_main(page, Path("/tmp/browser_compare.png"))
 
 
+@pytest.mark.timeout(300)
 def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_page, app_server, tmp_path):
     """Search in a real browser: a first visit builds the indexes under a progress bar, then shows a dataset
     photo searched three ways; an uploaded copy of a

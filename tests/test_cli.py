@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.cli import main
 from tests.helpers import ROOT, SHARED_FLOWERS, needs_shared_flowers
 
 
@@ -30,6 +31,8 @@ def last_json(out: str):
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_train_then_evaluate_from_the_command_line(tiny_folder, settings, tmp_path):
     import shutil
 
@@ -124,18 +127,38 @@ def _one_class(tmp_path):
         (["evaluate", "{tmp}/no-such-run"], "cannot be read"),
     ],
 )
-def test_bad_input_gives_a_clear_message_and_exit_2(tmp_path, settings, tiny_folder, args, words):
+def test_bad_input_gives_a_clear_message_and_exit_2(tmp_path, settings, tiny_folder, monkeypatch, capsys, args, words):
+    """In this process (what ``python -m core`` runs, minus its start-up): any exception other than a clean
+    exit 2 would escape ``main`` and fail the test; the subprocess test below checks the process itself."""
     (tmp_path / "empty").mkdir()
     fill = {"tmp": tmp_path, "one": _one_class(tmp_path), "tiny": tiny_folder}
-    p = run_cli(
-        *[a.format(**fill) for a in args], env_extra={"TRANSFERLAB_RESNET18_WEIGHTS": str(tmp_path / "absent.pth")}
-    )
-    assert p.returncode == 2, (p.stdout, p.stderr)
-    assert words in p.stderr
-    assert "Traceback" not in p.stderr
+    monkeypatch.setenv("TRANSFERLAB_RESNET18_WEIGHTS", str(tmp_path / "absent.pth"))
+    try:
+        code = main([a.format(**fill) for a in args])
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert words in err
     assert not settings.runs_dir.exists() or not any(settings.runs_dir.iterdir())  # nothing half-made
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_python_dash_m_core_exits_2_without_a_traceback(tmp_path, settings):
+    for args, words in (
+        (["train", "--regime", "transfer", "--data", tmp_path / "nope"], "Dataset not found"),  # a TransferLabError
+        (["train", "--regime", "scratch", "--epochs", "0"], "must be at least 1"),  # an argparse error
+    ):
+        p = run_cli(*args)
+        assert p.returncode == 2, (p.stdout, p.stderr)
+        assert words in p.stderr and "Traceback" not in p.stderr
+    assert not settings.runs_dir.exists() or not any(settings.runs_dir.iterdir())
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 @needs_shared_flowers()
 def test_real_flowers_transfer_learns(settings):
     # transfer's own recipe (its head trained to convergence on cached features), at a small size and subset

@@ -90,6 +90,7 @@ def test_settings_from_environment_and_defaults(tmp_path):
     assert set(d.describe()) == {"TRANSFERLAB_CACHE_DIR", "TRANSFERLAB_RUNS_DIR", "TRANSFERLAB_RESNET18_WEIGHTS"}
 
 
+@pytest.mark.real_data
 @needs_shared_flowers()
 def test_shared_flowers_scan_as_five_classes():
     listing = scan_image_folder(SHARED_FLOWERS)

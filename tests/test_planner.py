@@ -117,6 +117,8 @@ def test_the_plan_becomes_run_configs_that_say_what_they_predict(tmp_path):
         assert cfg.plan["budget_seconds"] == 300
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_the_race_command_prints_a_line_per_run_and_a_summary(tiny_folder, settings, monkeypatch, capsys):
     monkeypatch.setattr(race, "probe", lambda *a, **k: fake_throughput(4e-2))  # slow: the cheapest recipes
     code = main(["race", "--data", str(tiny_folder), "--budget-minutes", "1", "--quiet"])

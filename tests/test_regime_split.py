@@ -107,6 +107,8 @@ def test_the_cache_gives_the_same_logits_as_the_uncached_path(choice, sample_fol
     assert torch.allclose(from_cache, plain, atol=2e-2, rtol=2e-2)  # fp16 storage of the cut activations
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_frozen_means_frozen(sample_folder, settings):
     s = train_run(_cfg(sample_folder), settings)
     start, _ = create_model("efficientnet_lite0", 5, pretrained=True)
@@ -125,6 +127,8 @@ def test_frozen_means_frozen(sample_folder, settings):
     assert s["test_acc"] >= 0.6, s  # chance is 0.2
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_over_the_memory_budget_the_run_trains_uncached_and_says_so(sample_folder, settings, monkeypatch):
     monkeypatch.setattr(engine, "cache_budget", lambda: 1000)  # bytes: far too little for any view
     s = train_run(_cfg(sample_folder), settings)
@@ -134,6 +138,8 @@ def test_over_the_memory_budget_the_run_trains_uncached_and_says_so(sample_folde
     assert s["test_acc"] >= 0.6, s  # still learns, the slow way
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_transfer_after_finetune_continues_from_its_cached_prefix(sample_folder, settings):
     data = prepare_data(DataConfig(source=str(sample_folder), img_size=48), settings)
     train_run(_cfg(sample_folder, "finetune", feature_views=1, precision="fp32"), settings, data=data)
@@ -145,6 +151,8 @@ def test_transfer_after_finetune_continues_from_its_cached_prefix(sample_folder,
     assert abs(shared["best_val_acc"] - alone["best_val_acc"]) <= 1 / 30 + 1e-6  # at most one image in 30
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_progressive_resizing_trains_small_then_at_full_size(tiny_folder, settings):
     s = train_run(_cfg(tiny_folder, "full", img_size=48, epochs=3, train_img_size=32, schedule="onecycle"), settings)
     from core.runs.store import load_run

@@ -114,6 +114,8 @@ def _images(root, per_class):
                 yield ci, np.asarray(im.convert("RGB"))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_a_tiny_cnn_learns_it(tmp_path):
     torch = pytest.importorskip("torch")
     nn = torch.nn

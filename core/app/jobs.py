@@ -87,6 +87,7 @@ class JobQueue:
             job.stop_event.set()
             if job.state == "queued":
                 job.state, job.ended_at = "cancelled", time.time()
+                self._wake.notify_all()
             return True
 
     def jobs(self) -> List[Job]:
@@ -112,20 +113,21 @@ class JobQueue:
 
     def busy(self) -> bool:
         with self._lock:
-            return any(j.active for j in self._jobs.values())
+            return self._busy()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until no job is queued or running (for tests and scripts). True if it became idle."""
-        end = time.monotonic() + timeout
-        while self.busy():
-            if time.monotonic() > end:
-                return False
-            time.sleep(0.05)
-        return True
+        with self._wake:  # notified whenever a job ends (finished, failed, interrupted or cancelled)
+            return self._wake.wait_for(lambda: not self._busy(), timeout)
 
     # ------------------------------------------------------------------------------------------- worker
 
+    def _busy(self) -> bool:  # with the lock held
+        return any(j.active for j in self._jobs.values())
+
     def _ensure_worker(self) -> None:
+        # A daemon thread rather than a ThreadPoolExecutor(max_workers=1): the executor's workers are joined at
+        # interpreter exit after running everything still queued, so one Ctrl-C would wait for the whole race.
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="transferlab-train-queue", daemon=True)
             self._thread.start()
@@ -169,6 +171,7 @@ class JobQueue:
         with self._lock:
             job.summary = summary or job.summary
             job.state, job.error, job.ended_at = state, error, time.time()
+            self._wake.notify_all()  # wakes wait_idle()
 
 
 _shared: Optional[JobQueue] = None

@@ -19,7 +19,6 @@ Run: ``python benchmarks/bench_download.py [--runs 3] [--size BYTES]``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import shutil
@@ -119,14 +118,6 @@ class Counter:
         self.last = (done, total)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -140,7 +131,7 @@ def main() -> None:
         with open(source, "wb") as f:
             for start in range(0, args.size, 16 * CHUNK):
                 f.write(os.urandom(min(16 * CHUNK, args.size - start)))
-        known = sha256_file(source)
+        known = pooch.file_hash(source)
         httpd, url = serve(source)
         out = work / "out"
         out.mkdir()
@@ -151,7 +142,7 @@ def main() -> None:
 
         def run_old_hash(progress: Counter) -> None:
             old_fetch(url, dest, args.size, 30, progress, CHUNK)
-            assert sha256_file(dest) == known
+            assert pooch.file_hash(dest) == known
 
         def run_pooch(progress: Counter) -> None:
             download._fetch(url, dest, known, args.size, 30, progress, CHUNK)

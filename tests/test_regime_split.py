@@ -188,6 +188,13 @@ def test_without_onnxruntime_pytorch_runs_it_and_the_setup_says_so(sample_folder
     assert s["setup"]["runtime"].startswith("torch") and "not installed" in s["setup"]["runtime"]
 
 
+def _resnet_head_pass(choice: str, cache_dir):
+    """The frozen pass of an untrained ResNet18's transfer prefix (everything before the head), on ``choice``."""
+    model, _ = create_model("resnet18", 5, pretrained=False)
+    prefix = apply_regime(model, "transfer", "resnet18").prefix
+    return frozen_pass(prefix, torch.rand(2, 3, 32, 32), "fp32", choice=choice, cache_dir=cache_dir)
+
+
 @needs_ort
 def test_a_failing_export_falls_back_to_pytorch(monkeypatch, tmp_path):
     def broken(*a, **k):
@@ -195,14 +202,7 @@ def test_a_failing_export_falls_back_to_pytorch(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch.onnx, "export", broken)
     monkeypatch.setattr(runtime, "_sessions", {})
-    model, _ = create_model("resnet18", 5, pretrained=False)
-    run = frozen_pass(
-        apply_regime(model, "transfer", "resnet18").prefix,
-        torch.rand(2, 3, 32, 32),
-        "fp32",
-        choice="onnxruntime",
-        cache_dir=tmp_path,
-    )
+    run = _resnet_head_pass("onnxruntime", tmp_path)
     assert run.runtime == "torch" and "export failed" in run.note and "unsupported operator" in run.note
     assert not list((tmp_path / "runtime").glob("*.onnx*"))  # nothing half-written left behind
 
@@ -210,12 +210,5 @@ def test_a_failing_export_falls_back_to_pytorch(monkeypatch, tmp_path):
 @needs_ort
 def test_outputs_that_differ_fall_back_to_pytorch(monkeypatch, tmp_path):
     monkeypatch.setattr(runtime.OnnxPass, "__call__", lambda self, x: torch.zeros(len(x), 512))
-    model, _ = create_model("resnet18", 5, pretrained=False)
-    run = frozen_pass(
-        apply_regime(model, "transfer", "resnet18").prefix,
-        torch.rand(2, 3, 32, 32),
-        "fp32",
-        choice="auto",
-        cache_dir=tmp_path,
-    )
+    run = _resnet_head_pass("auto", tmp_path)
     assert run.runtime == "torch" and "differ" in run.note

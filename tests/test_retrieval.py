@@ -435,21 +435,8 @@ def test_cli_index_search_and_eval(noise, settings, capsys):
     assert "l1: reused the cached index" in out
 
     query = noise / "a" / "3.png"
-    code, out, err = _cli(
-        capsys,
-        "search",
-        "--data",
-        str(noise),
-        "--query",
-        str(query),
-        "--method",
-        "l1",
-        "--pixel-size",
-        "12x16",
-        "-k",
-        "4",
-        "--quiet",
-    )
+    l1 = ("--method", "l1", "--pixel-size", "12x16", "--quiet")
+    code, out, err = _cli(capsys, "search", "--data", str(noise), "--query", str(query), "-k", "4", *l1)
     hits = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and len(hits) == 4 and set(hits[0]) == {"path", "label", "score"}
     assert all(h["path"] != str(query.resolve()) for h in hits) and "left out of its own results" in err
@@ -468,19 +455,8 @@ def test_cli_index_search_and_eval(noise, settings, capsys):
 
 def test_cli_mistakes_exit_2_with_a_message(noise, settings, capsys, tmp_path):
     (tmp_path / "q.png").write_bytes(b"not a png")
-    code, out, err = _cli(
-        capsys,
-        "search",
-        "--data",
-        str(noise),
-        "--query",
-        str(tmp_path / "q.png"),
-        "--method",
-        "l1",
-        "--pixel-size",
-        "12x16",
-        "--quiet",
-    )
+    l1 = ("--method", "l1", "--pixel-size", "12x16", "--quiet")
+    code, out, err = _cli(capsys, "search", "--data", str(noise), "--query", str(tmp_path / "q.png"), *l1)
     assert code == 2 and "'q.png' cannot be used as a photo" in err and "Traceback" not in err
     code, _, err = _cli(capsys, "search", "--data", str(noise), "--query", str(tmp_path / "none.jpg"), "--quiet")
     assert code == 2 and "Query image not found" in err

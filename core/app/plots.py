@@ -66,9 +66,27 @@ def best_epoch_star(label: str, colour: str, x: float, best: Dict, key: str) -> 
     )
 
 
+class Traces:
+    """Traces gathered for one ``add_traces`` call: plotly then validates the figure once, not per trace."""
+
+    def __init__(self) -> None:
+        self.traces: List[go.Scatter] = []
+        self.rows: List[int] = []
+        self.cols: List[int] = []
+
+    def add(self, trace: go.Scatter, row: int, col: int) -> None:
+        self.traces.append(trace)
+        self.rows.append(row)
+        self.cols.append(col)
+
+    def into(self, fig: go.Figure) -> None:
+        fig.add_traces(self.traces, rows=self.rows, cols=self.cols)
+
+
 def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
     """Loss and accuracy against each run's own clock: what each regime reaches, and what it costs."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
+    traces = Traces()
     for i, run in enumerate(runs):
         colour = colour_for(run, i)
         clock = run_clock(run.metrics)
@@ -76,7 +94,7 @@ def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
         best = run.best_row()
         for col, key in ((1, "loss"), (2, "acc")):
             for split, dash in (("train", "dash"), ("val", "solid")):
-                fig.add_trace(
+                traces.add(
                     go.Scatter(
                         x=clock,
                         y=[m.get(f"{split}_{key}") for m in run.metrics],
@@ -95,7 +113,8 @@ def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
                 )
             if best is not None:
                 at = clock[epochs.index(best["epoch"])]
-                fig.add_trace(best_epoch_star(run.label, colour, at, best, f"val_{key}"), row=1, col=col)
+                traces.add(best_epoch_star(run.label, colour, at, best, f"val_{key}"), row=1, col=col)
+    traces.into(fig)
     fig.update_xaxes(title_text="seconds of training", rangemode="tozero")
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=2)
@@ -135,6 +154,7 @@ def curves_figure(runs: Sequence[CurveSeries], smoothing: float = 0.0, height: i
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("Validation accuracy", "Validation loss"), horizontal_spacing=0.08
     )
+    traces = Traces()
     seen: Dict[str, int] = {}
     for i, run in enumerate(runs):
         colour = colour_for(run, i)
@@ -145,7 +165,7 @@ def curves_figure(runs: Sequence[CurveSeries], smoothing: float = 0.0, height: i
         for col, key in ((1, "val_acc"), (2, "val_loss")):
             raw = [m.get(key) for m in run.metrics]
             if smoothing > 0:
-                fig.add_trace(
+                traces.add(
                     go.Scatter(
                         x=epochs,
                         y=raw,
@@ -160,7 +180,7 @@ def curves_figure(runs: Sequence[CurveSeries], smoothing: float = 0.0, height: i
                     row=1,
                     col=col,
                 )
-            fig.add_trace(
+            traces.add(
                 go.Scatter(
                     x=epochs,
                     y=smooth(raw, smoothing),
@@ -177,7 +197,8 @@ def curves_figure(runs: Sequence[CurveSeries], smoothing: float = 0.0, height: i
                 col=col,
             )
             if best is not None:
-                fig.add_trace(best_epoch_star(run.label, colour, best["epoch"], best, key), row=1, col=col)
+                traces.add(best_epoch_star(run.label, colour, best["epoch"], best, key), row=1, col=col)
+    traces.into(fig)
     last_epoch = max((m["epoch"] for run in runs for m in run.metrics), default=1)
     fig.update_xaxes(title_text="epoch", range=[0.7, last_epoch + 0.3], dtick=1 if last_epoch <= 20 else None)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=1)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Dict, List, Sequence
 import pandas as pd
 
 from core.models.regimes import REGIMES
-from core.runs.store import RunRecord, best_epoch_metrics
+from core.runs.store import EPOCH_FIELDS, RunRecord, best_epoch_metrics
 
 if TYPE_CHECKING:  # pandas' Styler imports jinja2: only the page that styles a table pays for it
     from pandas.io.formats.style import Styler
@@ -176,7 +176,7 @@ def styled_runs_table(df: pd.DataFrame) -> Styler:
             style = highlight(subset=cols, props=BEST_STYLE)
     fmt = {c: "{:.1%}" for c in PERCENT_COLUMNS}
     fmt.update({"train s": "{:.1f}", "s/epoch": "{:.2f}", "trainable params": "{:,}", "total params": "{:,}"})
-    return style.format(na_rep="—").format({c: f for c, f in fmt.items() if c in df}, na_rep="—")
+    return style.format({c: f for c, f in fmt.items() if c in df}, na_rep="—")  # na_rep: every column
 
 
 def spread_groups(summary: pd.DataFrame) -> List[Dict]:
@@ -242,22 +242,4 @@ def epoch_metrics(runs: Sequence[RunRecord]) -> pd.DataFrame:
         }
         for m in r.metrics:
             rows.append({**ident, **m})
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "run",
-            "regime",
-            "backbone",
-            "dataset",
-            "seed",
-            "epoch",
-            "train_loss",
-            "train_acc",
-            "val_loss",
-            "val_acc",
-            "lr",
-            "seconds",
-            "images_per_sec",
-            "is_best",
-        ],
-    )
+    return pd.DataFrame(rows, columns=["run", "regime", "backbone", "dataset", "seed", *EPOCH_FIELDS])

@@ -34,6 +34,9 @@ from core.errors import DataError
 from core.files import atomic_write, write_json_atomic
 
 STATUSES = ("running", "finished", "interrupted", "failed", "corrupt")
+# The fields of one metrics.jsonl row (one finished epoch), in order.
+EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec",
+                "is_best", "img_size")  # fmt: skip
 
 
 def _now() -> str:

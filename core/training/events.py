@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
+from core.runs.store import EPOCH_FIELDS
+
 
 @dataclass
 class RunStarted:
@@ -56,21 +58,8 @@ class EpochEnd:
     img_size: Optional[int] = None  # the training image size of this epoch (progressive resizing)
 
     def metrics(self) -> Dict[str, float]:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "epoch",
-                "train_loss",
-                "train_acc",
-                "val_loss",
-                "val_acc",
-                "lr",
-                "seconds",
-                "images_per_sec",
-                "is_best",
-                "img_size",
-            )
-        }
+        """The epoch's row of ``metrics.jsonl``."""
+        return {k: getattr(self, k) for k in EPOCH_FIELDS}
 
 
 @dataclass

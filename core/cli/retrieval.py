@@ -14,15 +14,10 @@ from typing import List
 
 from core.cli import args as a
 from core.cli.progress import TqdmListener
-from core.data.imagefolder import scan_image_folder
-from core.data.sources import resolve_source
 from core.errors import ConfigError
 from core.models.backbones import BACKBONES
 from core.models.device import PRECISIONS
-from core.retrieval.embedders import EmbedderConfig
-from core.retrieval.index import IndexConfig, open_index
 from core.retrieval.methods import METHOD_NAMES
-from core.retrieval.metrics import evaluate_index
 from core.settings import Settings
 
 
@@ -87,6 +82,9 @@ def add_parsers(sub) -> None:
 
 
 def _configs(args):
+    from core.retrieval.embedders import EmbedderConfig  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
+    from core.retrieval.index import IndexConfig  # noqa: PLC0415 (lazy, as above)
+
     emb = EmbedderConfig(backbone=args.backbone, run=args.run, precision=args.precision)
     if args.pixel_size:
         emb.pixel_height, emb.pixel_width = args.pixel_size
@@ -97,6 +95,10 @@ def _configs(args):
 
 
 def _open(args, methods: List[str], progress) -> list:
+    from core.data.imagefolder import scan_image_folder  # noqa: PLC0415 (lazy, as in _configs)
+    from core.data.sources import resolve_source  # noqa: PLC0415 (lazy, as in _configs)
+    from core.retrieval.index import open_index  # noqa: PLC0415 (lazy, as in _configs)
+
     settings = Settings.from_env()
     root = Path(resolve_source(args.data, settings, progress)).resolve()
     emb, idx = _configs(args)
@@ -150,6 +152,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_retrieval_eval(args: argparse.Namespace) -> int:
+    from core.retrieval.metrics import evaluate_index  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
+
     if args.queries and not Path(args.queries).expanduser().is_dir():
         raise ConfigError(f"Query folder not found: {args.queries}")
     bars = TqdmListener(args.quiet)

@@ -7,7 +7,6 @@ import json
 import sys
 
 from core.cli import args as a
-from core.runs.evaluate import evaluate_run
 from core.runs.store import RunStore
 from core.settings import Settings
 
@@ -27,6 +26,8 @@ def add_parsers(sub) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.runs.evaluate import evaluate_run  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
+
     result = evaluate_run(args.run_dir, args.data)
     seen = result["seen_in_training"]
     if seen["train"] or seen["val"]:

@@ -25,8 +25,6 @@ from core.training.config import (
     apply_preset,
     regime_defaults,
 )
-from core.training.race import plan_for, run_race
-from core.training.train import train_run
 
 SUMMARY_KEYS = (
     "run_id",
@@ -119,6 +117,8 @@ def config_from_args(
     """The run's configuration: the preset (or the regime's defaults), then every flag given on top."""
     cfg = RunConfig(data=DataConfig(source=args.data), model=ModelConfig(backbone=args.backbone, regime=args.regime))
     if args.preset in BUDGET_PRESETS:
+        from core.training.race import plan_for  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
+
         planned = plan_for(
             args.data,
             args.backbone,
@@ -144,6 +144,8 @@ def config_from_args(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from core.training.train import train_run  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
+
     settings = a.settings_from(args)
     listener = TqdmListener(args.quiet)
     try:
@@ -162,6 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_race(args: argparse.Namespace) -> int:
+    from core.training.race import run_race  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
+
     settings = a.settings_from(args)
     listener = TqdmListener(args.quiet)
 

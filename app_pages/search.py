@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.app.plots import retrieval_quality_figure
-from core.app.search import class_key, deep_sources, file_key, files_by_class, framed_thumbnail
+from core.app.search import class_key, deep_sources, file_key, files_by_class, framed_thumbnail, root_tag
 from core.app.tasks import shared_tasks
 from core.data.decode import ImageDecodeError
 from core.data.imagefolder import PHOTO_TYPES, scan_image_folder
@@ -178,7 +178,7 @@ def quality_section(opened: dict, root: str, k: int) -> None:
     if not ready:
         return
     n = len(next(iter(ready.values())))
-    measure_key = f"search_measure-{root}"
+    measure_key = f"search_measure-{root_tag(root)}"
     known = all(ix.has_leave_one_out(K_MAX) for ix in ready.values())
     if not (known or n <= AUTO_MEASURE_UP_TO or st.session_state.get(measure_key)):
         st.caption(

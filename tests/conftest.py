@@ -32,6 +32,7 @@ def settings(session_cache, tmp_path, monkeypatch) -> Settings:
     monkeypatch.setenv(ENV_CACHE_DIR, str(session_cache))
     monkeypatch.setenv(ENV_RUNS_DIR, str(runs))
     monkeypatch.delenv(ENV_RESNET18_WEIGHTS, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(session_cache / "torch"))  # not this machine's hub cache of weights
     return Settings(cache_dir=session_cache, runs_dir=runs)
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.app import jobs
 from core.app.jobs import shared_queue
 from core.runs.store import RunStore
 from tests.helpers import ROOT
@@ -49,9 +50,11 @@ def wait_for(predicate, timeout=120.0):
 
 
 @pytest.fixture(autouse=True)
-def idle_queue():
-    """Each test starts and ends with the shared queue idle (it is process-wide, like in the server)."""
+def idle_queue(monkeypatch):
+    """Each test gets a fresh shared queue (process-wide, as in the server), so what earlier tests launched
+    is not on the page, and leaves it idle."""
     assert shared_queue().wait_idle(300)
+    monkeypatch.setattr(jobs, "_shared", None)  # the next shared_queue() makes a new one
     yield
     for job in shared_queue().jobs():
         shared_queue().stop(job.id)

@@ -15,17 +15,10 @@ from core.app.tasks import shared_tasks
 from core.errors import TransferLabError
 from core.models.backbones import BACKBONES, get_backbone
 from core.models.regimes import REGIMES, describe_regimes
+from core.runs.compare import seconds
 from core.runs.store import RunStore
 from core.settings import Settings
-from core.training.config import (
-    BUDGET_PRESETS,
-    PRESET_NAMES,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    apply_preset,
-    new_group_id,
-)
+from core.training.config import BUDGET_PRESETS, PRESET_NAMES, RunConfig, apply_preset, new_group_id, preset_configs
 from core.training.planner import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
 from core.training.race import plan_for
 from core.training.throughput import cached as cached_throughput
@@ -60,10 +53,6 @@ def fmt_params(n: int) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
 
 
-def fmt_seconds(s: float) -> str:
-    return f"{int(s // 60)} min {int(s % 60):02d} s" if s >= 60 else f"{s:.0f} s"
-
-
 # ------------------------------------------------------------------------------------------------- live
 
 
@@ -79,11 +68,11 @@ def live_panel() -> None:
     timing = race_timing(runs)
     if timing:
         st.caption(
-            f"Planned to finish within **{fmt_seconds(timing['budget_seconds'])}** "
-            f"(predicted {fmt_seconds(timing['predicted_seconds'])})"
+            f"Planned to finish within **{seconds(timing['budget_seconds'])}** "
+            f"(predicted {seconds(timing['predicted_seconds'])})"
             + (
-                f" · {timing['done']} of {timing['runs']} done in {fmt_seconds(timing['actual_done_seconds'])}, "
-                f"predicted {fmt_seconds(timing['predicted_done_seconds'])}"
+                f" · {timing['done']} of {timing['runs']} done in {seconds(timing['actual_done_seconds'])}, "
+                f"predicted {seconds(timing['predicted_done_seconds'])}"
                 if timing["done"]
                 else ""
             )
@@ -185,8 +174,8 @@ def plan_preview(regimes: list, budget_minutes: int, seed: int):
         },
     )
     st.caption(
-        f"One after another, in this order, predicted **{fmt_seconds(race.plan.predicted_seconds)}** of "
-        f"the {fmt_seconds(budget_minutes * 60)} budget on this machine. Fine-tuning runs first so that "
+        f"One after another, in this order, predicted **{seconds(race.plan.predicted_seconds)}** of "
+        f"the {seconds(budget_minutes * 60)} budget on this machine. Fine-tuning runs first so that "
         f"transfer learning reuses its frozen layers' outputs: transfer's whole cost is that one pass over "
         f"the photos, its head trains in about a second. px a→b: trained small, the last epoch at full size."
     )
@@ -295,22 +284,13 @@ def launch(regimes) -> None:
             cfg.group, cfg.preset = group, preset
         submit(plan.configs)
         return
-    configs = []
-    for name in regimes:
-        cfg = apply_preset(
-            RunConfig(data=DataConfig(source=dataset["source"]), model=ModelConfig(backbone=backbone, regime=name)),
-            preset,
-        )
-        cfg.data.img_size, cfg.data.split_seed = int(img_size), int(seed)
-        cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.seed = (
-            int(epochs),
-            int(batch_size),
-            float(lr),
-            int(seed),
-        )
-        cfg.model.freeze = int(freeze) if name == "finetune" else None
-        cfg.group = group
-        configs.append(cfg)
+    try:
+        configs = preset_configs(dataset["source"], backbone, regimes, preset, epochs=int(epochs),
+                                 img_size=int(img_size), batch_size=int(batch_size), lr=float(lr),
+                                 freeze=int(freeze), seed=int(seed), group=group)  # fmt: skip
+    except TransferLabError as e:
+        st.error(str(e))
+        return
     submit(configs)
 
 

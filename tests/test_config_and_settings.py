@@ -6,6 +6,7 @@ import pytest
 
 from core.data.imagefolder import scan_image_folder
 from core.errors import ConfigError
+from core.runs.compare import seconds
 from core.settings import Settings
 from core.training.config import (
     BUDGET_PRESETS,
@@ -16,6 +17,7 @@ from core.training.config import (
     RunConfig,
     TrainConfig,
     apply_preset,
+    preset_configs,
     regime_defaults,
 )
 from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
@@ -96,3 +98,23 @@ def test_shared_flowers_scan_as_five_classes():
     listing = scan_image_folder(SHARED_FLOWERS)
     assert listing.classes == ("daisy", "dandelion", "roses", "sunflowers", "tulips")
     assert len(listing) == 2919
+
+
+def test_preset_configs_apply_the_teachers_knobs_to_each_regime():
+    regimes = ["scratch", "transfer", "finetune", "full"]
+    knobs = dict(epochs=3, img_size=96, batch_size=16, lr=3e-4, freeze=40, seed=7, group="g-1")
+    configs = preset_configs("sample", "efficientnet_lite0", regimes, "notebook recipe", **knobs)
+    assert [c.model.regime for c in configs] == regimes
+    for c in configs:
+        assert (c.train.epochs, c.data.img_size, c.train.batch_size, c.train.lr) == (3, 96, 16, 3e-4)
+        assert c.train.seed == c.data.split_seed == 7 and c.group == "g-1" and c.preset == "notebook recipe"
+        assert c.model.freeze == (40 if c.model.regime == "finetune" else None)  # only finetune freezes N
+    with pytest.raises(ConfigError, match="Image size"):
+        preset_configs("sample", "efficientnet_lite0", ["full"], "notebook recipe", **{**knobs, "img_size": 8})
+
+
+@pytest.mark.parametrize(
+    "s, text", [(0.42, "0.4 s"), (35.2, "35 s"), (59.4, "59 s"), (60, "1 min 00 s"), (312.7, "5 min 12 s")]
+)
+def test_durations_read_as_a_person_says_them(s, text):
+    assert seconds(s) == text

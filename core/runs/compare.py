@@ -202,7 +202,7 @@ def seconds(s: float) -> str:
     """A duration for a sentence: "0.4 s", "35 s", "5 min 12 s"."""
     if s < 10:
         return f"{s:.1f} s"
-    if s < 120:
+    if s < 59.5:
         return f"{s:.0f} s"
     return f"{int(s // 60)} min {int(s % 60):02d} s"
 

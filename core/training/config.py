@@ -213,6 +213,34 @@ BUDGET_PRESETS: Dict[str, float] = {"5 minutes": 5, "quick demo": 2}
 PRESET_NAMES = (*BUDGET_PRESETS, *PRESETS)
 
 
+def preset_configs(
+    source: str,
+    backbone: str,
+    regimes,
+    preset: str,
+    *,
+    epochs: int,
+    img_size: int,
+    batch_size: int,
+    lr: float,
+    freeze: Optional[int],
+    seed: int,
+    group: str = "",
+) -> list:
+    """One config per regime from a settings preset with the knobs a teacher set on top (the Train page's
+    "notebook recipe"); ``freeze`` applies to ``finetune`` only, ``seed`` to the split and the training."""
+    configs = []
+    for regime in regimes:
+        model = ModelConfig(backbone=backbone, regime=regime)
+        cfg = apply_preset(RunConfig(data=DataConfig(source=source), model=model), preset)
+        cfg.data.img_size, cfg.data.split_seed = img_size, seed
+        cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.seed = epochs, batch_size, lr, seed
+        cfg.model.freeze = freeze if regime == "finetune" else None
+        cfg.group = group
+        configs.append(cfg.validate())
+    return configs
+
+
 def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
     """A copy of ``cfg`` with the named (settings) preset's values applied."""
     if name not in PRESETS:

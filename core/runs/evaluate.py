@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -25,11 +25,32 @@ def load_run_model(run: RunRecord) -> Classifier:
     """The run's best checkpoint in a model of its architecture (no ImageNet weights needed)."""
     if not run.has_checkpoint:
         raise DataError(f"Run {run.run_id} has no checkpoint (best.pt): it stopped before finishing an epoch.")
-    classes = run.config.get("resolved", {}).get("classes") or []
-    model, _ = create_model(run.config["model"]["backbone"], len(classes), pretrained=False)
-    state = torch.load(run.dir / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    classes, _ = run_classes_and_size(run)
+    model, _ = create_model(run.config["model"].get("backbone", ""), len(classes), pretrained=False)
+    try:
+        state = torch.load(run.dir / "best.pt", map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
+        model.load_state_dict(state)
+    except Exception as e:  # torch raises many kinds (EOFError, UnpicklingError, RuntimeError, ...) for one cause
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"Run {run.run_id}'s checkpoint best.pt cannot be read ({reason}). It was damaged after "
+                        f"training; train the run again.") from e  # fmt: skip
     return model.eval()
+
+
+def run_classes_and_size(run: RunRecord) -> Tuple[List[str], int]:
+    """The classes a run was trained on and its image size, from its ``config.json``; a :class:`DataError`
+    naming the file when they are missing or of the wrong kind."""
+    classes = (run.config.get("resolved") or {}).get("classes") if isinstance(run.config, dict) else None
+    size = (run.config.get("data") or {}).get("img_size") if isinstance(run.config, dict) else None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise DataError(f"Run {run.run_id}'s config.json does not list the classes it was trained on "
+                        f"(resolved.classes); it cannot be evaluated. Train the run again.")  # fmt: skip
+    if not isinstance(size, int) or size < 1:
+        raise DataError(f"Run {run.run_id}'s config.json has no valid image size (data.img_size); it cannot be "
+                        f"evaluated. Train the run again.")  # fmt: skip
+    return classes, size
 
 
 def evaluate_run(
@@ -58,8 +79,7 @@ def evaluate_run_detailed(
     run = load_run(Path(run_dir))
     if run.status == "corrupt":
         raise DataError(f"Run folder {run_dir} cannot be read: {run.error}")
-    classes = run.config["resolved"]["classes"]
-    size = run.config["data"]["img_size"]
+    classes, size = run_classes_and_size(run)
     if data is None:
         manifest = load_manifest(run.dir)
         root = Path(manifest["root"])
@@ -110,7 +130,7 @@ def seen_in_training(run: RunRecord, root: Path, files) -> Dict[str, int]:
     with (``val``): an accuracy on them is optimistic. Zero unless ``root`` is the run's own data folder."""
     try:
         manifest = load_manifest(run.dir)
-    except (OSError, ValueError):
+    except DataError:
         return {"train": 0, "val": 0}
     if Path(manifest["root"]).resolve() != Path(root).resolve():
         return {"train": 0, "val": 0}

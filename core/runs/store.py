@@ -43,10 +43,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(status: Dict) -> bool:
+    """Whether the process ``status.json`` names is alive (False for a pid that is not a whole number)."""
+    pid = status.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -126,23 +130,58 @@ def best_epoch_metrics(metrics: List[Dict]) -> Optional[Dict]:
     return min(rows, key=lambda m: m["val_loss"]) if rows else None
 
 
+def _file_and_label(item) -> bool:
+    return isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], int)
+
+
 def load_manifest(run_dir: Path) -> Dict:
-    """A run's ``split.json``: its data root, classes and the files of each split."""
-    return json.loads((Path(run_dir) / "split.json").read_text())
+    """A run's ``split.json``: its data root, classes and the files of each split, as ``[[file, label], ...]``
+    per split. Raises :class:`DataError` saying what is wrong when it is missing or damaged."""
+    path = Path(run_dir) / "split.json"
+    try:
+        manifest = _json_object(path)
+        splits = manifest.get("splits")
+        if not isinstance(manifest.get("root"), str) or not isinstance(splits, dict) or "test" not in splits:
+            raise ValueError("split.json has no data root, or no test split")
+        for name, items in splits.items():
+            if not isinstance(items, list) or not all(_file_and_label(i) for i in items):
+                raise ValueError(f"split.json's {name!r} split is not a list of [file, label] pairs")
+    except ValueError as e:
+        raise DataError(f"Run folder {path.parent} cannot be evaluated on its own test split: {e}. Evaluate it "
+                        f"on a folder instead (--data PATH), or train the run again.") from e  # fmt: skip
+    return manifest
 
 
 def _read_metrics(path: Path) -> List[Dict]:
+    """The epochs of ``metrics.jsonl``. A torn line (a crash while writing) or a row that is not an epoch
+    (not an object with a whole-number ``epoch``) is skipped on its own; the lines around it are kept."""
     rows = []
     if path.is_file():
         for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line) if line.strip() else None
             except json.JSONDecodeError:
-                break  # a torn last line from a crash: keep what came before it
+                continue
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                rows.append(row)
     return rows
+
+
+def _json_object(path: Path) -> Dict:
+    """The JSON object in ``path``; a ValueError naming the file and what is wrong with it otherwise."""
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path.name} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
+    except OSError as e:
+        raise ValueError(f"{path.name} cannot be read ({e.strerror or e})") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path.name} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+CONFIG_SECTIONS = ("data", "model", "train")
+ENDED = ("finished", "interrupted", "failed")  # what a summary can say
 
 
 def load_run(run_dir: Path) -> RunRecord:
@@ -150,30 +189,31 @@ def load_run(run_dir: Path) -> RunRecord:
     run_dir = Path(run_dir)
     rec = RunRecord(run_id=run_dir.name, dir=run_dir, status="corrupt")
     try:
-        rec.config = json.loads((run_dir / "config.json").read_text())
-        status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
-        rec.started_at = status.get("started_at", "")
+        config = _json_object(run_dir / "config.json")
+        missing = [s for s in CONFIG_SECTIONS if not isinstance(config.get(s), dict)]
+        if missing:
+            raise ValueError(f"config.json has no valid {', '.join(missing)} section")
+        rec.config = config  # kept only when its sections are there: readers can rely on them
+        status = _json_object(run_dir / "status.json") if (run_dir / "status.json").exists() else {}
+        rec.started_at = str(status.get("started_at", ""))
         rec.metrics = _read_metrics(run_dir / "metrics.jsonl")
         try:
-            rec.progress = json.loads((run_dir / "progress.json").read_text())
-        except (OSError, ValueError):
+            rec.progress = _json_object(run_dir / "progress.json")
+        except ValueError:  # rewritten every second: missing or torn only means no live progress to show
             rec.progress = {}
         if (run_dir / "summary.json").exists():
-            rec.summary = json.loads((run_dir / "summary.json").read_text())
-            rec.status = rec.summary.get("status", "finished")
-            rec.error = rec.summary.get("error", "")
-        elif (
-            status.get("status") == "running"
-            and status.get("host") == socket.gethostname()
-            and _pid_alive(int(status.get("pid", -1)))
-        ):
+            summary = _json_object(run_dir / "summary.json")
+            if summary.get("status", "finished") not in ENDED:
+                raise ValueError(f"summary.json says the run is {summary['status']!r}, not {' / '.join(ENDED)}")
+            rec.summary, rec.status = summary, summary.get("status", "finished")
+            rec.error = str(summary.get("error", ""))
+        elif status.get("status") == "running" and status.get("host") == socket.gethostname() and _pid_alive(status):
             rec.status = "running"
         else:
             rec.status = "interrupted"
             rec.error = "the training process ended before the run finished"
-    except (OSError, ValueError, TypeError) as e:
-        rec.status = "corrupt"
-        rec.error = f"{type(e).__name__}: {e}"
+    except ValueError as e:
+        rec.status, rec.error = "corrupt", str(e)
     return rec
 
 

@@ -22,5 +22,9 @@ class WeightsUnavailable(TransferLabError):
     """Pretrained weights could not be found locally nor downloaded."""
 
 
+class TrainingDiverged(TransferLabError):
+    """The loss stopped being a finite number (NaN or infinity): the learning rate is too high."""
+
+
 class ConfigError(TransferLabError):
     """A configuration value is out of range or inconsistent."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -45,7 +46,18 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
         yield f
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, so that it is strict JSON (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
-    """``obj`` as indented JSON at ``path``, replaced atomically."""
+    """``obj`` as indented, strict JSON at ``path`` (NaN and infinities become null), replaced atomically."""
     with atomic_write(path, "w", durable) as f:
-        json.dump(obj, f, indent=1)
+        json.dump(strict_json(obj), f, indent=1, allow_nan=False)

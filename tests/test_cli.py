@@ -125,6 +125,8 @@ def _one_class(tmp_path):
         ),
         (["train", "--regime", "transfer", "--backbone", "resnet18", "--data", "{tiny}"], "resnet18-f37072fd.pth"),
         (["evaluate", "{tmp}/no-such-run"], "cannot be read"),
+        (["train", "--regime", "scratch", "--seed", str(10**30)], "seed must be between 0 and 4,294,967,295"),
+        (["train", "--regime", "scratch", "--threads", "100000"], "Threads must be between 1 and 256"),
     ],
 )
 def test_bad_input_gives_a_clear_message_and_exit_2(tmp_path, settings, tiny_folder, monkeypatch, capsys, args, words):

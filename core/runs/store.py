@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 import torch
 
 from core.errors import DataError
-from core.files import atomic_write, write_json_atomic
+from core.files import atomic_write, strict_json, write_json_atomic
 
 STATUSES = ("running", "finished", "interrupted", "failed", "corrupt")
 # The fields of one metrics.jsonl row (one finished epoch), in order.
@@ -89,7 +89,7 @@ class RunWriter:
 
     def append_metrics(self, metrics: Dict) -> None:
         with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+            f.write(json.dumps(strict_json(metrics), allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
 

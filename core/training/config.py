@@ -20,6 +20,7 @@ from core.models.runtime import check_runtime
 SCHEDULES = ("constant", "onecycle")
 FEATURE_CACHE = ("auto", "on", "off")
 MAX_THREADS = 256
+MAX_SEED = 2**32 - 1  # what every generator here accepts (torch takes up to 2**64 - 1, numpy 2**32 - 1)
 
 
 @dataclass
@@ -40,6 +41,8 @@ class DataConfig:
             and self.val_fraction + self.test_fraction < 0.9
         ):
             raise ConfigError("Validation and test fractions must each be in (0, 0.5) and leave room for training.")
+        if not 0 <= self.split_seed <= MAX_SEED:
+            raise ConfigError(f"The split seed must be between 0 and {MAX_SEED:,}, got {self.split_seed:,}.")
         if self.limit_per_class is not None and self.limit_per_class < 3:
             raise ConfigError(
                 f"--limit-per-class must be at least 3 (one image each for train/val/test), got {self.limit_per_class}."
@@ -106,6 +109,8 @@ class TrainConfig:
                 f"Full-size epochs must be between 1 and the number of epochs ({self.epochs}), "
                 f"got {self.full_size_epochs}."
             )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"The seed must be between 0 and {MAX_SEED:,}, got {self.seed:,}.")
         if self.num_threads is not None and not 1 <= self.num_threads <= MAX_THREADS:
             raise ConfigError(f"Threads must be between 1 and {MAX_THREADS}, got {self.num_threads}.")
 

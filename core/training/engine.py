@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from core.data.decode import to_float
 from core.data.splits import SplitTensors
-from core.errors import ConfigError
+from core.errors import ConfigError, TrainingDiverged
 from core.models.backbones import Classifier
 from core.models.device import autocast_context, compute_setup, prepare_batch, to_device
 from core.models.inference import EvalResult, StopFn, Stopped, evaluate_batches, evaluate_model, never_stop
@@ -116,6 +116,18 @@ class Trainer:
         }
 
     # -------------------------------------------------------------------------------------------- helpers
+
+    def _check_finite(self, loss: float, which: str, epoch: int, batch: Optional[int] = None) -> None:
+        """Raise :class:`TrainingDiverged` when ``loss`` is NaN or infinite: every later step would be too."""
+        if math.isfinite(loss):
+            return
+        where = f"epoch {epoch}" + (f", batch {batch}" if batch is not None else "")
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise TrainingDiverged(
+            f"The {which} loss became {loss} at {where}: training diverged, and the epochs after it would learn "
+            f"nothing. The learning rate ({lr:g}) is too high for this regime; try one ten times smaller "
+            f"(the course notebook uses 1e-4). The epochs before it are kept in the run folder."
+        )
 
     def _check_stop(self) -> None:
         if self.should_stop():
@@ -331,6 +343,7 @@ class Trainer:
                     if scheduler is not None:
                         scheduler.step()
                     n, loss_value = int(y.shape[0]), loss.item()
+                    self._check_finite(loss_value, "training", epoch, b + 1)
                     loss_sum += loss_value * n
                     correct += int((logits.argmax(1) == y).sum())
                     seen += n
@@ -350,6 +363,7 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 ev = self._suffix_eval(val_acts, val.labels) if self.use_feature_cache else self._uncached_eval(val)
                 seconds = time.perf_counter() - t_epoch
+                self._check_finite(ev.loss, "validation", epoch)
                 is_best = ev.loss < best["loss"]
                 if is_best:
                     best.update(

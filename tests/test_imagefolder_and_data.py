@@ -166,3 +166,19 @@ def test_resolve_source_handles_sample_zip_and_bad_paths(tmp_path, settings, tin
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(DataError, match="is a file"):
         resolve_source(str(tmp_path / "file.txt"), settings)
+
+
+def test_a_file_that_cannot_be_read_gets_a_message_naming_it(tmp_path, monkeypatch):
+    for cls in ("a", "b"):
+        _png(tmp_path / "d" / cls / "0.png", (10, 10, 10))
+    locked = _png(tmp_path / "d" / "b" / "locked.png")
+    real = Path.is_file
+
+    def is_file(self):  # what stat does on /proc/1/cwd under "/", even for root
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    with pytest.raises(DataError, match=rf"Cannot read {locked} \(Permission denied\) while looking for images"):
+        scan_image_folder(tmp_path / "d")

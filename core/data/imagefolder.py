@@ -51,17 +51,8 @@ def _visible(p: Path) -> bool:
     return not p.name.startswith(".") and p.name != "__MACOSX"
 
 
-def scan_image_folder(root: Path, min_classes: int = 2) -> ImageFolderListing:
-    """List the images under ``root/<class>/...`` (nested folders inside a class are included).
-
-    Raises :class:`DataError` with a plain explanation when the folder does not exist, holds no class
-    folders with images, or fewer than ``min_classes`` classes.
-    """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"Dataset folder not found: {root}")
-    if not root.is_dir():
-        raise DataError(f"Not a folder: {root}. Give a folder with one sub-folder per class, or a .zip of one.")
+def _scan(root: Path) -> Tuple[List[str], List[str], List[int]]:
+    """Classes (sub-folders holding images), image files relative to ``root``, and their labels."""
     class_dirs = sorted((d for d in root.iterdir() if d.is_dir() and _visible(d)), key=lambda d: d.name)
     classes: List[str] = []
     files: List[str] = []
@@ -82,6 +73,28 @@ def scan_image_folder(root: Path, min_classes: int = 2) -> ImageFolderListing:
         for p in imgs:
             files.append(p.relative_to(root).as_posix())
             labels.append(label)
+    return classes, files, labels
+
+
+def scan_image_folder(root: Path, min_classes: int = 2) -> ImageFolderListing:
+    """List the images under ``root/<class>/...`` (nested folders inside a class are included).
+
+    Raises :class:`DataError` with a plain explanation when the folder does not exist, holds no class
+    folders with images, or fewer than ``min_classes`` classes.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"Dataset folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"Not a folder: {root}. Give a folder with one sub-folder per class, or a .zip of one.")
+    try:
+        classes, files, labels = _scan(root)
+    except OSError as e:  # a folder or file inside that this user may not read (e.g. /proc under "/")
+        where = e.filename or root
+        raise DataError(
+            f"Cannot read {where} ({e.strerror or e}) while looking for images in {root}. Choose a folder with one "
+            f"sub-folder per class that you can read, or check its permissions."
+        ) from e
     if not classes:
         raise DataError(
             f"No images found in {root}. Expected one sub-folder per class, each holding images "

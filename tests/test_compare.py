@@ -523,3 +523,16 @@ def test_figures_mark_the_best_epoch_and_make_every_cell_clickable():
     fig = confusion_figure([[3, 1], [0, 4]], ["a", "b"])
     cells = next(t for t in fig.data if t.type == "scatter")
     assert list(zip(cells.y, cells.x)) == [("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]
+
+
+def test_a_large_camera_photo_is_read_at_a_reduced_scale_not_refused(tmp_path):
+    from PIL import Image
+
+    from core.data.decode import MAX_DECODE_BYTES, decode_bytes
+    from core.runs.predictions import PHOTO_PX
+
+    Image.new("RGB", (8000, 8000), (200, 30, 30)).save(tmp_path / "big.jpg", quality=80)  # 64 megapixels
+    with Image.open(tmp_path / "big.jpg") as im:
+        assert decode_bytes(im) > MAX_DECODE_BYTES  # at full scale it would be refused
+    photo = load_photo(tmp_path / "big.jpg", "big.jpg")
+    assert PHOTO_PX <= min(photo.size) < 8000 and photo.getpixel((10, 10))[0] > 150

@@ -182,3 +182,27 @@ def test_a_file_that_cannot_be_read_gets_a_message_naming_it(tmp_path, monkeypat
     monkeypatch.setattr(Path, "is_file", is_file)
     with pytest.raises(DataError, match=rf"Cannot read {locked} \(Permission denied\) while looking for images"):
         scan_image_folder(tmp_path / "d")
+
+
+def _png_header(width: int, height: int, bit_depth: int, colour_type: int) -> bytes:
+    """A PNG that declares its size and mode but carries almost no pixels: the header of a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decoding_is_refused_by_the_memory_it_would_take_before_any_pixel_is_read(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(9000, 9000, 16, 6))  # 81 Mpx, under the pixel cap; RGBA: over 1 GB to decode
+    assert bomb.stat().st_size < 200
+    with pytest.raises(ImageDecodeError, match=r"too large to decode \(9000x9000 pixels in mode RGBA would take"):
+        decode_image(bomb, 16)
+    photo = tmp_path / "photo.png"  # a 20-megapixel photo's header passes; its missing pixels are the problem
+    photo.write_bytes(_png_header(5000, 4000, 8, 2))
+    with pytest.raises(ImageDecodeError, match="damaged or cut short"):
+        decode_image(photo, 16)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -19,9 +20,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from core.errors import DataError
 from core.progress import ProgressFn, no_progress
 
-# Refuse absurd images (decompression bombs) with a clear error rather than exhausting memory.
+# Refuse absurd images (decompression bombs) with a clear error rather than exhausting memory: by pixel count,
+# and by the memory the decode would take (decode_bytes), both known from the header before decoding.
 MAX_IMAGE_PIXELS = 100_000_000
+MAX_DECODE_BYTES = 512 * 2**20
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+@cache
+def bytes_per_pixel(mode: str) -> int:
+    """How many bytes one pixel of a PIL ``mode`` takes once decoded ("RGB" 3, "I;16" 2, "RGBA" 4, "F" 4)."""
+    return max(1, len(Image.new(mode, (1, 1)).tobytes()))
+
+
+def decode_bytes(im: Image.Image) -> int:
+    """The peak memory of reading ``im`` (opened, not yet decoded) as an upright RGB picture: its pixels as
+    stored, decoded and then turned upright (a copy), then converted to RGB."""
+    return im.width * im.height * (2 * bytes_per_pixel(im.mode) + 3)
 
 
 class ImageDecodeError(ValueError):
@@ -52,6 +67,11 @@ def open_rgb(source, draft_size: Optional[int] = None) -> Image.Image:
                 )
             if draft_size:
                 im.draft("RGB", (draft_size, draft_size))
+            if decode_bytes(im) > MAX_DECODE_BYTES:
+                raise ImageDecodeError(
+                    f"the image is too large to decode ({im.width}x{im.height} pixels in mode {im.mode} would take "
+                    f"{decode_bytes(im) / 2**20:,.0f} MB of memory; at most {MAX_DECODE_BYTES // 2**20} MB)"
+                )
             im = ImageOps.exif_transpose(im)
             return im.convert("RGB")
     except ImageDecodeError:

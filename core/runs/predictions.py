@@ -109,13 +109,18 @@ def load_predictions(run_dir: Path) -> Optional[SplitPredictions]:
         return None
 
 
+PHOTO_PX = 2048  # a photo is shown at most 640 px wide and predicted at most 512 px: JPEGs decode at >= this
+
+
 def load_photo(source, name: str = "") -> Image.Image:
-    """An uploaded or chosen photo (path or file-like; JPEG, PNG, WebP…; EXIF rotation applied), as RGB.
+    """An uploaded or chosen photo (path or file-like; JPEG, PNG, WebP…; EXIF rotation applied), as RGB. A
+    large JPEG decodes at a reduced scale (at least :data:`PHOTO_PX` on its short side), so a 100-megapixel
+    camera photo costs megabytes, not a gigabyte.
 
     Raises :class:`DataError` saying plainly why a file cannot be used.
     """
     try:
-        return open_rgb(source)
+        return open_rgb(source, draft_size=PHOTO_PX)
     except ImageDecodeError as e:
         raise unusable_photo(e, name) from e
 

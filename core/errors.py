@@ -22,6 +22,11 @@ class WeightsUnavailable(TransferLabError):
     """Pretrained weights could not be found locally nor downloaded."""
 
 
+class StorageError(TransferLabError, OSError):
+    """A file or folder could not be written: read-only, a full disk, a file where a folder should be. Also an
+    OSError, so that code which shrugs off a failed cache write keeps doing so."""
+
+
 class TrainingDiverged(TransferLabError):
     """The loss stopped being a finite number (NaN or infinity): the learning rate is too high."""
 

@@ -3,20 +3,53 @@
 :func:`atomic_path` hands out a temporary path next to the target; when the ``with`` block ends normally
 the temporary file is flushed to disk (fsync, unless ``durable=False``) and renamed over the target in one
 step, so readers see the old file or the new one, never a torn mix. When the block raises, the temporary
-file is deleted. :func:`atomic_write` does the same with an open file. Every file the project keeps for
-later (run files, checkpoints, decoded-image caches, search indexes, exported models, speed measurements)
-is written through here.
+file is deleted. A write that fails (a full disk, a read-only folder, a file where a folder should be)
+raises :class:`~core.errors.StorageError` naming the path and what to do. :func:`atomic_write` does the
+same with an open file. Every file the project keeps for later (run files, checkpoints, decoded-image
+caches, search indexes, exported models, speed measurements) is written through here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from core.errors import StorageError
+
+_WHY = {
+    errno.ENOSPC: "the disk is full; free some space",
+    errno.EDQUOT: "the disk quota is used up; free some space",
+    errno.EROFS: "the file system is read-only; choose a folder that can be written",
+    errno.EACCES: "this user may not write there; choose a folder that can be written",
+    errno.EPERM: "this user may not write there; choose a folder that can be written",
+    errno.ENOTDIR: "a file stands where a folder should be; move it or choose another folder",
+    errno.EEXIST: "a file stands where a folder should be; move it or choose another folder",
+}
+
+
+def storage_error(e: OSError, path: Path) -> StorageError:
+    """The user-facing error for failing to write ``path``: what happened, and what to do about it."""
+    why = _WHY.get(e.errno, "check the folder and the disk")
+    return StorageError(
+        f"Cannot write {path} ({e.strerror or e}): {why}. Where Transfer Lab writes is set by TRANSFERLAB_RUNS_DIR "
+        f"(runs) and TRANSFERLAB_CACHE_DIR (downloads, caches, indexes)."
+    )
+
+
+def make_dirs(path: Path) -> Path:
+    """``path`` as a folder (made with its parents when missing); a :class:`StorageError` when it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, path) from e
+    return path
 
 
 @contextlib.contextmanager
@@ -26,7 +59,7 @@ def atomic_path(path: Path, durable: bool = True) -> Iterator[Path]:
     ``durable=False`` skips the fsync: for caches, which are checked when read and rebuilt when damaged, and
     where syncing hundreds of megabytes would only cost time."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
         yield tmp
@@ -34,6 +67,10 @@ def atomic_path(path: Path, durable: bool = True) -> Iterator[Path]:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except StorageError:
+        raise
+    except OSError as e:  # the body's writes, the sync or the rename: a full disk, a read-only folder...
+        raise storage_error(e, path) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

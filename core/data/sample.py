@@ -19,7 +19,8 @@ import numpy as np
 
 from core.data.drawing import MIN_SIZE, render_flower
 from core.data.flowers import FLOWER_CLASSES
-from core.errors import ConfigError
+from core.errors import ConfigError, StorageError
+from core.files import make_dirs, storage_error
 from core.progress import ProgressFn, no_progress
 
 SAMPLE_VERSION = 1
@@ -98,8 +99,11 @@ def ensure_sample(
     if _is_complete(target, per_class):
         on_progress(total, total, "sample dataset ready")
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache_dir))
+    make_dirs(cache_dir)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache_dir))
+    except OSError as e:
+        raise storage_error(e, cache_dir) from e
     try:
         generate_sample(tmp, per_class, size, seed, on_progress)
         if target.exists() and not _is_complete(target, per_class):
@@ -109,6 +113,10 @@ def ensure_sample(
         except OSError:
             if not _is_complete(target, per_class):  # not "someone else finished first"
                 raise
+    except StorageError:
+        raise
+    except OSError as e:  # a full disk while drawing, most likely
+        raise storage_error(e, target) from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 import torch
 
 from core.errors import DataError
-from core.files import atomic_write, strict_json, write_json_atomic
+from core.files import atomic_write, make_dirs, storage_error, strict_json, write_json_atomic
 
 STATUSES = ("running", "finished", "interrupted", "failed", "corrupt")
 # The fields of one metrics.jsonl row (one finished epoch), in order.
@@ -88,10 +88,14 @@ class RunWriter:
         write_json_atomic(self.dir / "split.json", manifest)
 
     def append_metrics(self, metrics: Dict) -> None:
-        with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(strict_json(metrics), allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.dir / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(strict_json(metrics), allow_nan=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise storage_error(e, path) from e
 
     def write_progress(self, progress: Dict) -> None:
         write_json_atomic(self.dir / "progress.json", {**progress, "updated_at": _now()})
@@ -222,10 +226,9 @@ class RunStore:
         self.dir = Path(runs_dir)
 
     def create(self, regime: str, backbone: str) -> RunWriter:
-        self.dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = self.dir / f"{stamp}-{regime}-{backbone}-{secrets.token_hex(2)}"
-        run_dir.mkdir()
+        run_dir = make_dirs(self.dir) / f"{stamp}-{regime}-{backbone}-{secrets.token_hex(2)}"
+        make_dirs(run_dir)
         writer = RunWriter(run_dir, started_at=_now())
         writer.write_status("running")
         return writer

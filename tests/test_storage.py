@@ -1,0 +1,45 @@
+"""Writing where it cannot: a file where the runs folder should be, a full disk. A clear message naming the
+path (exit 2 in the CLI), and no half-written or temporary file left behind (issue 13, section 2)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from core.cli import main
+from core.errors import StorageError
+from core.files import atomic_write, write_json_atomic
+
+
+def test_a_file_where_the_runs_folder_should_be_gets_a_message_and_exit_2(tmp_path, tiny_folder, capsys):
+    runs = tmp_path / "runs"
+    runs.write_text("not a folder")
+    argv = ["train", "--data", str(tiny_folder), "--regime", "transfer", "--backbone", "efficientnet_lite0"]
+    assert main([*argv, "--img-size", "32", "--epochs", "1", "--runs-dir", str(runs), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot write {runs}") and "a file stands where a folder should be" in err
+    assert "Traceback" not in err and runs.read_text() == "not a folder"
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    write_json_atomic(target, {"status": "finished"})
+    real_replace = os.replace
+
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(StorageError, match=rf"Cannot write {target} \(No space left on device\): the disk is full"):
+        write_json_atomic(target, {"status": "interrupted"})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no .tmp file left behind
+    assert target.read_text().count("finished") == 1  # the old file, whole
+
+
+def test_a_failed_cache_write_is_still_an_oserror_for_code_that_shrugs_it_off(tmp_path):
+    (tmp_path / "cache").write_text("a file")
+    with pytest.raises(OSError), atomic_write(tmp_path / "cache" / "x.bin") as f:
+        f.write(b"never")

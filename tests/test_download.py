@@ -577,3 +577,46 @@ def test_not_a_zip(tmp_path):
 def test_missing_zip(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         extract_zip(tmp_path / "nope.zip", tmp_path / "cache")
+
+
+def test_a_second_session_waits_for_the_first_download_showing_its_progress(tmp_path, server, tgz):
+    import fcntl
+
+    server.files["/f.tgz"] = tgz
+    kwargs = dict(url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=None, known_hash=sha256(tgz))
+    flowers = tmp_path / "flowers"
+    flowers.mkdir()
+    (flowers / "tmpdownloading").write_bytes(b"x" * 1000)  # the other session's download so far
+    waiting, reports, roots = threading.Event(), [], []
+
+    def on_progress(done, total, message):
+        reports.append((done, total, message))
+        if "another session is downloading" in message:
+            waiting.set()
+
+    with open(tmp_path / ".flowers.lock", "w") as lock:  # the other session holds the lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+        def session():
+            roots.append(download_flowers(tmp_path, on_progress=on_progress, **kwargs))
+
+        sessions = [threading.Thread(target=session) for _ in range(2)]
+        for s in sessions:
+            s.start()
+        assert waiting.wait(30)
+        assert server.requests == []  # nobody downloads while the lock is held
+        assert (1000, len(tgz), "another session is downloading flower_photos.tgz; waiting for it") in reports
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    for s in sessions:
+        s.join(60)
+    assert len(roots) == 2 and roots[0] == roots[1] and is_complete(roots[0])
+    assert server.requests == ["/f.tgz"]  # one download for both sessions
+
+
+def test_a_killed_extraction_is_cleaned_up(tmp_path, server, tgz):
+    server.files["/f.tgz"] = tgz
+    leftover = tmp_path / "flowers" / ".extract-killed"
+    (leftover / "flower_photos" / "daisy").mkdir(parents=True)
+    download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=None,
+                     known_hash=sha256(tgz))  # fmt: skip
+    assert not leftover.exists()

@@ -19,6 +19,7 @@ with a message saying what to do; progress is reported through a :data:`~core.pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -32,7 +33,7 @@ import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Optional
+from typing import Iterator, Optional
 
 from core.data.flowers import FLOWER_CLASSES, FLOWERS_SHA256, FLOWERS_SIZE, FLOWERS_URL
 from core.data.imagefolder import IMAGE_EXTENSIONS
@@ -48,6 +49,7 @@ _TOP_FOLDER = "flower_photos"
 _CHUNK = 1 << 20
 _POOCH_TMP_GLOB = "tmp*"  # pooch downloads into a tempfile.NamedTemporaryFile next to the destination
 _STALE_SECONDS = 3600  # a temporary download file untouched for this long was left by a killed process
+_WAIT_POLL_SECONDS = 0.5  # how often a session waiting for another's download looks at its progress
 
 
 # --------------------------------------------------------------------------------------------- markers
@@ -106,21 +108,57 @@ def download_flowers(
         flowers_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"Could not create {flowers_dir}: {exc}") from exc
-    _remove_stale_downloads(flowers_dir)
-    tgz = flowers_dir / _TGZ_NAME
-    if tgz.is_file() and expected_size is not None and tgz.stat().st_size != expected_size:
-        tgz.unlink()  # not the dataset (e.g. an old partial copy): download it again
-    _fetch(url, tgz, known_hash, expected_size, timeout, on_progress, chunk_size)
-    try:
-        _extract_flowers(tgz, target, expected_classes, on_progress)
-    except _BadArchive:
-        tgz.unlink(missing_ok=True)  # the next attempt downloads it again
-        raise
+    with _one_downloader(flowers_dir, expected_size, on_progress):
+        if is_complete(target):  # another session finished it while this one waited
+            return target
+        _remove_stale_downloads(flowers_dir)
+        tgz = flowers_dir / _TGZ_NAME
+        if tgz.is_file() and expected_size is not None and tgz.stat().st_size != expected_size:
+            tgz.unlink()  # not the dataset (e.g. an old partial copy): download it again
+        _fetch(url, tgz, known_hash, expected_size, timeout, on_progress, chunk_size)
+        try:
+            _extract_flowers(tgz, target, expected_classes, on_progress)
+        except _BadArchive:
+            tgz.unlink(missing_ok=True)  # the next attempt downloads it again
+            raise
     return target
 
 
+@contextlib.contextmanager
+def _one_downloader(folder: Path, expected_size: Optional[int], on_progress: ProgressFn) -> Iterator[None]:
+    """Hold the download lock of ``folder``: one session downloads and extracts, the others wait, showing the
+    downloader's progress (the size of its temporary file), and then find the dataset ready. The operating
+    system releases the lock when its holder dies, so a killed download never blocks the next one."""
+    try:
+        import fcntl  # noqa: PLC0415 (optional: POSIX only; elsewhere sessions do not wait for each other)
+    except ImportError:
+        yield
+        return
+    with open(folder.with_name(f".{folder.name}.lock"), "w") as lock:  # beside the folder: it stays clean
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                done = sum(_size(p) for p in folder.glob(_POOCH_TMP_GLOB))
+                on_progress(done, expected_size, f"another session is downloading {_TGZ_NAME}; waiting for it")
+                time.sleep(_WAIT_POLL_SECONDS)  # a lock held elsewhere announces nothing: poll it
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # finished and moved, or removed, since it was listed
+        return 0
+
+
 def _remove_stale_downloads(folder: Path) -> None:
-    """Delete temporary download files that a killed process left behind (a live download keeps writing)."""
+    """Delete what a killed download or extraction left behind: temporary download files (a live download
+    keeps writing its own) and extraction folders (only the lock holder extracts, so any is left over)."""
     now = time.time()
     for path in [*folder.glob(_POOCH_TMP_GLOB), folder / (_TGZ_NAME + ".part")]:
         try:
@@ -128,6 +166,8 @@ def _remove_stale_downloads(folder: Path) -> None:
                 path.unlink()
         except OSError:
             pass  # another process removed or replaced it: nothing to clean
+    for leftover in folder.glob(".extract-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _fetch(
@@ -425,6 +465,11 @@ def extract_zip(
         raise DataError(
             f"{zip_path.name} is not a valid .zip file ({exc}). Zip a folder with one sub-folder per class."
         ) from exc
+    now = time.time()  # extractions a killed process left (a live one is younger than this)
+    for leftover in zips_dir.glob(".extract-*"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=zips_dir))
     try:
         with archive:

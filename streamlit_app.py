@@ -17,11 +17,21 @@ from core.data.flowers import FLOWERS_PHOTOS, FLOWERS_SIZE
 from core.data.imagefolder import scan_image_folder
 from core.data.sources import resolve_source
 from core.errors import TransferLabError
+from core.files import remove_stale_temporaries
 from core.models.backbones import BACKBONES, pick_pretrained_backbone
 from core.settings import Settings
 
 st.set_page_config(page_title="Transfer Lab", page_icon="🌼", layout="wide")
 settings = Settings.from_env()
+
+
+@st.cache_resource(show_spinner=False)
+def cleaned_at_start(folders: tuple) -> int:
+    """Once per server process: remove temporary files that killed processes left behind."""
+    return remove_stale_temporaries(folders)
+
+
+cleaned_at_start(tuple(settings.written_folders()))
 
 PREFERRED_BACKBONE = "resnet18"  # the course's model; the offline one stands in when its weights are missing
 DATASETS = ("Built-in sample", "Flowers (real photos)", "Local folder", "Upload a .zip")

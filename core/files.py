@@ -17,8 +17,9 @@ import json
 import math
 import os
 import threading
+import time
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from core.errors import StorageError
 
@@ -81,6 +82,23 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
     """``with atomic_write(path) as f:`` — write ``f``; it replaces ``path`` only if the block succeeds."""
     with atomic_path(path, durable) as tmp, open(tmp, mode) as f:
         yield f
+
+
+STALE_SECONDS = 3600  # a temporary file untouched for this long was left by a process that died writing it
+
+
+def remove_stale_temporaries(folders: Iterable[Path], older_than: float = STALE_SECONDS) -> int:
+    """Delete the temporary files :func:`atomic_path` left in ``folders`` (and one level below) when its process
+    was killed mid-write: older than ``older_than`` seconds, so that a write in progress is never touched.
+    Returns how many were removed."""
+    now, removed = time.time(), 0
+    for folder in folders:
+        for path in [*Path(folder).glob(".*.tmp*"), *Path(folder).glob("*/.*.tmp*")]:
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: leave it
+                if path.is_file() and now - path.stat().st_mtime > older_than:
+                    path.unlink()
+                    removed += 1
+    return removed
 
 
 def strict_json(obj: Any) -> Any:

@@ -40,6 +40,12 @@ class Settings:
             resnet18_weights=Path(weights).expanduser() if weights else None,
         )
 
+    def written_folders(self) -> list:
+        """The folders whose files are written atomically (each run's folder is one level below the runs dir):
+        where a process killed mid-write can leave a temporary file behind."""
+        cache = self.cache_dir
+        return [self.runs_dir, cache / "tensors", cache / "indexes", cache / "runtime", cache / "throughput"]
+
     def describe(self) -> dict:
         """The settings as shown to users (app sidebar, ``python -m core settings``)."""
         return {

@@ -43,3 +43,20 @@ def test_a_failed_cache_write_is_still_an_oserror_for_code_that_shrugs_it_off(tm
     (tmp_path / "cache").write_text("a file")
     with pytest.raises(OSError), atomic_write(tmp_path / "cache" / "x.bin") as f:
         f.write(b"never")
+
+
+def test_temporary_files_of_killed_writes_are_removed_at_start(settings, capsys):
+    run = settings.runs_dir / "20260101-000000-transfer-x"
+    index = settings.cache_dir / "indexes" / "abc"
+    for folder in (run, index):
+        folder.mkdir(parents=True, exist_ok=True)
+    stale = [run / ".summary.json.tmp123-456", index / ".l1-x.npz.tmp9-9"]
+    fresh = run / ".best.pt.tmp777-1"  # a write in progress right now
+    for path in (*stale, fresh):
+        path.write_bytes(b"half")
+    for path in stale:
+        os.utime(path, (1, 1))
+    (run / "summary.json").write_text("{}")
+    os.utime(run / "summary.json", (1, 1))  # an old file that is not a temporary one stays
+    assert main(["settings"]) == 0  # any command cleans up first
+    assert not any(p.exists() for p in stale) and fresh.exists() and (run / "summary.json").exists()

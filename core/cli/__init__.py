@@ -18,6 +18,8 @@ from typing import List, Optional
 
 from core.cli import retrieval, runs, training
 from core.errors import TransferLabError
+from core.files import remove_stale_temporaries
+from core.settings import Settings
 
 COMMAND_GROUPS = (training, runs, retrieval)
 
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    remove_stale_temporaries(Settings.from_env().written_folders())  # what killed processes left behind
     try:
         return args.handler(args)
     except TransferLabError as e:

@@ -26,7 +26,8 @@ def _fake_run(settings, status: str, checkpoint: bool, seed: int) -> str:
     """A run folder written through the store's own writer (no training): ``status`` and, optionally, a
     checkpoint. ``running`` leaves it running in this (live) process."""
     writer = RunStore(settings.runs_dir).create("full", "efficientnet_lite0")
-    writer.write_config({"model": {"regime": "full", "backbone": "efficientnet_lite0"}, "train": {"seed": seed}})
+    model = {"regime": "full", "backbone": "efficientnet_lite0"}
+    writer.write_config({"data": {"source": "sample", "img_size": 32}, "model": model, "train": {"seed": seed}})
     if checkpoint:
         writer.save_checkpoint({})
     if status != "running":

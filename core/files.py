@@ -87,18 +87,23 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
 STALE_SECONDS = 3600  # a temporary file untouched for this long was left by a process that died writing it
 
 
-def remove_stale_temporaries(folders: Iterable[Path], older_than: float = STALE_SECONDS) -> int:
-    """Delete the temporary files :func:`atomic_path` left in ``folders`` (and one level below) when its process
-    was killed mid-write: older than ``older_than`` seconds, so that a write in progress is never touched.
-    Returns how many were removed."""
+def remove_stale_files(folder: Path, patterns: Iterable[str], older_than: float = STALE_SECONDS) -> int:
+    """Delete the files in ``folder`` matching any glob of ``patterns`` untouched for ``older_than`` seconds:
+    what a process killed mid-write left (a write in progress is younger). Returns how many were removed."""
     now, removed = time.time(), 0
-    for folder in folders:
-        for path in [*Path(folder).glob(".*.tmp*"), *Path(folder).glob("*/.*.tmp*")]:
+    for pattern in patterns:
+        for path in Path(folder).glob(pattern):
             with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: leave it
                 if path.is_file() and now - path.stat().st_mtime > older_than:
                     path.unlink()
                     removed += 1
     return removed
+
+
+def remove_stale_temporaries(folders: Iterable[Path], older_than: float = STALE_SECONDS) -> int:
+    """Delete the temporary files :func:`atomic_path` left in ``folders`` (and one level below) when its
+    process was killed mid-write. Returns how many were removed."""
+    return sum(remove_stale_files(f, (".*.tmp*", "*/.*.tmp*"), older_than) for f in folders)
 
 
 def strict_json(obj: Any) -> Any:

@@ -38,6 +38,7 @@ from typing import Iterator, Optional
 from core.data.flowers import FLOWER_CLASSES, FLOWERS_SHA256, FLOWERS_SIZE, FLOWERS_URL
 from core.data.imagefolder import IMAGE_EXTENSIONS
 from core.errors import DataError, DownloadError
+from core.files import STALE_SECONDS, remove_stale_files
 from core.progress import ProgressFn, no_progress
 
 MARKER = ".complete"  # written into a folder once its extraction has fully succeeded
@@ -48,7 +49,6 @@ _TGZ_NAME = "flower_photos.tgz"
 _TOP_FOLDER = "flower_photos"
 _CHUNK = 1 << 20
 _POOCH_TMP_GLOB = "tmp*"  # pooch downloads into a tempfile.NamedTemporaryFile next to the destination
-_STALE_SECONDS = 3600  # a temporary download file untouched for this long was left by a killed process
 _WAIT_POLL_SECONDS = 0.5  # how often a session waiting for another's download looks at its progress
 
 
@@ -159,13 +159,7 @@ def _size(path: Path) -> int:
 def _remove_stale_downloads(folder: Path) -> None:
     """Delete what a killed download or extraction left behind: temporary download files (a live download
     keeps writing its own) and extraction folders (only the lock holder extracts, so any is left over)."""
-    now = time.time()
-    for path in [*folder.glob(_POOCH_TMP_GLOB), folder / (_TGZ_NAME + ".part")]:
-        try:
-            if path.is_file() and now - path.stat().st_mtime > _STALE_SECONDS:
-                path.unlink()
-        except OSError:
-            pass  # another process removed or replaced it: nothing to clean
+    remove_stale_files(folder, (_POOCH_TMP_GLOB, _TGZ_NAME + ".part"))
     for leftover in folder.glob(".extract-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -468,7 +462,7 @@ def extract_zip(
     now = time.time()  # extractions a killed process left (a live one is younger than this)
     for leftover in zips_dir.glob(".extract-*"):
         with contextlib.suppress(OSError):
-            if now - leftover.stat().st_mtime > _STALE_SECONDS:
+            if now - leftover.stat().st_mtime > STALE_SECONDS:
                 shutil.rmtree(leftover, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=zips_dir))
     try:

@@ -216,7 +216,7 @@ def load_run(run_dir: Path) -> RunRecord:
         else:
             rec.status = "interrupted"
             rec.error = "the training process ended before the run finished"
-    except ValueError as e:
+    except (OSError, ValueError) as e:  # ValueErrors name the file; an OSError names it in its message
         rec.status, rec.error = "corrupt", str(e)
     return rec
 

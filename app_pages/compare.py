@@ -13,6 +13,7 @@ import streamlit as st
 from core.app.live import latest_race
 from core.app.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
 from core.data.imagefolder import PHOTO_TYPES
+from core.data.sources import check_allowed
 from core.errors import TransferLabError
 from core.runs.compare import (
     epoch_metrics,
@@ -311,8 +312,11 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
     if st.button("Evaluate", type="primary", key="eval_go", disabled=not folder.strip()):
         bar = st.progress(0.0, text="reading images")
         try:
+            source = folder.strip()
+            if source not in ("sample", "flowers"):  # a path: only inside the folders this server shares
+                source = str(check_allowed(source, st.session_state.get("data_roots", (settings.cache_dir,))))
             result = evaluate_run(
-                run.dir, folder.strip(), settings, lambda d, t, m: bar.progress(min(1.0, d / t) if t else 0.0, text=m)
+                run.dir, source, settings, lambda d, t, m: bar.progress(min(1.0, d / t) if t else 0.0, text=m)
             )
             st.session_state["eval_result"] = {"run": run.run_id, "result": result}
         except TransferLabError as e:

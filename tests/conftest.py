@@ -13,9 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings  # noqa: E402
+from core.settings import ENV_CACHE_DIR, ENV_DATA_ROOTS, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def shared_test_folders(tmp_path_factory, monkeypatch):
+    """The app may open the tests' own temporary folders by path (TRANSFERLAB_DATA_ROOTS), and nothing else."""
+    monkeypatch.setenv(ENV_DATA_ROOTS, str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="session")

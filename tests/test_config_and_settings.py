@@ -89,7 +89,13 @@ def test_settings_from_environment_and_defaults(tmp_path):
     assert (s.cache_dir, s.runs_dir, s.resnet18_weights) == (tmp_path / "c", tmp_path / "r", tmp_path / "w.pth")
     d = Settings.from_env({})
     assert d.resnet18_weights is None and "transferlab" in str(d.cache_dir) and d.runs_dir.name == "runs"
-    assert set(d.describe()) == {"TRANSFERLAB_CACHE_DIR", "TRANSFERLAB_RUNS_DIR", "TRANSFERLAB_RESNET18_WEIGHTS"}
+    assert d.data_roots is None  # unset: the app decides from where it listens (core.data.sources)
+    assert set(d.describe()) == {
+        "TRANSFERLAB_CACHE_DIR",
+        "TRANSFERLAB_RUNS_DIR",
+        "TRANSFERLAB_RESNET18_WEIGHTS",
+        "TRANSFERLAB_DATA_ROOTS",
+    }
 
 
 @pytest.mark.real_data

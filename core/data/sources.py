@@ -7,13 +7,39 @@ one (extracted once into the cache).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Sequence, Tuple
 
 from core.data.download import download_flowers, extract_zip
 from core.data.sample import ensure_sample
 from core.errors import DataError
 from core.progress import ProgressFn, no_progress
 from core.settings import Settings
+
+
+def allowed_roots(settings: Settings, local_only: bool) -> Tuple[Path, ...]:
+    """The folders a browser may name in the app (a local folder, a folder to evaluate on): those of
+    ``TRANSFERLAB_DATA_ROOTS`` when set; else the user's home when the server listens on this machine only
+    (``local_only``), nothing when students' browsers can reach it. The app's own datasets (the sample, the
+    flowers, extracted zips, all under the cache dir) are always allowed. The command line is not limited."""
+    roots = settings.data_roots if settings.data_roots is not None else ((Path.home(),) if local_only else ())
+    return (*roots, settings.cache_dir)
+
+
+def check_allowed(path: str, roots: Sequence[Path]) -> Path:
+    """``path`` resolved (``~``, ``..`` and symlinks followed) when it lies inside one of ``roots``; a
+    :class:`DataError` saying which folders are shared otherwise, so a browser reads only what the teacher
+    shared."""
+    resolved = Path(path).expanduser().resolve()
+    for root in roots:
+        if resolved.is_relative_to(Path(root).expanduser().resolve()):
+            return resolved
+    shared = ", ".join(str(r) for r in roots[:-1]) or "none besides the built-in datasets"
+    raise DataError(
+        f"'{path}' is outside the folders this server shares ({shared}). The teacher chooses them with "
+        f"TRANSFERLAB_DATA_ROOTS (folders separated by '{os.pathsep}') before starting the app."
+    )
 
 
 def resolve_source(source: str, settings: Settings, on_progress: ProgressFn = no_progress) -> Path:

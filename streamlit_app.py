@@ -15,7 +15,7 @@ import streamlit as st
 from core.data.download import flowers_available
 from core.data.flowers import FLOWERS_PHOTOS, FLOWERS_SIZE
 from core.data.imagefolder import scan_image_folder
-from core.data.sources import allowed_roots, check_allowed, resolve_source
+from core.data.sources import check_allowed, resolve_source, shared_folders
 from core.errors import TransferLabError
 from core.files import remove_stale_temporaries
 from core.models.backbones import BACKBONES, pick_pretrained_backbone
@@ -81,8 +81,7 @@ def choose_dataset() -> dict | None:
                 except TransferLabError as e:
                     st.error(str(e))
     elif choice == DATASETS[2]:
-        roots = st.session_state["data_roots"]
-        shared = [str(r) for r in roots[:-1]]  # the last one is the app's own cache (its built-in datasets)
+        shared = [str(r) for r in st.session_state["shared_folders"]]
         path = st.text_input("Folder with one sub-folder per class", key="folder_path", placeholder="/home/me/photos",
                              disabled=not shared)  # fmt: skip
         st.caption(f"Folders inside {', '.join(shared)}." if shared else "This server shares no folders: the "
@@ -91,7 +90,7 @@ def choose_dataset() -> dict | None:
         label = Path(source).name if source else choice
         if source is not None:
             try:
-                source = str(check_allowed(source, roots))
+                source = str(check_allowed(source, st.session_state["shared_folders"], (settings.cache_dir,)))
             except TransferLabError as e:
                 st.error(str(e))
                 return None
@@ -136,7 +135,7 @@ def choose_backbone() -> str:
 
 
 LOCAL_ONLY = st.get_option("server.address") in ("localhost", "127.0.0.1", "::1")  # no student can reach it
-st.session_state["data_roots"] = allowed_roots(settings, LOCAL_ONLY)
+st.session_state["shared_folders"] = shared_folders(settings, LOCAL_ONLY)
 
 with st.sidebar:
     st.markdown("### 🌼 Transfer Lab")

@@ -314,7 +314,8 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
         try:
             source = folder.strip()
             if source not in ("sample", "flowers"):  # a path: only inside the folders this server shares
-                source = str(check_allowed(source, st.session_state.get("data_roots", (settings.cache_dir,))))
+                shared = st.session_state.get("shared_folders", ())
+                source = str(check_allowed(source, shared, (settings.cache_dir,)))
             result = evaluate_run(
                 run.dir, source, settings, lambda d, t, m: bar.progress(min(1.0, d / t) if t else 0.0, text=m)
             )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.data.sources import allowed_roots, check_allowed
+from core.data.sources import check_allowed, shared_folders
 from core.errors import DataError
 from core.settings import ENV_DATA_ROOTS, Settings
 from tests.helpers import ROOT
@@ -38,11 +38,15 @@ def test_a_symlink_pointing_outside_is_refused_and_one_inside_is_followed(shared
 def test_what_is_shared_by_default(tmp_path):
     cache = tmp_path / "cache"
     unset = Settings(cache_dir=cache, runs_dir=tmp_path / "runs")
-    assert allowed_roots(unset, local_only=False) == (cache,)  # students can reach it: only the built-in data
-    assert allowed_roots(unset, local_only=True) == (Path.home(), cache)  # the teacher's laptop alone
+    assert shared_folders(unset, local_only=False) == ()  # students can reach it: only the built-in data
+    assert shared_folders(unset, local_only=True) == (Path.home(),)  # the teacher's laptop alone
     env = Settings.from_env({"TRANSFERLAB_DATA_ROOTS": f"{tmp_path / 'a'}:{tmp_path / 'b'}"})
-    assert allowed_roots(env, local_only=True)[:2] == (tmp_path / "a", tmp_path / "b")
-    assert allowed_roots(Settings.from_env({"TRANSFERLAB_DATA_ROOTS": ""}), local_only=True)[:-1] == ()
+    assert shared_folders(env, local_only=True) == (tmp_path / "a", tmp_path / "b")
+    assert shared_folders(Settings.from_env({"TRANSFERLAB_DATA_ROOTS": ""}), local_only=True) == ()
+    inside = cache / "sample" / "daisy"  # the app's own datasets are always allowed, and named nowhere
+    assert check_allowed(str(inside), (), builtin=(cache,)) == inside.resolve()
+    with pytest.raises(DataError, match=r"shares \(none besides the built-in datasets\)"):
+        check_allowed("/etc", (), builtin=(cache,))
 
 
 @pytest.mark.slow

@@ -18,26 +18,26 @@ from core.progress import ProgressFn, no_progress
 from core.settings import Settings
 
 
-def allowed_roots(settings: Settings, local_only: bool) -> Tuple[Path, ...]:
+def shared_folders(settings: Settings, local_only: bool) -> Tuple[Path, ...]:
     """The folders a browser may name in the app (a local folder, a folder to evaluate on): those of
     ``TRANSFERLAB_DATA_ROOTS`` when set; else the user's home when the server listens on this machine only
-    (``local_only``), nothing when students' browsers can reach it. The app's own datasets (the sample, the
-    flowers, extracted zips, all under the cache dir) are always allowed. The command line is not limited."""
-    roots = settings.data_roots if settings.data_roots is not None else ((Path.home(),) if local_only else ())
-    return (*roots, settings.cache_dir)
+    (``local_only``), nothing when students' browsers can reach it. The command line is not limited."""
+    if settings.data_roots is not None:
+        return settings.data_roots
+    return (Path.home(),) if local_only else ()
 
 
-def check_allowed(path: str, roots: Sequence[Path]) -> Path:
-    """``path`` resolved (``~``, ``..`` and symlinks followed) when it lies inside one of ``roots``; a
-    :class:`DataError` saying which folders are shared otherwise, so a browser reads only what the teacher
-    shared."""
+def check_allowed(path: str, shared: Sequence[Path], builtin: Sequence[Path] = ()) -> Path:
+    """``path`` resolved (``~``, ``..`` and symlinks followed) when it lies inside one of the ``shared``
+    folders or of ``builtin`` (the app's own datasets: the cache dir); a :class:`DataError` saying which folders
+    are shared otherwise, so a browser reads only what the teacher shared."""
     resolved = Path(path).expanduser().resolve()
-    for root in roots:
+    for root in (*shared, *builtin):
         if resolved.is_relative_to(Path(root).expanduser().resolve()):
             return resolved
-    shared = ", ".join(str(r) for r in roots[:-1]) or "none besides the built-in datasets"
+    names = ", ".join(str(r) for r in shared) or "none besides the built-in datasets"
     raise DataError(
-        f"'{path}' is outside the folders this server shares ({shared}). The teacher chooses them with "
+        f"'{path}' is outside the folders this server shares ({names}). The teacher chooses them with "
         f"TRANSFERLAB_DATA_ROOTS (folders separated by '{os.pathsep}') before starting the app."
     )
 

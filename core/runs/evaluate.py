@@ -26,7 +26,7 @@ def load_run_model(run: RunRecord) -> Classifier:
     if not run.has_checkpoint:
         raise DataError(f"Run {run.run_id} has no checkpoint (best.pt): it stopped before finishing an epoch.")
     classes, _ = run_classes_and_size(run)
-    model, _ = create_model(run.config["model"].get("backbone", ""), len(classes), pretrained=False)
+    model, _ = create_model(_section(run, "model").get("backbone", ""), len(classes), pretrained=False)
     try:
         state = torch.load(run.dir / "best.pt", map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
@@ -39,11 +39,17 @@ def load_run_model(run: RunRecord) -> Classifier:
     return model.eval()
 
 
+def _section(run: RunRecord, name: str) -> Dict:
+    """A section of the run's config, or {} when it is missing or not an object."""
+    value = run.config.get(name)
+    return value if isinstance(value, dict) else {}
+
+
 def run_classes_and_size(run: RunRecord) -> Tuple[List[str], int]:
     """The classes a run was trained on and its image size, from its ``config.json``; a :class:`DataError`
     naming the file when they are missing or of the wrong kind."""
-    classes = (run.config.get("resolved") or {}).get("classes") if isinstance(run.config, dict) else None
-    size = (run.config.get("data") or {}).get("img_size") if isinstance(run.config, dict) else None
+    classes = _section(run, "resolved").get("classes")
+    size = _section(run, "data").get("img_size")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise DataError(f"Run {run.run_id}'s config.json does not list the classes it was trained on "
                         f"(resolved.classes); it cannot be evaluated. Train the run again.")  # fmt: skip

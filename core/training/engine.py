@@ -80,13 +80,9 @@ class Trainer:
         self.on_event = on_event
         self.should_stop = should_stop
         self.cache_dir = cache_dir
-        self.compute = compute_setup(cfg.device, cfg.precision, cfg.channels_last)
-        self.device, self.precision, self.channels_last = (
-            self.compute.device,
-            self.compute.precision,
-            self.compute.channels_last,
-        )
-        self.model = self.compute.place(model)
+        compute = compute_setup(cfg.device, cfg.precision, cfg.channels_last)
+        self.device, self.precision, self.channels_last = compute.device, compute.precision, compute.channels_last
+        self.model = compute.place(model)
         if cfg.feature_cache == "on" and not split.caches:
             raise ConfigError(
                 f"The feature cache needs frozen layers to cache; the '{split.regime}' regime trains "

@@ -16,6 +16,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -88,14 +89,15 @@ STALE_SECONDS = 3600  # a temporary file untouched for this long was left by a p
 
 
 def remove_stale_files(folder: Path, patterns: Iterable[str], older_than: float = STALE_SECONDS) -> int:
-    """Delete the files in ``folder`` matching any glob of ``patterns`` untouched for ``older_than`` seconds:
-    what a process killed mid-write left (a write in progress is younger). Returns how many were removed."""
+    """Delete the files and folders in ``folder`` matching any glob of ``patterns`` untouched for ``older_than``
+    seconds: what a process killed mid-write left (a write in progress is younger). Returns how many were
+    removed."""
     now, removed = time.time(), 0
     for pattern in patterns:
         for path in Path(folder).glob(pattern):
             with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: leave it
-                if path.is_file() and now - path.stat().st_mtime > older_than:
-                    path.unlink()
+                if now - path.stat().st_mtime > older_than:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
                     removed += 1
     return removed
 

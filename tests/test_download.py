@@ -620,3 +620,15 @@ def test_a_killed_extraction_is_cleaned_up(tmp_path, server, tgz):
     download_flowers(tmp_path, url=server.url("/f.tgz"), expected_size=len(tgz), expected_classes=None,
                      known_hash=sha256(tgz))  # fmt: skip
     assert not leftover.exists()
+
+
+def test_a_killed_zip_extraction_is_cleaned_up_but_a_live_one_is_not(tmp_path):
+    png = png_bytes((1, 2, 3))
+    z = make_zip(tmp_path / "flat.zip", {"daisy/a.png": png, "roses/b.png": png})
+    zips = tmp_path / "cache" / "zips"
+    killed, live = zips / ".extract-killed", zips / ".extract-live"
+    for folder in (killed, live):
+        (folder / "daisy").mkdir(parents=True)
+    os.utime(killed, (0, 0))
+    extract_zip(z, tmp_path / "cache")
+    assert not killed.exists() and live.exists()

@@ -38,7 +38,7 @@ from typing import Iterator, Optional
 from core.data.flowers import FLOWER_CLASSES, FLOWERS_SHA256, FLOWERS_SIZE, FLOWERS_URL
 from core.data.imagefolder import IMAGE_EXTENSIONS
 from core.errors import DataError, DownloadError
-from core.files import STALE_SECONDS, remove_stale_files
+from core.files import remove_stale_files
 from core.progress import ProgressFn, no_progress
 
 MARKER = ".complete"  # written into a folder once its extraction has fully succeeded
@@ -160,8 +160,7 @@ def _remove_stale_downloads(folder: Path) -> None:
     """Delete what a killed download or extraction left behind: temporary download files (a live download
     keeps writing its own) and extraction folders (only the lock holder extracts, so any is left over)."""
     remove_stale_files(folder, (_POOCH_TMP_GLOB, _TGZ_NAME + ".part"))
-    for leftover in folder.glob(".extract-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    remove_stale_files(folder, (".extract-*",), older_than=-1)  # under the lock: any extraction is left over
 
 
 def _fetch(
@@ -459,11 +458,7 @@ def extract_zip(
         raise DataError(
             f"{zip_path.name} is not a valid .zip file ({exc}). Zip a folder with one sub-folder per class."
         ) from exc
-    now = time.time()  # extractions a killed process left (a live one is younger than this)
-    for leftover in zips_dir.glob(".extract-*"):
-        with contextlib.suppress(OSError):
-            if now - leftover.stat().st_mtime > STALE_SECONDS:
-                shutil.rmtree(leftover, ignore_errors=True)
+    remove_stale_files(zips_dir, (".extract-*",))  # extractions a killed process left (a live one is younger)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=zips_dir))
     try:
         with archive:

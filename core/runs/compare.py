@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Sequence
 
+import numpy as np
 import pandas as pd
 
 from core.models.regimes import REGIMES
@@ -152,17 +153,11 @@ def regime_summary(df: pd.DataFrame) -> pd.DataFrame:
 def per_class_table(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> pd.DataFrame:
     """Per true class (a row of ``confusion``, ``[true][predicted]`` counts): ``class``, ``test images``,
     ``right`` and ``accuracy`` (NaN for a class without images)."""
-    counts = pd.DataFrame(list(confusion), index=list(classes), columns=list(classes), dtype="int64")
-    total = counts.sum(axis=1)
-    right = pd.Series([counts.iat[i, i] for i in range(len(classes))], index=counts.index, dtype="int64")
-    return pd.DataFrame(
-        {
-            "class": list(classes),
-            "test images": total.to_numpy(),
-            "right": right.to_numpy(),
-            "accuracy": (right / total.where(total > 0)).to_numpy(dtype="float64"),
-        }
-    )
+    counts = np.asarray(confusion, dtype=np.int64).reshape(len(classes), len(classes))
+    total, right = counts.sum(axis=1), np.diag(counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(total > 0, right / total, np.nan)
+    return pd.DataFrame({"class": list(classes), "test images": total, "right": right, "accuracy": accuracy})
 
 
 def styled_runs_table(df: pd.DataFrame) -> Styler:

@@ -7,18 +7,22 @@ lives in ``core/``. The sidebar decides the dataset and backbone, shared with th
 
 from __future__ import annotations
 
-import hashlib
+import hmac
+import secrets
 from pathlib import Path
 
 import streamlit as st
 
+from core.app.jobs import shared_training
 from core.data.download import flowers_available
 from core.data.flowers import FLOWERS_PHOTOS, FLOWERS_SIZE
 from core.data.imagefolder import scan_image_folder
 from core.data.sources import check_allowed, resolve_source, shared_folders
+from core.data.uploads import evict_uploads, lease_source, save_upload
 from core.errors import TransferLabError
 from core.files import remove_stale_temporaries
 from core.models.backbones import BACKBONES, pick_pretrained_backbone
+from core.runs.store import RunStore, active_sources
 from core.settings import Settings
 
 st.set_page_config(page_title="Transfer Lab", page_icon="🌼", layout="wide")
@@ -32,6 +36,8 @@ def cleaned_at_start(folders: tuple) -> int:
 
 
 cleaned_at_start(tuple(settings.written_folders()))
+shared_training(settings)  # the first call resumes the queue the last server left
+st.session_state.setdefault("owner", secrets.token_urlsafe(16))  # this browser session: it owns what it launches
 
 PREFERRED_BACKBONE = "resnet18"  # the course's model; the offline one stands in when its weights are missing
 DATASETS = ("Built-in sample", "Flowers (real photos)", "Local folder", "Upload a .zip")
@@ -97,12 +103,16 @@ def choose_dataset() -> dict | None:
     else:
         up = st.file_uploader("A .zip of a folder with one sub-folder per class", type=["zip"], key="zip_upload")
         if up is not None:
-            data = up.getvalue()
-            dest = settings.cache_dir / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
-            if not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-            source, label = str(dest), up.name
+            try:
+                source, label = str(save_upload(up.getvalue(), settings)), up.name
+                with st.spinner("Preparing the dataset…"), lease_source(source, settings):
+                    root = resolve_source(source, settings)  # extracted before eviction counts it
+                if st.session_state.get("zip_evicted_for") != source:  # once per upload, not on every rerun
+                    evict_uploads(settings, keep=[*active_sources(RunStore(settings.runs_dir).list_runs()), source])
+                    st.session_state["zip_evicted_for"] = source
+            except TransferLabError as e:
+                st.error(str(e))
+                return None
     if source is None:
         return None
     try:
@@ -134,6 +144,35 @@ def choose_backbone() -> str:
     return name
 
 
+def teacher_password() -> str | None:
+    """TRANSFERLAB_TEACHER_PASSWORD, else ``teacher_password`` in .streamlit/secrets.toml; None when neither."""
+    if settings.teacher_password:
+        return settings.teacher_password
+    try:
+        return st.secrets.get("teacher_password") or None
+    except FileNotFoundError:  # no secrets.toml
+        return None
+
+
+def teacher_mode() -> None:
+    """Teacher mode (Stop on every run) for the session that knows the password. Without a password, the
+    session is the teacher's when the server listens on this machine only, and nobody's otherwise."""
+    password = teacher_password()
+    if password is None:
+        st.session_state["teacher"] = LOCAL_ONLY
+        return
+    if st.session_state.get("teacher"):
+        st.caption("🎓 Teacher mode: you can stop every run.")
+        return
+    with st.expander("🎓 Teacher"):
+        entered = st.text_input("Teacher password", type="password", key="teacher_password")
+        if entered and hmac.compare_digest(entered.encode(), password.encode()):
+            st.session_state["teacher"] = True
+            st.rerun()
+        elif entered:
+            st.error("That is not the teacher password.")
+
+
 LOCAL_ONLY = st.get_option("server.address") in ("localhost", "127.0.0.1", "::1")  # no student can reach it
 st.session_state["shared_folders"] = shared_folders(settings, LOCAL_ONLY)
 
@@ -151,6 +190,7 @@ with st.sidebar:
             "EfficientNet-Lite0 backbone.",
             icon="📴",
         )
+    teacher_mode()
     with st.expander("Settings (environment variables)"):
         for var, value in settings.describe().items():
             st.markdown(f"`{var}`  \n{value}")

@@ -26,8 +26,9 @@ from core.runs.compare import (
     styled_runs_table,
 )
 from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
+from core.runs.listing import shared_listing
 from core.runs.predictions import SplitPredictions, load_photo, predict_image
-from core.runs.store import STATUSES, RunStore, load_run
+from core.runs.store import STATUSES, load_run
 from core.settings import Settings
 
 settings = Settings.from_env()
@@ -356,7 +357,7 @@ def evaluate_tab(chosen: list, labels: dict, dataset: dict | None) -> None:
 
 st.title("📊 Compare")
 st.caption("Which regime wins, by how much, and at what cost — every run in the run store.")
-all_runs = RunStore(settings.runs_dir).list_runs()
+all_runs = shared_listing(settings.runs_dir).runs(max_age=0)  # the server's listing: re-reads only what changed
 if not all_runs:
     empty_state()
     st.caption(f"Run store: `{settings.runs_dir}`")

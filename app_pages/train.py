@@ -1,14 +1,15 @@
 """Train: pick regimes and a time budget (or the notebook's knobs), launch into the shared queue, and watch the
 regimes race, live.
 
-Everything shown live is read from the run store and the process-wide queue, so a reload, another tab or
-another browser shows the same state. Training runs on the queue's worker thread, never in this script.
+Everything shown live is read from the run store (the queue lives there too), so a reload, another tab or
+another browser shows the same state. Training runs in the worker process, never in this script. Stop is
+shown on the runs this browser session launched, and on every run in teacher mode.
 """
 
 import pandas as pd
 import streamlit as st
 
-from core.app.jobs import shared_queue
+from core.app.jobs import NotYours, may_stop, shared_training
 from core.app.live import group_view, latest_group, progress_fraction, progress_text, race_timing
 from core.app.plots import CurveSeries, race_figure
 from core.app.tasks import shared_tasks
@@ -16,7 +17,6 @@ from core.errors import TransferLabError
 from core.models.backbones import BACKBONES, get_backbone
 from core.models.regimes import REGIMES, describe_regimes
 from core.runs.compare import seconds
-from core.runs.store import RunStore
 from core.settings import Settings
 from core.training.config import BUDGET_PRESETS, PRESET_NAMES, RunConfig, apply_preset, new_group_id, preset_configs
 from core.training.planner import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
@@ -36,6 +36,8 @@ STATE_ICONS = {
 }
 
 settings = Settings.from_env()
+training = shared_training(settings)
+owner, teacher = st.session_state.get("owner", ""), bool(st.session_state.get("teacher"))
 dataset = st.session_state.get("dataset")
 backbone = st.session_state.get("backbone") or "efficientnet_lite0"
 
@@ -56,14 +58,21 @@ def fmt_params(n: int) -> str:
 # ------------------------------------------------------------------------------------------------- live
 
 
+def stop(run_id: str) -> None:
+    try:
+        training.stop(run_id, owner, teacher)
+    except NotYours as e:
+        st.toast(str(e))
+
+
 @st.fragment(run_every=LIVE_REFRESH_SECONDS)
 def live_panel() -> None:
-    stored, queue = RunStore(settings.runs_dir).list_runs(), shared_queue()  # read the store once a refresh
-    group = latest_group(stored, queue)
+    stored = training.runs()  # the server's shared listing: one read of what changed, for every tab
+    group = latest_group(stored)
     if group is None:
         st.info("Nothing launched yet. Press **Run all four** to start a race.")
         return
-    runs = group_view(group, stored, queue)
+    runs = group_view(group, stored)
     st.subheader("The race")
     timing = race_timing(runs)
     if timing:
@@ -97,14 +106,16 @@ def live_panel() -> None:
             c2.error(run.error or run.state)
         else:
             c2.progress(progress_fraction(run), text=progress_text(run))
-        if run.job_id:
+        if may_stop(run, owner, teacher) and not run.stopping:
             c3.button(
                 "Stop",
-                key=f"stop-{run.job_id}",
-                on_click=queue.stop,
-                args=(run.job_id,),
+                key=f"stop-{run.run_id}",
+                on_click=stop,
+                args=(run.run_id,),
                 help="Stop after the current batch; what it finished is kept as an interrupted run.",
             )
+        elif run.active and not run.stopping:
+            c3.caption("another browser's", help="Only the browser that launched a run, or the teacher, can stop it.")
     series = [CurveSeries(run.label, run.regime, run.metrics) for run in runs if run.metrics]
     if series:
         st.plotly_chart(race_figure(series), key="race", width="stretch")
@@ -125,7 +136,7 @@ def measured_throughput(precision: str = "auto"):
     found = cached_throughput(backbone, settings, precision)
     if found is not None:
         return found
-    if shared_queue().busy():
+    if training.busy():
         st.info(
             "Planning to a time budget needs one measurement of this machine's speed, which waits until the "
             "running training ends (it would skew it). Use the notebook recipe meanwhile.",
@@ -262,10 +273,8 @@ if budget_mode and chosen:
 
 
 def submit(configs) -> None:
-    queue = shared_queue()
     try:
-        for cfg in configs:
-            queue.submit(cfg, settings, label=REGIMES[cfg.model.regime].title)
+        training.submit(configs, owner)
     except TransferLabError as e:
         st.error(str(e))
         return

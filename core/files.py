@@ -20,9 +20,14 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator, Optional
 
 from core.errors import StorageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks; callers fall back (see try_lock and is_locked)
+    fcntl = None
 
 _WHY = {
     errno.ENOSPC: "the disk is full; free some space",
@@ -123,3 +128,46 @@ def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
     """``obj`` as indented, strict JSON at ``path`` (NaN and infinities become null), replaced atomically."""
     with atomic_write(path, "w", durable) as f:
         json.dump(strict_json(obj), f, indent=1, allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------------- advisory locks
+# An flock is held by an open file and released by the operating system when its process dies, however it
+# dies: what a run's liveness, the training worker and the upload leases rely on. Separate open() calls
+# conflict even within one process.
+
+
+def try_lock(path: Path, exclusive: bool = True, wait: bool = False) -> Optional[IO]:
+    """The open file holding an flock on ``path`` (created when missing); close it to release the lock. None
+    when another holder has it and ``wait`` is False. Where there are no flocks (not POSIX), an unlocked open
+    file: the caller goes on unprotected, as it would have without locks."""
+    make_dirs(Path(path).parent)
+    try:
+        f = open(path, "a")
+    except OSError as e:
+        raise storage_error(e, Path(path)) from e
+    if fcntl is None:
+        return f
+    try:
+        fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def is_locked(path: Path) -> Optional[bool]:
+    """Whether some open file holds an exclusive flock on ``path`` (False when it does not exist); None where
+    that cannot be known (not POSIX, or ``path`` cannot be opened)."""
+    if fcntl is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None

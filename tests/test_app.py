@@ -8,8 +8,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import jobs
-from core.app.jobs import shared_queue
+from core.app.jobs import shared_training
 from core.runs.store import RunStore
 from tests.helpers import ROOT
 
@@ -40,7 +39,7 @@ def train_page(regimes=("transfer",), epochs=2, img=32) -> AppTest:
 
 
 def wait_for(predicate, timeout=120.0):
-    """Poll ``predicate`` (a state of the queue that no event announces) until it holds; False on timeout."""
+    """Poll ``predicate`` (a state of files the worker process writes: nothing announces it) until it holds."""
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
@@ -50,15 +49,16 @@ def wait_for(predicate, timeout=120.0):
 
 
 @pytest.fixture(autouse=True)
-def idle_queue(monkeypatch):
-    """Each test gets a fresh shared queue (process-wide, as in the server), so what earlier tests launched
-    is not on the page, and leaves it idle."""
-    assert shared_queue().wait_idle(300)
-    monkeypatch.setattr(jobs, "_shared", None)  # the next shared_queue() makes a new one
-    yield
-    for job in shared_queue().jobs():
-        shared_queue().stop(job.id)
-    assert shared_queue().wait_idle(300)
+def training(settings):
+    """The server's training for this test's run store (each test has its own); stopped at the end, so what a
+    test launched does not train on into the next."""
+    t = shared_training(settings)
+    yield t
+    for run in t.store.list_runs():
+        if run.active:
+            t.stop(run.run_id, owner="", teacher=True)
+    assert t.wait_idle(300)
+    t.shutdown()
 
 
 def test_home_renders_on_a_fresh_offline_machine(settings):
@@ -71,14 +71,14 @@ def test_home_renders_on_a_fresh_offline_machine(settings):
     assert any(m.label == "Device" for m in at.metric)
 
 
-def test_train_page_shows_counts_and_launches_a_run_with_live_curves(settings):
+def test_train_page_shows_counts_and_launches_a_run_with_live_curves(settings, training):
     at = train_page()
     text = " ".join(m.value for m in at.markdown)
     assert "trains **6,405**" in text  # transfer: only the new head (1280 x 5 + 5)
     assert "Nothing launched yet" in at.info[0].value
     at.button(key="run_selected").click().run()
     assert not at.exception
-    assert shared_queue().wait_idle(120)
+    assert training.wait_idle(120)
     at.run()
     assert not at.exception
     assert at.get("plotly_chart"), "the race chart is shown"
@@ -91,7 +91,7 @@ def test_train_page_shows_counts_and_launches_a_run_with_live_curves(settings):
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_a_time_budget_shows_the_plan_then_races_to_it(settings):
+def test_a_time_budget_shows_the_plan_then_races_to_it(settings, training):
     from core.models.device import pick_device, resolve_precision
     from core.training.throughput import save
     from tests.test_planner import fake_throughput
@@ -115,10 +115,10 @@ def test_a_time_budget_shows_the_plan_then_races_to_it(settings):
     assert any("predicted" in c.value and "budget" in c.value for c in at.caption)
     at.button(key="run_all").click().run()
     assert not at.exception
-    jobs = shared_queue().jobs()[-4:]
-    assert [j.config.model.regime for j in jobs] == ["finetune", "transfer", "full", "scratch"]
-    assert all(j.config.plan["budget_seconds"] == 60 and j.config.preset == "5 minutes" for j in jobs)
-    assert shared_queue().wait_idle(300)
+    launched = sorted(RunStore(settings.runs_dir).list_runs(), key=lambda r: r.queued_at)
+    assert [r.config["model"]["regime"] for r in launched] == ["finetune", "transfer", "full", "scratch"]
+    assert all(r.config["plan"]["budget_seconds"] == 60 and r.config["preset"] == "5 minutes" for r in launched)
+    assert training.wait_idle(300)
     at.run()
     assert not at.exception
     took = [m.value for m in at.markdown if "planned" in m.value and "took" in m.value]
@@ -127,35 +127,62 @@ def test_a_time_budget_shows_the_plan_then_races_to_it(settings):
     assert [r.status for r in RunStore(settings.runs_dir).list_runs()] == ["finished"] * 4
 
 
-def test_stop_ends_a_running_job_and_keeps_an_interrupted_run(settings):
+def running(settings):
+    """The run in the store that is training now, or None."""
+    return next((r for r in RunStore(settings.runs_dir).list_runs() if r.progress.get("phase") == "train"), None)
+
+
+def test_stop_ends_a_running_run_and_keeps_it_interrupted(settings, training):
     at = train_page(regimes=("full",), epochs=20, img=64)
     at.button(key="run_selected").click().run()
-    job = shared_queue().jobs()[-1]
-    assert wait_for(lambda: shared_queue().get(job.id).progress.get("phase") == "train")
+    assert wait_for(lambda: running(settings) is not None)
+    run_id = running(settings).run_id
     at.run()
-    at.button(key=f"stop-{job.id}").click().run()
+    at.button(key=f"stop-{run_id}").click().run()
     assert not at.exception
-    assert shared_queue().wait_idle(30)
-    assert shared_queue().get(job.id).state == "interrupted"
-    run = RunStore(settings.runs_dir).list_runs()[0]
+    assert training.wait_idle(60)
+    run = RunStore(settings.runs_dir).get(run_id)
     assert run.status == "interrupted" and len(run.metrics) < 20
     at.run()
     assert any("⏹️" in m.value for m in at.markdown)
 
 
-def test_two_sessions_launching_at_once_queue_instead_of_running_in_parallel(settings):
+def test_stop_is_shown_only_to_the_session_that_launched_the_run(settings, training, monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_TEACHER_PASSWORD", "tulips")  # a classroom server: nobody is teacher by default
+    alice, bob = train_page(regimes=("full",), epochs=20, img=64), train_page()
+    alice.button(key="run_selected").click().run()
+    assert wait_for(lambda: running(settings) is not None)
+    run_id = running(settings).run_id
+    alice.run()
+    bob.run()
+    assert not alice.exception and not bob.exception
+    assert alice.button(key=f"stop-{run_id}")  # hers
+    assert f"stop-{run_id}" not in [b.key for b in bob.button]  # not his
+    assert any("another browser" in c.value for c in bob.caption)
+    bob.sidebar.text_input(key="teacher_password").input("roses").run()
+    assert "not the teacher password" in bob.sidebar.error[0].value and f"stop-{run_id}" not in [
+        b.key for b in bob.button
+    ]
+    bob.sidebar.text_input(key="teacher_password").input("tulips").run()
+    assert any("Teacher mode" in c.value for c in bob.sidebar.caption)
+    bob.button(key=f"stop-{run_id}").click().run()  # the teacher stops anyone's run
+    assert not bob.exception and training.wait_idle(60)
+    assert RunStore(settings.runs_dir).get(run_id).status == "interrupted"
+
+
+def test_two_sessions_launching_at_once_queue_instead_of_running_in_parallel(settings, training):
     a, b = train_page(), train_page()
     a.button(key="run_selected").click()
     b.button(key="run_selected").click()
     a.run()
     b.run()
-    jobs = shared_queue().jobs()[-2:]
-    positions = [shared_queue().position(j.id) for j in jobs]
-    assert positions[0] in (0, 1) and positions[1] in (1, 2)  # one runs (or is about to), the other waits
-    assert shared_queue().wait_idle(120)
-    first, second = (shared_queue().get(j.id) for j in jobs)
-    assert first.state == second.state == "finished"
-    assert second.started_at >= first.ended_at  # never both at once
+    launched = sorted(RunStore(settings.runs_dir).list_runs(), key=lambda r: r.queued_at)
+    assert len(launched) == 2 and {r.status for r in launched} <= {"queued", "running"}
+    assert training.wait_idle(120)
+    first, second = (RunStore(settings.runs_dir).get(r.run_id) for r in launched)
+    assert first.status == second.status == "finished"
+    # never both at once: the second started (wrote its split) after the first ended (wrote its summary)
+    assert (second.dir / "split.json").stat().st_mtime_ns >= (first.dir / "summary.json").stat().st_mtime_ns
     b.run()  # the other session sees the same race
     assert b.get("plotly_chart")
 

@@ -95,7 +95,13 @@ def test_settings_from_environment_and_defaults(tmp_path):
         "TRANSFERLAB_RUNS_DIR",
         "TRANSFERLAB_RESNET18_WEIGHTS",
         "TRANSFERLAB_DATA_ROOTS",
+        "TRANSFERLAB_UPLOAD_BUDGET",
+        "TRANSFERLAB_TEACHER_PASSWORD",
     }
+    assert Settings.from_env({"TRANSFERLAB_TEACHER_PASSWORD": "s3cret"}).describe()["TRANSFERLAB_TEACHER_PASSWORD"] == (
+        "(set)"
+    )  # never shown
+    assert "s3cret" not in repr(Settings.from_env({"TRANSFERLAB_TEACHER_PASSWORD": "s3cret"}))
 
 
 @pytest.mark.real_data

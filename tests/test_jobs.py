@@ -1,140 +1,174 @@
-"""The shared training queue: jobs run one at a time, in order; Stop stops; failures don't kill the queue."""
+"""The app's training queue: runs queue in the run store, one worker process trains them one at a time and in
+order; Stop stops (only for the browser that launched the run, or the teacher); the queue survives a restart
+of the server and the death of its worker."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 
 import pytest
 
-from core.app.jobs import JobQueue
-from core.errors import ConfigError, DataError
-from core.runs.store import load_run
+from core.app import jobs
+from core.app.jobs import NotYours, Training
+from core.errors import ConfigError
+from core.runs.store import RunStore, load_run
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.training.events import BatchEnd, RunStarted
 
-WAIT = 30.0  # s: generous, for a loaded CPU; every wait below ends as soon as its event happens
-
-
-class FakeRunner:
-    """Records overlap: a real queue never runs two jobs at once. With ``hold``, each job reports its first batch,
-    sets ``progressed`` and waits for ``release`` before going on."""
-
-    def __init__(self, batches=20, hold=False):
-        self.batches = batches
-        self.running = 0
-        self.max_running = 0
-        self.order = []
-        self.lock = threading.Lock()
-        self.progressed = threading.Event()
-        self.release = threading.Event()
-        if not hold:
-            self.release.set()
-
-    def __call__(self, cfg, settings, on_event, should_stop):
-        with self.lock:
-            self.running += 1
-            self.max_running = max(self.max_running, self.running)
-            self.order.append(cfg.train.seed)
-        try:
-            on_event(RunStarted(f"run-{cfg.train.seed}", f"/tmp/run-{cfg.train.seed}"))
-            for b in range(1, self.batches + 1):
-                if should_stop():
-                    return {"status": "interrupted", "seed": cfg.train.seed}
-                on_event(BatchEnd(1, 1, b, self.batches, 0.5, 100.0, 0.0))
-                if b == 1:
-                    self.progressed.set()
-                    if not self.release.wait(WAIT):
-                        raise RuntimeError("the test never released the runner")
-            if cfg.note == "boom":
-                raise DataError("the folder vanished")
-            return {"status": "finished", "seed": cfg.train.seed}
-        finally:
-            with self.lock:
-                self.running -= 1
+WAIT = 180.0  # s: generous, for a loaded CPU; every wait below ends as soon as its state is reached
 
 
-def _cfg(seed, note=""):
-    return RunConfig(train=TrainConfig(seed=seed), note=note)
+def _cfg(source, regime="transfer", epochs=1, img_size=32, seed=0) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(source=str(source), img_size=img_size),
+        model=ModelConfig(backbone="efficientnet_lite0", regime=regime),
+        train=TrainConfig(epochs=epochs, seed=seed),
+        group="g-test",
+    )
 
 
-def test_jobs_from_many_sessions_run_one_at_a_time_in_order(settings):
-    runner = FakeRunner(hold=True)
-    q = JobQueue(runner)
-    # several "browser sessions" submit at the same moment
-    threads = [threading.Thread(target=q.submit, args=(_cfg(i), settings)) for i in range(6)]
+def _long(source) -> RunConfig:
+    """A run that trains for minutes unless stopped."""
+    return _cfg(source, regime="full", epochs=200, img_size=64)
+
+
+def wait_until(predicate, timeout=WAIT) -> bool:
+    """Poll ``predicate`` (a state of files another process writes: nothing announces it) until it holds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def status(settings, run_id) -> str:
+    return RunStore(settings.runs_dir).get(run_id).status
+
+
+def training_now(settings, run_id) -> bool:
+    run = RunStore(settings.runs_dir).get(run_id)
+    return run.status == "running" and run.progress.get("phase") == "train"
+
+
+@pytest.fixture
+def training(settings):
+    t = Training(settings, idle_seconds=3)
+    yield t
+    t.shutdown()
+
+
+@pytest.mark.slow
+def test_runs_from_many_sessions_queue_in_the_store_and_train_one_at_a_time_in_order(settings, tiny_folder, training):
+    ids = []
+    lock = threading.Lock()
+
+    def launch(seed):  # several "browser sessions" press the button at the same moment
+        run_ids = training.submit([_cfg(tiny_folder, seed=seed)], owner=f"session-{seed}")
+        with lock:
+            ids.extend(run_ids)
+
+    threads = [threading.Thread(target=launch, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert runner.progressed.wait(WAIT)  # the first job is running, held after its first batch
-    jobs = q.jobs()
-    assert [q.position(j.id) for j in jobs] == list(range(6))  # 0 runs, the others know their place in line
-    assert q.busy() and not q.wait_idle(timeout=0.01)  # a held job: not idle
-    runner.release.set()
-    assert q.wait_idle(WAIT)
-    assert not q.busy() and all(q.position(j.id) is None for j in jobs)
-    assert runner.max_running == 1  # the others stayed queued while the first was held
-    assert runner.order == [j.config.train.seed for j in jobs]  # first come, first served
-    assert all(j.state == "finished" and j.run_id == f"run-{j.config.train.seed}" for j in q.jobs())
-    assert all(j.progress["batch"] == runner.batches for j in q.jobs())
+    assert len(ids) == 3 and all(status(settings, i) in ("queued", "running") for i in ids)  # in the store at once
+    assert training.wait_idle(WAIT)
+    runs = {r.run_id: r for r in RunStore(settings.runs_dir).list_runs()}
+    assert all(runs[i].status == "finished" for i in ids), [(runs[i].status, runs[i].error) for i in ids]
+    order = sorted(ids, key=lambda i: runs[i].queued_at)  # first come...
+    started = [os.stat(runs[i].dir / "split.json").st_mtime_ns for i in order]  # written as a run starts
+    ended = [os.stat(runs[i].dir / "summary.json").st_mtime_ns for i in order]  # written as it ends
+    assert started == sorted(started)  # ...first served
+    assert all(ended[k] <= started[k + 1] for k in range(len(order) - 1))  # never two at once
+    assert {runs[i].owner for i in ids} == {"session-0", "session-1", "session-2"}
+    assert training.workers_started == 1  # one worker trained them all
 
 
-def test_stop_running_and_cancel_queued(settings):
-    runner = FakeRunner(hold=True)
-    q = JobQueue(runner)
-    a, b = q.submit(_cfg(1), settings), q.submit(_cfg(2), settings)
-    assert runner.progressed.wait(WAIT)  # a is running and has reported its first batch
-    assert q.get(a.id).state == "running" and q.get(a.id).progress["batch"] == 1
-    assert q.position(a.id) == 0 and q.position(b.id) == 1
-    assert q.stop(b.id) and q.get(b.id).state == "cancelled" and q.position(b.id) is None
-    assert q.stop(a.id)
-    runner.release.set()
-    assert q.wait_idle(WAIT)
-    done = q.get(a.id)
-    assert done.state == "interrupted" and done.progress["batch"] == 1 and done.summary["status"] == "interrupted"
-    assert runner.order == [1]  # the cancelled job never started
-    assert not q.stop(a.id) and not q.stop(b.id)  # already over
-
-
-def test_a_failing_job_does_not_stop_the_queue(settings):
-    q = JobQueue(FakeRunner(batches=2))
-    bad, good = q.submit(_cfg(1, note="boom"), settings), q.submit(_cfg(2), settings)
-    assert q.wait_idle(WAIT)
-    assert q.get(bad.id).state == "failed" and "vanished" in q.get(bad.id).error
-    assert q.get(good.id).state == "finished"
-
-
-def test_a_bug_in_a_run_fails_that_job_only(settings):
-    def buggy(cfg, settings, on_event, should_stop):
-        if cfg.train.seed == 1:
-            raise ZeroDivisionError("division by zero")
-        return {"status": "finished"}
-
-    q = JobQueue(buggy)
-    bad, good = q.submit(_cfg(1), settings), q.submit(_cfg(2), settings)
-    assert q.wait_idle(WAIT)
-    assert q.get(bad.id).state == "failed" and q.get(bad.id).error == "ZeroDivisionError: division by zero"
-    assert q.get(good.id).state == "finished"
-
-
-def test_invalid_config_is_refused_at_submit(settings):
-    q = JobQueue(FakeRunner())
+def test_invalid_config_is_refused_at_submit_and_nothing_is_queued(settings, tiny_folder, training):
     with pytest.raises(ConfigError):
-        q.submit(RunConfig(train=TrainConfig(epochs=0)), settings)
-    assert q.jobs() == [] and not q.busy() and q.wait_idle(0)
+        training.submit([_cfg(tiny_folder), RunConfig(train=TrainConfig(epochs=0))])
+    assert RunStore(settings.runs_dir).list_runs() == [] and not training.busy()
 
 
-@pytest.mark.timeout(300)
-def test_real_run_through_the_queue_lands_in_the_run_store(settings, tiny_folder):
-    q = JobQueue()
-    cfg = RunConfig(
-        data=DataConfig(source=str(tiny_folder), img_size=32),
-        model=ModelConfig(backbone="efficientnet_lite0", regime="transfer"),
-        train=TrainConfig(epochs=2),
-    )
-    job = q.submit(cfg, settings)
-    assert q.wait_idle(120)
-    done = q.get(job.id)
-    assert done.state == "finished" and done.run_dir
-    run = load_run(done.run_dir)
-    assert run.status == "finished" and len(run.metrics) == 2 and run.summary["test_acc"] == done.summary["test_acc"]
+@pytest.mark.slow
+def test_stop_is_the_launchers_or_the_teachers(settings, tiny_folder, training):
+    running, queued = training.submit([_long(tiny_folder), _cfg(tiny_folder)], owner="alice")
+    assert wait_until(lambda: training_now(settings, running))
+    assert status(settings, queued) == "queued"
+    with pytest.raises(NotYours):  # another student
+        training.stop(queued, owner="bob")
+    with pytest.raises(NotYours):  # a session without a token
+        training.stop(running, owner="")
+    assert training.stop(queued, owner="alice")
+    assert status(settings, queued) == "cancelled"  # at once, without the worker
+    assert training.stop(running, owner="bob", teacher=True)  # the teacher may stop anyone's
+    assert training.wait_idle(WAIT)
+    run, never = load_run(settings.runs_dir / running), load_run(settings.runs_dir / queued)
+    assert run.status == "interrupted" and len(run.metrics) < 200
+    assert never.status == "cancelled" and never.metrics == [] and not (never.dir / "split.json").exists()
+    assert not training.stop(running, owner="alice")  # already over
+
+
+@pytest.mark.slow
+def test_a_failing_run_does_not_stop_the_queue(settings, tiny_folder, training):
+    bad, good = training.submit([_cfg(tiny_folder.parent / "vanished"), _cfg(tiny_folder)])
+    assert training.wait_idle(WAIT)
+    failed = load_run(settings.runs_dir / bad)
+    assert failed.status == "failed" and "Dataset not found" in failed.error  # says why, in its folder
+    assert status(settings, good) == "finished"
+
+
+@pytest.mark.slow
+def test_a_queued_run_survives_a_server_restart(settings, tiny_folder):
+    # the last server queued a run and went away before its worker took it
+    run_id = RunStore(settings.runs_dir).enqueue(_cfg(tiny_folder).to_dict(), owner="alice")
+    restarted = Training(settings, idle_seconds=3)
+    restarted.wake()  # what shared_training() does when the new server starts
+    try:
+        assert restarted.wait_idle(WAIT)
+        assert status(settings, run_id) == "finished" and restarted.workers_started == 1
+    finally:
+        restarted.shutdown()
+
+
+@pytest.mark.slow
+def test_stopping_the_server_keeps_the_run_interrupted_and_the_queue_for_the_next(settings, tiny_folder, training):
+    running, waiting = training.submit([_long(tiny_folder), _cfg(tiny_folder)])
+    assert wait_until(lambda: training_now(settings, running))
+    training.shutdown()  # SIGTERM to the worker, as when the server stops
+    run = load_run(settings.runs_dir / running)
+    assert run.status == "interrupted" and run.summary["status"] == "interrupted"  # ended cleanly, after a batch
+    assert status(settings, waiting) == "queued"  # left for the next server
+    restarted = Training(settings, idle_seconds=3)
+    restarted.wake()
+    try:
+        assert restarted.wait_idle(WAIT) and status(settings, waiting) == "finished"
+    finally:
+        restarted.shutdown()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_leaves_an_interrupted_run_and_the_queue_goes_on(settings, tiny_folder, training):
+    killed, next_one = training.submit([_long(tiny_folder), _cfg(tiny_folder)])
+    assert wait_until(lambda: training_now(settings, killed))
+    os.kill(training.worker_pid(), signal.SIGKILL)  # no handler, no summary: only the lock goes with it
+    assert wait_until(lambda: status(settings, killed) == "interrupted", 30)
+    assert training.wait_idle(WAIT)
+    run = load_run(settings.runs_dir / killed)
+    assert run.summary == {} and "ended before the run finished" in run.error
+    assert status(settings, next_one) == "finished" and training.workers_started == 2  # a new worker took over
+
+
+@pytest.mark.slow
+def test_a_run_that_does_not_stop_in_time_is_killed(settings, tiny_folder, training, monkeypatch):
+    monkeypatch.setattr(jobs, "STOP_GRACE_SECONDS", 0.0)  # a step that never ends, as seen from the server
+    run_id = training.submit([_long(tiny_folder)], owner="alice")[0]
+    assert wait_until(lambda: training_now(settings, run_id))
+    pid = training.worker_pid()
+    training.stop(run_id, owner="alice")
+    assert wait_until(lambda: status(settings, run_id) == "interrupted", 30)
+    assert wait_until(lambda: training.worker_pid() != pid, 30)  # the worker was killed, not asked

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from core.app.jobs import JobQueue
 from core.app.live import LiveRun, group_view, latest_group, latest_race, progress_fraction, progress_text
 from core.app.plots import REGIME_COLOURS, CurveSeries, race_figure
 from core.runs.store import RunRecord, RunStore
@@ -45,7 +43,7 @@ def test_race_figure_overlays_runs_with_styles_and_best_epoch():
 
 
 @pytest.mark.slow
-def test_group_view_merges_queued_jobs_with_runs_in_the_store(settings, tiny_folder):
+def test_group_view_shows_a_launch_from_the_store_with_queue_positions(settings, tiny_folder):
     group = new_group_id()
     cfg = RunConfig(
         data=DataConfig(source=str(tiny_folder), img_size=32),
@@ -53,32 +51,32 @@ def test_group_view_merges_queued_jobs_with_runs_in_the_store(settings, tiny_fol
         train=TrainConfig(epochs=1),
         group=group,
     )
-    # one run made elsewhere (e.g. the CLI), one through this process's queue, one cancelled while queued
+    store = RunStore(settings.runs_dir)
+    # a finished run of the launch (e.g. from the CLI), two queued behind it, one of them cancelled, and a run
+    # of another launch queued before them
     outside = train_run(cfg, settings)
-    queue = JobQueue()
-    job = queue.submit(cfg, settings, label="queued transfer")
-    queue.wait_idle(120)
-    # and an earlier launch: a copy of the outside run in an older group
-    old = Path(outside["run_dir"]).with_name("00000000-000000-transfer-efficientnet_lite0-old0")
-    shutil.copytree(outside["run_dir"], old)
-    config = json.loads((old / "config.json").read_text())
-    (old / "config.json").write_text(json.dumps({**config, "group": "g-0-old"}))
-    stored = RunStore(settings.runs_dir).list_runs()
-    assert latest_group(stored, queue) == latest_group(stored) == group
-    view = group_view(group, stored, queue)
-    assert [v.label for v in view] == ["queued transfer", "Transfer learning"]
-    assert all(v.state == "finished" and len(v.metrics) == 1 and v.summary["test_acc"] is not None for v in view)
-    assert view[1].run_id == outside["run_id"] and view[0].run_id == queue.get(job.id).run_id
-    assert view[0].job_id is None  # over: nothing left to stop
-    assert [v.run_id for v in group_view("g-0-old", stored, queue)] == [old.name]  # only the old run, from the store
-    assert old.name not in {v.run_id for v in view}
+    other = store.enqueue({**cfg.to_dict(), "group": "g-0-other"})
+    first = store.enqueue(cfg.to_dict(), owner="alice")
+    cancelled = store.enqueue({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "regime": "full"}}, owner="bob")
+    second = store.enqueue({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "regime": "scratch"}})
+    assert store.request_stop(cancelled, by="bob")
+    stored = store.list_runs()
+    assert latest_group(stored) == group
+    view = group_view(group, stored)
+    assert [v.run_id for v in view] == [outside["run_id"], first, cancelled, second]  # in launch order
+    assert [v.state for v in view] == ["finished", "queued", "cancelled", "queued"]
+    assert [v.position for v in view] == [None, 2, None, 3]  # the other launch's run is first in line
+    assert [v.label for v in view] == ["Transfer learning", "Transfer learning", "Fine-tune everything", "From scratch"]
+    assert view[0].summary["test_acc"] is not None and len(view[0].metrics) == 1
+    assert view[1].owner == "alice" and progress_text(view[1]) == "queued — position 2"
+    assert [v.run_id for v in group_view("g-0-other", stored)] == [other]  # only that launch
 
 
 def _record(run_id: str, group, status: str = "finished") -> RunRecord:
     return RunRecord(run_id=run_id, dir=Path("/nowhere") / run_id, status=status, config={"group": group})
 
 
-def test_latest_group_counts_the_queue_and_latest_race_picks_what_to_compare(settings):
+def test_latest_group_and_latest_race_pick_what_to_compare():
     old, new = new_group_id(), new_group_id()
     runs = [  # as the store lists them: newest first
         _record("r7", None),
@@ -96,15 +94,6 @@ def test_latest_group_counts_the_queue_and_latest_race_picks_what_to_compare(set
     assert latest_race(ungrouped) == ["r7", "r5", "r2"]  # else the newest finished runs...
     assert latest_race(ungrouped * 2) == ["r7", "r5", "r2", "r7"]  # ...four of them at most
     assert latest_race([]) == [] and latest_group([]) is None
-
-    # a job queued in a newer group is the latest one, before any of its runs reaches the store
-    queue = JobQueue(runner=lambda config, settings, **kwargs: {"status": "finished"})
-    newest = RunConfig(
-        data=DataConfig(source="sample"), model=ModelConfig(backbone="efficientnet_lite0"), group=new_group_id()
-    )
-    queue.submit(newest, settings)
-    assert queue.wait_idle(30)
-    assert latest_group(runs, queue) == newest.group and latest_group(runs) == new
 
 
 def test_group_ids_sort_by_launch_time_even_within_a_second():
@@ -131,6 +120,7 @@ def test_progress_text_and_fraction():
     assert progress_fraction(r) == 0.375
     assert progress_text(r) == "epoch 2/4 · batch 5/10 · 123 img/s · ETA 1:15"
     assert progress_text(LiveRun("x", "t", "b", "queued", position=2)) == "queued — position 2"
+    assert progress_text(replace(r, stopping=True)) == "stopping after this batch…"
     feats = LiveRun(
         "x",
         "t",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -120,18 +121,20 @@ def test_runs_survive_a_restart_and_crashes_show_as_interrupted(tiny_folder, set
     assert r.config["model"]["regime"] == "transfer" and r.config["resolved"]["classes"][0] == "daisy"
     assert RunConfig.from_dict(r.config).train.epochs == 2
 
-    # a run whose process died mid-way: status says running, pid is gone, no summary
+    # a run whose process died mid-way: status says running, no summary, and its lock went with the process
     crashed = RunStore(settings.runs_dir).create("scratch", "resnet18")
     crashed.write_config(r.config)
     crashed.write_status("running", started_at="x")
-    status = json.loads((crashed.dir / "status.json").read_text())
-    status["pid"] = 2**22 + 12345  # no such process
-    (crashed.dir / "status.json").write_text(json.dumps(status))
     crashed.append_metrics({"epoch": 1, "val_acc": 0.5})
     with open(crashed.dir / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "val_a')  # torn line from the crash
+    assert load_run(crashed.dir).status == "running"  # held by this (live) process so far
+    crashed.release()  # what the operating system does when the process dies
     rec = load_run(crashed.dir)
     assert rec.status == "interrupted" and rec.metrics == [{"epoch": 1, "val_acc": 0.5}]
+    # its PID reused by another live process (here: this one) does not bring it back to life
+    assert json.loads((crashed.dir / "status.json").read_text())["pid"] == os.getpid()
+    assert load_run(crashed.dir).status == "interrupted"
 
     # a run still being written by a live process shows as running
     live = RunStore(settings.runs_dir).create("full", "resnet18")

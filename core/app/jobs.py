@@ -1,187 +1,181 @@
-"""One training queue per process, shared by every browser session of the app.
+"""Training for the app: a launch queues runs in the run store, and one worker process trains them.
 
-A classroom of students pressing "Train" at once must not oversubscribe a 2-core CPU: jobs run one at a
-time on a single worker thread, in submission order; queued jobs know their position. The worker never
-touches the UI: it calls :func:`core.training.train.train_run`, which writes everything to the run store, and keeps
-a small in-memory view (state, last progress, run id) for the pages to poll.
+A classroom of students pressing "Train" at once must not oversubscribe a 2-core CPU, nor stall the pages:
+:meth:`Training.submit` writes each run's folder with status *queued* and returns at once; a worker
+process (:mod:`core.training.worker`) trains the queue oldest first. The queue is the run store, so it
+survives a restart, and everything the pages show is read from there.
+
+This module supervises the worker from the server, on a small monitor thread that runs while anything is
+queued or running:
+
+* it starts the worker when runs are queued — also right after the server starts, which resumes a queue
+  the last server left — and starts another when it dies (a run killed mid-batch shows *interrupted*, the
+  next one starts);
+* it makes Stop always work: the worker sees a stop request at its next batch and keeps the run as
+  *interrupted*; if the run has not ended ``STOP_GRACE_SECONDS`` later, the worker is killed.
+
+Stop belongs to whoever launched the run (the browser session's ``owner`` token) and to the teacher.
 """
 
 from __future__ import annotations
 
-import itertools
+import multiprocessing
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
 
 from core.errors import TransferLabError
+from core.files import is_locked
+from core.runs.listing import Listing, shared_listing
+from core.runs.store import RunRecord, RunStore
 from core.settings import Settings
 from core.training.config import RunConfig
-from core.training.events import BatchEnd, PhaseProgress, RunEnd, RunStarted
-from core.training.train import progress_dict, train_run
+from core.training.worker import IDLE_SECONDS, main, worker_lock
 
-ACTIVE = ("queued", "running")  # the other states: finished, interrupted, failed, cancelled
-
-
-@dataclass
-class Job:
-    id: str
-    config: RunConfig
-    settings: Settings
-    label: str = ""
-    state: str = "queued"
-    submitted_at: float = field(default_factory=time.time)
-    started_at: Optional[float] = None
-    ended_at: Optional[float] = None
-    run_id: Optional[str] = None
-    run_dir: Optional[str] = None
-    progress: Dict = field(default_factory=dict)
-    summary: Dict = field(default_factory=dict)
-    error: str = ""
-    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
+STOP_GRACE_SECONDS = 15.0  # a run that has not stopped this long after Stop is ended by killing the worker
+MONITOR_SECONDS = 0.5
+RESTART_SECONDS = 2.0  # a worker that died this soon after starting is not restarted at once (no spawn storm)
 
 
-Runner = Callable[..., Dict]
+class NotYours(TransferLabError):
+    """Stop pressed on a run another browser session launched."""
 
 
-class JobQueue:
-    """Run :class:`~core.training.config.RunConfig` jobs one at a time on a background thread."""
+def may_stop(run, owner: str, teacher: bool = False) -> bool:
+    """Whether a browser session (``owner``, its token; ``teacher`` when it is in teacher mode) may stop ``run``
+    (a :class:`RunRecord` or a :class:`~core.app.live.LiveRun`: anything with ``active`` and ``owner``)."""
+    return run.active and (teacher or (bool(owner) and run.owner == owner))
 
-    def __init__(self, runner: Optional[Runner] = None):
-        self._runner = runner or train_run
-        self._jobs: Dict[str, Job] = {}
-        self._order: List[str] = []
+
+class Training:
+    """The queue of one run store, as the app sees it: submit, stop, and watch (through :attr:`listing`)."""
+
+    def __init__(self, settings: Settings, idle_seconds: float = IDLE_SECONDS):
+        self.settings = settings
+        self.store = RunStore(settings.runs_dir)
+        self.listing: Listing = shared_listing(settings.runs_dir)
+        self.idle_seconds = idle_seconds
+        self._spawn = multiprocessing.get_context("spawn")  # a clean process: no copy of the server's threads
+        self._process = None
+        self._started_at = -float("inf")
+        self._monitor: Optional[threading.Thread] = None
+        self._stops: Dict[str, float] = {}  # run id -> when Stop was pressed
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._ids = itertools.count(1)
-        self._thread: Optional[threading.Thread] = None
+        self.workers_started = 0
 
     # --------------------------------------------------------------------------------------------- public
 
-    def submit(self, config: RunConfig, settings: Optional[Settings] = None, label: str = "") -> Job:
-        """Queue a run; returns a snapshot of its job. Validates the config first (raises ConfigError)."""
-        config.validate()
-        with self._lock:
-            job = Job(
-                id=f"job-{next(self._ids)}",
-                config=config,
-                settings=settings or Settings.from_env(),
-                label=label or f"{config.model.regime} · {config.model.backbone}",
-            )
-            self._jobs[job.id] = job
-            self._order.append(job.id)
-            self._ensure_worker()
-            self._wake.notify_all()
-            return replace(job)
+    def submit(self, configs: Iterable[RunConfig], owner: str = "") -> List[str]:
+        """Queue runs (all of them, or none when one is invalid: raises ConfigError); their run ids."""
+        configs = [cfg.validate() for cfg in configs]
+        ids = [self.store.enqueue(cfg.to_dict(), owner) for cfg in configs]
+        self.wake()
+        return ids
 
-    def stop(self, job_id: str) -> bool:
-        """Stop a running job after its current batch, or cancel a queued one. False if already over."""
+    def stop(self, run_id: str, owner: str, teacher: bool = False) -> bool:
+        """Stop a running run after its current batch, or cancel a queued one. False when it is already over;
+        :class:`NotYours` when this session may not stop it."""
+        run = self.store.get(run_id)
+        if not run.active:
+            return False
+        if not may_stop(run, owner, teacher):
+            raise NotYours(f"Run {run_id} was launched by another browser; only it, or the teacher, can stop it.")
+        if not self.store.request_stop(run_id, by="teacher" if teacher else owner):
+            return False
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or not job.active:
-                return False
-            job.stop_event.set()
-            if job.state == "queued":
-                job.state, job.ended_at = "cancelled", time.time()
-                self._wake.notify_all()
-            return True
+            self._stops[run_id] = time.monotonic()
+        self.wake()
+        return True
 
-    def jobs(self) -> List[Job]:
-        """Snapshots of every job, in submission order."""
-        with self._lock:
-            return [replace(self._jobs[i]) for i in self._order]
-
-    def get(self, job_id: str) -> Optional[Job]:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            return replace(job) if job else None
-
-    def position(self, job_id: str) -> Optional[int]:
-        """0 while running, k >= 1 for the k-th queued job, None when over or unknown."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or not job.active:
-                return None
-            if job.state == "running":
-                return 0
-            queued = [i for i in self._order if self._jobs[i].state == "queued"]
-            return queued.index(job_id) + 1
+    def runs(self) -> List[RunRecord]:
+        """The store's runs, newest first, from the server's shared listing (at most half a second old)."""
+        return self.listing.runs()
 
     def busy(self) -> bool:
-        with self._lock:
-            return self._busy()
+        return any(r.active for r in self.runs())
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until no job is queued or running (for tests and scripts). True if it became idle."""
-        with self._wake:  # notified whenever a job ends (finished, failed, interrupted or cancelled)
-            return self._wake.wait_for(lambda: not self._busy(), timeout)
+        """Block until nothing is queued or running (for tests and scripts). True if it became idle."""
+        end = time.monotonic() + timeout
+        while any(r.active for r in self.listing.runs(max_age=0)):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.1)  # the worker is another process, and the store announces nothing: poll it
+        return True
 
-    # ------------------------------------------------------------------------------------------- worker
-
-    def _busy(self) -> bool:  # with the lock held
-        return any(j.active for j in self._jobs.values())
-
-    def _ensure_worker(self) -> None:
-        # A daemon thread rather than a ThreadPoolExecutor(max_workers=1): the executor's workers are joined at
-        # interpreter exit after running everything still queued, so one Ctrl-C would wait for the whole race.
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._work, name="transferlab-train-queue", daemon=True)
-            self._thread.start()
-
-    def _next(self) -> Optional[Job]:
-        for i in self._order:
-            if self._jobs[i].state == "queued":
-                return self._jobs[i]
-        return None
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                job = self._next()
-                while job is None:
-                    if not self._wake.wait(timeout=30):
-                        if self._next() is None:  # idle: let the thread end; submit() starts a new one
-                            self._thread = None
-                            return
-                    job = self._next()
-                job.state, job.started_at = "running", time.time()
-            self._run(job)
-
-    def _run(self, job: Job) -> None:
-        def on_event(event) -> None:
-            with self._lock:
-                if isinstance(event, RunStarted):
-                    job.run_id, job.run_dir = event.run_id, event.run_dir
-                elif isinstance(event, (BatchEnd, PhaseProgress)):
-                    job.progress = progress_dict(event)
-                elif isinstance(event, RunEnd):
-                    job.summary = dict(event.summary)
-
-        try:
-            summary = self._runner(job.config, job.settings, on_event=on_event, should_stop=job.stop_event.is_set)
-            state, error = summary.get("status", "finished"), ""
-        except TransferLabError as e:
-            summary, state, error = {}, "failed", str(e)
-        except Exception as e:  # a bug: keep the queue alive, show what happened
-            summary, state, error = {}, "failed", f"{type(e).__name__}: {e}"
+    def wake(self) -> None:
+        """Make sure the monitor runs (it starts the worker when runs are queued)."""
         with self._lock:
-            job.summary = summary or job.summary
-            job.state, job.error, job.ended_at = state, error, time.time()
-            self._wake.notify_all()  # wakes wait_idle()
+            if self._monitor is None or not self._monitor.is_alive():
+                self._monitor = threading.Thread(target=self._watch, name="transferlab-training", daemon=True)
+                self._monitor.start()
+
+    def worker_pid(self) -> Optional[int]:
+        with self._lock:
+            return self._process.pid if self._process is not None and self._process.is_alive() else None
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop the worker (its run is kept as interrupted, the queue stays for the next start)."""
+        with self._lock:
+            process = self._process
+        if process is not None and process.is_alive():
+            process.terminate()  # SIGTERM: the worker stops after the current batch
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+
+    # ------------------------------------------------------------------------------------------- monitor
+
+    def _watch(self) -> None:
+        while True:
+            runs = self.listing.runs(max_age=0)  # fresh: a run queued just before wake() must be seen
+            queued = any(r.status == "queued" for r in runs)
+            running = {r.run_id for r in runs if r.status == "running"}
+            with self._lock:
+                alive = self._process is not None and self._process.is_alive()
+                if (
+                    queued
+                    and not alive
+                    and time.monotonic() - self._started_at > RESTART_SECONDS
+                    and not is_locked(worker_lock(self.store.dir))
+                ):
+                    self._start_worker()
+                    alive = True
+                self._escalate_stops(running, alive)
+                if not queued and not running and not alive:
+                    self._monitor = None
+                    return
+            time.sleep(MONITOR_SECONDS)
+
+    def _start_worker(self) -> None:  # with the lock held
+        self._process = self._spawn.Process(
+            target=main, args=(self.settings, self.idle_seconds), name="transferlab-worker", daemon=True
+        )
+        self._process.start()
+        self._started_at = time.monotonic()
+        self.workers_started += 1
+
+    def _escalate_stops(self, running: set, alive: bool) -> None:  # with the lock held
+        now = time.monotonic()
+        for run_id, asked in list(self._stops.items()):
+            if run_id not in running:
+                del self._stops[run_id]  # it stopped
+            elif alive and now - asked > STOP_GRACE_SECONDS:
+                self._process.kill()  # a step that never ends: the run shows interrupted, the queue goes on
+                del self._stops[run_id]
 
 
-_shared: Optional[JobQueue] = None
+_shared: Dict[Path, Training] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_queue() -> JobQueue:
-    """The process-wide queue every app session submits to."""
-    global _shared
+def shared_training(settings: Settings) -> Training:
+    """The process-wide :class:`Training` of ``settings``' run store, which every browser session uses. The
+    first call (at server start) resumes a queue left by the last server."""
+    key = Path(settings.runs_dir).resolve()
     with _shared_lock:
-        if _shared is None:
-            _shared = JobQueue()
-        return _shared
+        if key not in _shared:
+            _shared[key] = Training(settings)
+            _shared[key].wake()
+        return _shared[key]

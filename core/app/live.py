@@ -1,9 +1,9 @@
-"""The live view of a launch: queued jobs (in this process's shared queue) merged with the run store.
+"""The live view of a launch, read from the run store (through the server's shared listing).
 
-The run store is the source of truth — a run launched from the CLI, by another browser session, or before
-the app restarted shows up the same — and the queue adds what only it knows: queue positions, and the
-ability to stop a job. Pages call :func:`latest_group` and :func:`group_view` about once a second;
-Compare starts from :func:`latest_race`.
+The run store is the only source of truth — a run launched from the CLI, by another browser session, or before
+the app restarted shows up the same, queued runs included (the queue lives in the store: core.app.jobs).
+Pages call :func:`latest_group` and :func:`group_view` about once a second; Compare starts from
+:func:`latest_race`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from core.app.jobs import JobQueue
 from core.models.regimes import REGIMES
-from core.runs.store import RunRecord
+from core.runs.store import ACTIVE, RunRecord
 
 
 @dataclass
@@ -22,9 +21,10 @@ class LiveRun:
     regime: str
     backbone: str
     state: str  # queued, running, finished, interrupted, failed, cancelled, corrupt
-    job_id: Optional[str] = None  # set when this process's queue can stop it
-    position: Optional[int] = None  # 0 running, k >= 1 queued
-    run_id: Optional[str] = None
+    run_id: str = ""
+    position: Optional[int] = None  # 0 running, k >= 1 the k-th in the queue
+    owner: str = ""  # the browser session that launched it
+    stopping: bool = False  # Stop was pressed; it ends after the current batch
     run_dir: Optional[str] = None
     metrics: List[Dict] = field(default_factory=list)
     progress: Dict = field(default_factory=dict)
@@ -34,7 +34,7 @@ class LiveRun:
 
     @property
     def active(self) -> bool:
-        return self.state in ("queued", "running")
+        return self.state in ACTIVE
 
     @property
     def seconds(self) -> Optional[float]:
@@ -42,13 +42,9 @@ class LiveRun:
         return self.summary.get("wall_seconds")
 
 
-def latest_group(runs: List[RunRecord], queue: Optional[JobQueue] = None) -> Optional[str]:
-    """The newest launch group among ``runs`` (as listed by :meth:`RunStore.list_runs`) and ``queue``'s jobs."""
-    groups = {r.config.get("group") for r in runs}
-    if queue is not None:
-        groups |= {j.config.group for j in queue.jobs()}
-    groups.discard(None)
-    groups.discard("")
+def latest_group(runs: List[RunRecord]) -> Optional[str]:
+    """The newest launch group among ``runs`` (as listed by :meth:`RunStore.list_runs`)."""
+    groups = {r.config.get("group") for r in runs} - {None, ""}
     return max(groups) if groups else None
 
 
@@ -61,36 +57,18 @@ def latest_race(runs: List[RunRecord], fallback: int = 4) -> List[str]:
     return [r.run_id for r in runs if r.status == "finished"][:fallback]
 
 
-def group_view(group: str, runs: List[RunRecord], queue: Optional[JobQueue]) -> List[LiveRun]:
-    """Every run of ``group`` among ``runs`` (the run store, listed once by the caller) and the queue,
-    in launch order."""
-    records = {r.run_id: r for r in runs if r.config.get("group") == group}
-    out: List[LiveRun] = []
-    for job in queue.jobs() if queue is not None else []:
-        if job.config.group != group:
-            continue
-        rec = records.pop(job.run_id, None) if job.run_id else None
-        state = job.state
-        if rec is not None and not job.active:
-            state = rec.status  # the store has the final word once the job is over
-        out.append(
-            LiveRun(
-                label=job.label,
-                regime=job.config.model.regime,
-                backbone=job.config.model.backbone,
-                state=state,
-                job_id=job.id if job.active else None,
-                position=queue.position(job.id),
-                run_id=job.run_id,
-                run_dir=job.run_dir,
-                metrics=rec.metrics if rec else [],
-                progress=(rec.progress if rec and rec.progress else job.progress),
-                summary=rec.summary if rec else job.summary,
-                error=job.error or (rec.error if rec else ""),
-                plan=job.config.plan,
-            )
-        )
-    for rec in sorted(records.values(), key=lambda r: r.run_id):  # runs this process did not launch
+def queue_positions(runs: List[RunRecord]) -> Dict[str, int]:
+    """{run id: 0 when running, k for the k-th queued run} over the whole store, first in line first."""
+    queued = sorted((r for r in runs if r.status == "queued"), key=lambda r: (r.queued_at or 0, r.run_id))
+    return {**{r.run_id: 0 for r in runs if r.status == "running"}, **{r.run_id: k for k, r in enumerate(queued, 1)}}
+
+
+def group_view(group: str, runs: List[RunRecord]) -> List[LiveRun]:
+    """Every run of ``group`` among ``runs`` (the run store, listed once by the caller), in launch order."""
+    members = [r for r in runs if r.config.get("group") == group]
+    positions = queue_positions(runs) if any(r.active for r in members) else {}
+    out = []
+    for rec in sorted(members, key=lambda r: (r.queued_at or 0, r.run_id)):
         model = rec.config.get("model", {})
         regime = REGIMES.get(model.get("regime", ""))
         out.append(
@@ -100,6 +78,9 @@ def group_view(group: str, runs: List[RunRecord], queue: Optional[JobQueue]) -> 
                 backbone=model.get("backbone", ""),
                 state=rec.status,
                 run_id=rec.run_id,
+                position=positions.get(rec.run_id),
+                owner=rec.owner,
+                stopping=rec.stop_requested and rec.active,
                 run_dir=str(rec.dir),
                 metrics=rec.metrics,
                 progress=rec.progress,
@@ -143,6 +124,8 @@ def progress_text(run: LiveRun) -> str:
         return f"queued — position {run.position}" if run.position else "queued"
     if run.state != "running":
         return run.state
+    if run.stopping:
+        return "stopping after this batch…"
     if p.get("phase") == "train":
         eta = p.get("eta_seconds") or 0
         return (

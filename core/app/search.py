@@ -18,7 +18,7 @@ from core.data.imagefolder import ImageFolderListing, scan_image_folder
 from core.models.backbones import BACKBONES, pick_pretrained_backbone
 from core.retrieval.embedders import EmbedderConfig
 from core.runs.compare import run_label
-from core.runs.store import RunStore
+from core.runs.listing import shared_listing
 from core.settings import Settings
 
 FRAME_PX = 6  # the coloured frame around a neighbour's thumbnail
@@ -41,7 +41,7 @@ def deep_sources(settings: Settings) -> Dict[str, Tuple[str, EmbedderConfig]]:
             f"ImageNet {BACKBONES[name].display} (downloads weights)",
             EmbedderConfig(backbone=name),
         )
-    for run in RunStore(settings.runs_dir).list_runs():
+    for run in shared_listing(settings.runs_dir).runs(max_age=0):
         if run.status == "finished" and run.has_checkpoint:
             out[f"run:{run.run_id}"] = (f"Fine-tuned run: {run_label(run)}", EmbedderConfig(run=str(run.dir)))
     return out

@@ -42,6 +42,8 @@ from core.files import remove_stale_files
 from core.progress import ProgressFn, no_progress
 
 MARKER = ".complete"  # written into a folder once its extraction has fully succeeded
+EXTRACTIONS = "zips"  # under the cache dir: where extract_zip puts each zip, in a folder named by its hash
+NAME_CHARS = 16  # hex digits of the SHA-256 naming an extracted zip (and its upload: core.data.uploads)
 MAX_ZIP_BYTES = 4 * 1024**3  # total uncompressed size accepted from an uploaded zip
 MAX_ZIP_MEMBERS = 200_000  # entries accepted from an uploaded zip
 
@@ -447,8 +449,8 @@ def extract_zip(
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise DataError(f"{zip_path} does not exist; upload or choose a .zip file of class folders.")
-    zips_dir = Path(cache_dir) / "zips"
-    dest = zips_dir / _sha256(zip_path)[:16]
+    zips_dir = Path(cache_dir) / EXTRACTIONS
+    dest = zips_dir / _sha256(zip_path)[:NAME_CHARS]
     if is_complete(dest):
         return _imagefolder_root(dest)
     zips_dir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import numpy as np
 from core.data.decode import ImageDecodeError, unusable_photo
 from core.data.imagefolder import ImageFolderListing, scan_image_folder
 from core.data.tensor_cache import file_stats, stats_fingerprint
+from core.data.uploads import lease_source
 from core.errors import ConfigError, DataError
 from core.files import atomic_write
 from core.lru import LockedLRU
@@ -343,74 +344,75 @@ def open_index(
     settings = settings or Settings.from_env()
     index_cfg = (index_cfg or IndexConfig()).validate()
     root = Path(root).expanduser().resolve()
-    started = time.perf_counter()
-    listing = listing or scan_image_folder(root, min_classes=1)
-    embedder = get_embedder(spec.embedder, embedder_cfg, settings)
-    path = index_path(root, method, embedder.key, settings)
-    entries = file_stats(root, listing.files)
-    fingerprint = stats_fingerprint(root, entries)
-    kind = index_cfg.kind_for(len(entries))
-    cfg_dict = asdict(index_cfg)
+    with lease_source(root, settings):  # an uploaded dataset is not evicted while its index is read
+        started = time.perf_counter()
+        listing = listing or scan_image_folder(root, min_classes=1)
+        embedder = get_embedder(spec.embedder, embedder_cfg, settings)
+        path = index_path(root, method, embedder.key, settings)
+        entries = file_stats(root, listing.files)
+        fingerprint = stats_fingerprint(root, entries)
+        kind = index_cfg.kind_for(len(entries))
+        cfg_dict = asdict(index_cfg)
 
-    def fresh(meta: dict) -> bool:
-        return (
-            meta["fingerprint"] == fingerprint
-            and meta["embedder_key"] == embedder.key
-            and meta["kind"] == kind
-            and (kind == "flat" or meta["index_config"] == cfg_dict)
-        )
+        def fresh(meta: dict) -> bool:
+            return (
+                meta["fingerprint"] == fingerprint
+                and meta["embedder_key"] == embedder.key
+                and meta["kind"] == kind
+                and (kind == "flat" or meta["index_config"] == cfg_dict)
+            )
 
-    def report(action: str, index: ImageIndex, embedded: int, reused: int) -> BuildReport:
-        return BuildReport(
-            method=method,
-            action=action,
-            images=len(index),
-            embedded=embedded,
-            reused_vectors=reused,
-            skipped=[e[0] for e in index.meta["skipped"]],
-            kind=index.kind,
-            embedder=embedder.description,
-            path=str(path),
-            seconds=time.perf_counter() - started,
-            recall=index.meta.get("recall"),
-        )
+        def report(action: str, index: ImageIndex, embedded: int, reused: int) -> BuildReport:
+            return BuildReport(
+                method=method,
+                action=action,
+                images=len(index),
+                embedded=embedded,
+                reused_vectors=reused,
+                skipped=[e[0] for e in index.meta["skipped"]],
+                kind=index.kind,
+                embedder=embedder.description,
+                path=str(path),
+                seconds=time.perf_counter() - started,
+                recall=index.meta.get("recall"),
+            )
 
-    cached = _open.get(str(path))
-    with _build_locks_lock:
-        lock = _build_locks.setdefault(str(path), threading.Lock())
-    if cached is not None and fresh(cached.meta):
-        _remember(cached)
-        return cached, report("reused", cached, 0, 0)
-    with lock:  # one build per index at a time; a second caller then finds the first one's result
-        saved = _load(path)
-        if saved is not None and saved[1]["embedder_key"] == embedder.key and fresh(saved[1]):
-            index = _wrap(spec, root, listing.classes, saved[0], saved[1], embedder, path)
-            _remember(index)
-            return index, report("reused", index, 0, 0)
-        b = _build(spec, root, entries, saved, embedder, kind, index_cfg, on_progress)
-        meta = {
-            "version": INDEX_VERSION,
-            "method": method,
-            "root": str(root),
-            "embedder_key": embedder.key,
-            "embedder": embedder.description,
-            "embedder_config": (embedder_cfg or EmbedderConfig()).to_dict(),
-            "index_config": cfg_dict,
-            "kind": kind,
-            "dim": embedder.dim,
-            "fingerprint": fingerprint,
-            "entries": b.entries,
-            "skipped": b.skipped,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "recall": None,
-        }
-        if kind == "hnsw":
-            on_progress(0, None, "measuring the approximate index's recall")
-            meta["recall"] = measure_recall(b.index, spec.metric, index_cfg.recall_k, index_cfg.recall_queries)
-        _save(path, b.index, meta)
-        built = _wrap(spec, root, listing.classes, b.index, meta, embedder, path)
-        _remember(built)
-        return built, report(b.action, built, b.embedded, b.reused)
+        cached = _open.get(str(path))
+        with _build_locks_lock:
+            lock = _build_locks.setdefault(str(path), threading.Lock())
+        if cached is not None and fresh(cached.meta):
+            _remember(cached)
+            return cached, report("reused", cached, 0, 0)
+        with lock:  # one build per index at a time; a second caller then finds the first one's result
+            saved = _load(path)
+            if saved is not None and saved[1]["embedder_key"] == embedder.key and fresh(saved[1]):
+                index = _wrap(spec, root, listing.classes, saved[0], saved[1], embedder, path)
+                _remember(index)
+                return index, report("reused", index, 0, 0)
+            b = _build(spec, root, entries, saved, embedder, kind, index_cfg, on_progress)
+            meta = {
+                "version": INDEX_VERSION,
+                "method": method,
+                "root": str(root),
+                "embedder_key": embedder.key,
+                "embedder": embedder.description,
+                "embedder_config": (embedder_cfg or EmbedderConfig()).to_dict(),
+                "index_config": cfg_dict,
+                "kind": kind,
+                "dim": embedder.dim,
+                "fingerprint": fingerprint,
+                "entries": b.entries,
+                "skipped": b.skipped,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "recall": None,
+            }
+            if kind == "hnsw":
+                on_progress(0, None, "measuring the approximate index's recall")
+                meta["recall"] = measure_recall(b.index, spec.metric, index_cfg.recall_k, index_cfg.recall_queries)
+            _save(path, b.index, meta)
+            built = _wrap(spec, root, listing.classes, b.index, meta, embedder, path)
+            _remember(built)
+            return built, report(b.action, built, b.embedded, b.reused)
 
 
 def _wrap(

@@ -4,16 +4,24 @@
 
     <runs_dir>/<run_id>/
         config.json     the RunConfig, plus what was resolved at start (classes, weights source, counts)
-        status.json     {"status": "running", "pid": ..., "host": ..., "started_at": ...}
+        status.json     {"status": "queued" | "running" | ..., "owner": ..., "pid": ..., "started_at": ...}
+        run.lock        flocked by the process training the run, for as long as it runs
+        stop.json       a request to stop (or, while queued, to cancel) the run
         split.json      the manifest: root, classes, train/val/test file lists
         metrics.jsonl   one JSON line per finished epoch, appended and fsynced
         progress.json   live progress (phase, epoch, batch, images/s, ETA), rewritten about once a second
         best.pt         state dict of the best epoch so far (by validation loss), replaced atomically
-        summary.json    written at the end: status finished / interrupted / failed, test accuracy, timings
+        summary.json    written at the end: status finished / interrupted / failed / cancelled, test accuracy...
         predictions.json  the best epoch's prediction for each test image (see core.runs.predictions)
 
-A run whose summary is missing and whose process is gone is shown as ``interrupted``; a folder that cannot
-be read is shown as ``corrupt`` — listing never fails because of one bad run.
+The store is also the training queue: a launch from the app writes each run's folder with status
+``queued`` (:meth:`RunStore.enqueue`), and the training worker (:mod:`core.training.worker`) claims them
+oldest first. So a queue survives a restart of the server.
+
+A run is ``running`` while its ``run.lock`` is held; the operating system releases it when the process
+dies, however it dies, and a reused PID cannot fake it. A run that says ``running`` without the lock is
+shown ``interrupted``; a folder that cannot be read is shown ``corrupt`` — listing never fails because of
+one bad run.
 """
 
 from __future__ import annotations
@@ -31,16 +39,31 @@ from typing import Dict, List, Optional
 import torch
 
 from core.errors import DataError
-from core.files import atomic_write, make_dirs, storage_error, strict_json, write_json_atomic
+from core.files import atomic_write, is_locked, make_dirs, storage_error, strict_json, try_lock, write_json_atomic
 
-STATUSES = ("running", "finished", "interrupted", "failed", "corrupt")
+STATUSES = ("queued", "running", "finished", "interrupted", "failed", "cancelled", "corrupt")
+ACTIVE = ("queued", "running")  # a run that is waiting or training: what Stop applies to
+ENDED = ("finished", "interrupted", "failed", "cancelled")  # what a summary can say
+LOCK_FILE, STOP_FILE = "run.lock", "stop.json"
 # The fields of one metrics.jsonl row (one finished epoch), in order.
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec",
                 "is_best", "img_size")  # fmt: skip
 
 
+CANCELLED = "stopped before it started"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def is_training(run_dir: Path, status: Dict) -> bool:
+    """Whether a process is training the run now: it holds ``run.lock``. Runs written before the lock
+    existed, or where flocks are not available, fall back to the PID in ``status.json``."""
+    if status.get("host") != socket.gethostname():
+        return False  # another machine's process: its lock and PID mean nothing here
+    held = is_locked(run_dir / LOCK_FILE) if (run_dir / LOCK_FILE).exists() else None
+    return _pid_alive(status) if held is None else held
 
 
 def _pid_alive(status: Dict) -> bool:
@@ -58,15 +81,33 @@ def _pid_alive(status: Dict) -> bool:
 
 
 class RunWriter:
-    """Writes one run's files as it progresses."""
+    """Writes one run's files as it progresses. :meth:`hold` marks the run as being trained by this process."""
 
-    def __init__(self, run_dir: Path, started_at: str = ""):
+    def __init__(self, run_dir: Path, started_at: str = "", owner: str = "", queued_at: Optional[int] = None):
         self.dir = Path(run_dir)
         self.started_at = started_at
+        self.owner = owner  # the browser session that launched it ("" from the command line)
+        self.queued_at = queued_at
+        self._lock = None
 
     @property
     def run_id(self) -> str:
         return self.dir.name
+
+    def hold(self) -> RunWriter:
+        """Take ``run.lock`` for as long as this process trains the run (see :func:`is_training`)."""
+        if self._lock is None:
+            self._lock = try_lock(self.dir / LOCK_FILE, wait=True)
+        return self
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def stop_requested(self) -> bool:
+        """Whether someone asked to stop this run (:meth:`RunStore.request_stop`): one stat, cheap per batch."""
+        return (self.dir / STOP_FILE).exists()
 
     def write_config(self, config: Dict) -> None:
         write_json_atomic(self.dir / "config.json", config)
@@ -80,6 +121,8 @@ class RunWriter:
                 "host": socket.gethostname(),
                 "started_at": self.started_at,
                 "updated_at": _now(),
+                "owner": self.owner,
+                **({"queued_at": self.queued_at} if self.queued_at is not None else {}),
                 **extra,
             },
         )
@@ -122,6 +165,14 @@ class RunRecord:
     progress: Dict = field(default_factory=dict)
     error: str = ""
     started_at: str = ""
+    owner: str = ""  # the browser session that launched it
+    queued_at: Optional[int] = None  # ns since the epoch, for runs launched into the queue: their order
+    stop_requested: bool = False
+    process: Dict = field(default_factory=dict)  # the host and pid that status.json names
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
 
     @property
     def has_checkpoint(self) -> bool:
@@ -185,7 +236,6 @@ def _json_object(path: Path) -> Dict:
 
 
 CONFIG_SECTIONS = ("data", "model", "train")
-ENDED = ("finished", "interrupted", "failed")  # what a summary can say
 
 
 def load_run(run_dir: Path) -> RunRecord:
@@ -200,6 +250,10 @@ def load_run(run_dir: Path) -> RunRecord:
         rec.config = config  # kept only when its sections are there: readers can rely on them
         status = _json_object(run_dir / "status.json") if (run_dir / "status.json").exists() else {}
         rec.started_at = str(status.get("started_at", ""))
+        rec.owner = str(status.get("owner") or "")
+        rec.queued_at = status.get("queued_at") if isinstance(status.get("queued_at"), int) else None
+        rec.stop_requested = (run_dir / STOP_FILE).exists()
+        rec.process = {k: status.get(k) for k in ("host", "pid")}
         rec.metrics = _read_metrics(run_dir / "metrics.jsonl")
         try:
             rec.progress = _json_object(run_dir / "progress.json")
@@ -211,7 +265,9 @@ def load_run(run_dir: Path) -> RunRecord:
                 raise ValueError(f"summary.json says the run is {summary['status']!r}, not {' / '.join(ENDED)}")
             rec.summary, rec.status = summary, summary.get("status", "finished")
             rec.error = str(summary.get("error", ""))
-        elif status.get("status") == "running" and status.get("host") == socket.gethostname() and _pid_alive(status):
+        elif status.get("status") == "queued":
+            rec.status, rec.error = ("cancelled", CANCELLED) if rec.stop_requested else ("queued", "")
+        elif status.get("status") == "running" and is_training(run_dir, status):
             rec.status = "running"
         else:
             rec.status = "interrupted"
@@ -221,17 +277,61 @@ def load_run(run_dir: Path) -> RunRecord:
     return rec
 
 
+def active_sources(runs: List[RunRecord]) -> List[str]:
+    """The data sources of the runs that are queued or running: what the upload cache must keep."""
+    return [r.config["data"]["source"] for r in runs if r.active and "source" in r.config.get("data", {})]
+
+
 class RunStore:
     def __init__(self, runs_dir: Path):
         self.dir = Path(runs_dir)
 
-    def create(self, regime: str, backbone: str) -> RunWriter:
+    def _new_folder(self, regime: str, backbone: str) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = make_dirs(self.dir) / f"{stamp}-{regime}-{backbone}-{secrets.token_hex(2)}"
-        make_dirs(run_dir)
-        writer = RunWriter(run_dir, started_at=_now())
+        return make_dirs(make_dirs(self.dir) / f"{stamp}-{regime}-{backbone}-{secrets.token_hex(2)}")
+
+    def create(self, regime: str, backbone: str) -> RunWriter:
+        """A new run, trained by this process from now on."""
+        writer = RunWriter(self._new_folder(regime, backbone), started_at=_now()).hold()
         writer.write_status("running")
         return writer
+
+    def enqueue(self, config: Dict, owner: str = "") -> str:
+        """A new run waiting in the queue (``config`` as :meth:`RunConfig.to_dict` gives it); its run id."""
+        model = config["model"]
+        writer = RunWriter(self._new_folder(model["regime"], model["backbone"]), owner=owner,
+                           queued_at=time.time_ns())  # fmt: skip
+        writer.write_config(config)
+        writer.write_status("queued")  # last: a reader sees a queued run only once its config is there
+        return writer.run_id
+
+    def queued(self) -> List[RunRecord]:
+        """The runs waiting in the queue (cancelled ones left out), first in line first."""
+        runs = [r for r in self.list_runs() if r.status == "queued"]
+        return sorted(runs, key=lambda r: (r.queued_at or 0, r.run_id))
+
+    def claim_next(self) -> Optional[RunWriter]:
+        """The first queued run, now held by this process and marked running; None when nothing waits. Runs
+        cancelled while queued get their final summary here. The caller (one worker per store: see
+        :mod:`core.training.worker`) trains the run and then calls :meth:`RunWriter.release`."""
+        for rec in self.queued():
+            writer = RunWriter(rec.dir, started_at=_now(), owner=rec.owner, queued_at=rec.queued_at).hold()
+            if writer.stop_requested():  # cancelled between listing and claiming
+                writer.write_summary({"run_id": rec.run_id, "status": "cancelled", "error": CANCELLED})
+                writer.release()
+                continue
+            writer.write_status("running")
+            return writer
+        return None
+
+    def request_stop(self, run_id: str, by: str = "") -> bool:
+        """Ask the run's trainer to stop it after the current batch (a queued run is cancelled). False when
+        the run is not queued or running."""
+        rec = self.get(run_id)
+        if not rec.active:
+            return False
+        write_json_atomic(rec.dir / STOP_FILE, {"by": by, "at": _now()})
+        return True
 
     def list_runs(self) -> List[RunRecord]:
         """Every run, newest first; damaged folders are included with status ``corrupt``."""

@@ -16,6 +16,7 @@ from core.data.imagefolder import scan_image_folder
 from core.data.sources import resolve_source
 from core.data.splits import SplitTensors, limit_per_class, split_key, stratified_split
 from core.data.tensor_cache import DecodedImages, load_images
+from core.data.uploads import lease_source
 from core.errors import DataError
 from core.progress import ProgressFn, no_progress
 from core.settings import Settings
@@ -36,11 +37,13 @@ class PreparedData:
 
 
 def prepare_data(cfg: DataConfig, settings: Settings, on_progress: ProgressFn = no_progress) -> PreparedData:
-    """Resolve the source, decode once (cached), split; raises :class:`DataError` on unusable data."""
-    root = resolve_source(cfg.source, settings, on_progress)
-    listing = scan_image_folder(root)
-    files, labels = limit_per_class(listing, cfg.limit_per_class, cfg.split_seed)
-    decoded = load_images(root, listing.classes, files, labels, cfg.img_size, settings.cache_dir, on_progress)
+    """Resolve the source, decode once (cached), split; raises :class:`DataError` on unusable data. An uploaded
+    zip is leased while it is read, so that the upload cache does not evict it meanwhile."""
+    with lease_source(cfg.source, settings):
+        root = resolve_source(cfg.source, settings, on_progress)
+        listing = scan_image_folder(root)
+        files, labels = limit_per_class(listing, cfg.limit_per_class, cfg.split_seed)
+        decoded = load_images(root, listing.classes, files, labels, cfg.img_size, settings.cache_dir, on_progress)
     if len(decoded) == 0:
         raise DataError(f"None of the {len(files)} image files in {root} could be read.")
     present = sorted(set(decoded.labels.tolist()))

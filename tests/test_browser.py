@@ -414,3 +414,42 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
             page.screenshot(path="/tmp/browser_search.png", full_page=True)
         except Exception:  # noqa: BLE001 - the screenshot is a debugging aid; never hide the real failure
             pass
+
+
+@pytest.fixture
+def classroom(monkeypatch):
+    """A server as a teacher runs it for a class: a teacher password, so no browser is the teacher by default.
+    (Requested before ``app_server``, which copies the environment.)"""
+    monkeypatch.setenv("TRANSFERLAB_TEACHER_PASSWORD", "tulips")
+
+
+@pytest.mark.timeout(300)
+def test_browser_a_student_cannot_stop_another_students_run(browser_page, classroom, app_server):
+    from playwright.sync_api import expect
+
+    base_url, runs_dir, log_path = app_server
+    alice, js_errors = browser_page
+    alice.goto(f"{base_url}/train", wait_until="domcontentloaded")
+    alice.get_by_text("notebook recipe").click()  # the course's settings: a long run, no machine measurement
+    for title in ("From scratch", "Transfer learning", "Fine-tune (first N frozen)"):
+        alice.get_by_text(title, exact=True).click()  # only "Fine-tune everything" stays checked
+    alice.get_by_role("button", name="Train selected").click()
+    alice.get_by_role("heading", name="The race").wait_for()
+    alice.get_by_text(re.compile(r"epoch \d+/\d+ · batch")).wait_for(timeout=120_000)  # training, in the worker
+    expect(alice.get_by_role("button", name="Stop")).to_have_count(1)  # her run: she may stop it
+
+    bob_context = alice.context.browser.new_context(viewport={"width": 1440, "height": 1000})
+    bob = bob_context.new_page()
+    bob.set_default_timeout(UI_TIMEOUT_MS)
+    bob.goto(f"{base_url}/train", wait_until="domcontentloaded")
+    bob.get_by_text(re.compile(r"epoch \d+/\d+ · batch")).wait_for()  # he sees the same race, live...
+    bob.get_by_text("another browser's").wait_for()
+    expect(bob.get_by_role("button", name="Stop")).to_have_count(0)  # ...without a Stop button
+
+    alice.get_by_role("button", name="Stop").click()
+    for page in (alice, bob):  # the run ends as interrupted, on both screens
+        page.get_by_text("⏹️").wait_for(timeout=60_000)
+    [run] = [d for d in runs_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert not _visible_problems(alice) and not _visible_problems(bob), _log_tail(log_path)
+    assert not js_errors, js_errors

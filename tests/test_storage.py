@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 
 import pytest
 
@@ -60,3 +61,39 @@ def test_temporary_files_of_killed_writes_are_removed_at_start(settings, capsys)
     os.utime(run / "summary.json", (1, 1))  # an old file that is not a temporary one stays
     assert main(["settings"]) == 0  # any command cleans up first
     assert not any(p.exists() for p in stale) and fresh.exists() and (run / "summary.json").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB tmpfs (root only; skips where mounting is not allowed), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.rglob(".*.tmp*"))
+
+
+def test_training_on_a_full_disk_says_so_and_leaves_no_temporary_file(small_disk, tiny_folder, settings, capsys):
+    runs = small_disk / "runs"
+    argv = ["train", "--data", str(tiny_folder), "--regime", "full", "--backbone", "efficientnet_lite0"]
+    assert main([*argv, "--img-size", "32", "--epochs", "1", "--runs-dir", str(runs), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "the disk is full" in err and str(runs) in err, err
+    assert "Traceback" not in err and _leftovers(small_disk) == []
+
+
+def test_a_read_only_runs_folder_says_so(small_disk, tiny_folder, settings, capsys):
+    runs = small_disk / "runs"
+    runs.mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)  # read-only even for root
+    argv = ["train", "--data", str(tiny_folder), "--regime", "transfer", "--backbone", "efficientnet_lite0"]
+    assert main([*argv, "--img-size", "32", "--epochs", "1", "--runs-dir", str(runs), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot write {runs}") and "read-only" in err, err
+    assert "Traceback" not in err

@@ -208,6 +208,8 @@ def thumbnails(items: list) -> None:
 
 def confusion_tab(chosen: list, labels: dict) -> None:
     usable = [r for r in chosen if r.has_checkpoint or (r.dir / "predictions.json").exists()]
+    # the saved predictions of ended runs first: a running run is evaluated (in this server) only when chosen
+    usable.sort(key=lambda r: r.active)
     if not usable:
         st.info("None of the chosen runs has a checkpoint yet (a run saves one after its first epoch).")
         return

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.app.jobs import NotYours, may_stop, shared_training
 from core.app.live import group_view, latest_group, progress_fraction, progress_text, race_timing
-from core.app.plots import CurveSeries, race_figure
+from core.app.plots import CurveSeries, race_figure_cached
 from core.app.tasks import shared_tasks
 from core.errors import TransferLabError
 from core.models.backbones import BACKBONES, get_backbone
@@ -24,7 +24,8 @@ from core.training.race import plan_for
 from core.training.throughput import cached as cached_throughput
 from core.training.throughput import probe
 
-LIVE_REFRESH_SECONDS = 1.0
+LIVE_REFRESH_SECONDS = 1.0  # the progress bars
+CHART_REFRESH_SECONDS = 3.0  # the race chart: it changes once an epoch, and costs far more to send
 STATE_ICONS = {
     "queued": "⏳",
     "running": "🏃",
@@ -116,9 +117,18 @@ def live_panel() -> None:
             )
         elif run.active and not run.stopping:
             c3.caption("another browser's", help="Only the browser that launched a run, or the teacher, can stop it.")
-    series = [CurveSeries(run.label, run.regime, run.metrics) for run in runs if run.metrics]
-    if series:
-        st.plotly_chart(race_figure(series), key="race", width="stretch")
+
+
+@st.fragment(run_every=CHART_REFRESH_SECONDS)
+def race_chart() -> None:
+    stored = training.runs()
+    group = latest_group(stored)
+    runs = group_view(group, stored) if group else []
+    shown = [run for run in runs if run.metrics]
+    if shown:
+        key = (group, tuple((run.run_id, len(run.metrics)) for run in shown))  # new curves: a new figure
+        series = [CurveSeries(run.label, run.regime, run.metrics) for run in shown]
+        st.plotly_chart(race_figure_cached(series, key), key="race", width="stretch")
         st.caption(
             "Against each run's own clock: solid validation · dashed training · ★ best epoch (lowest "
             "validation loss). A run that reaches its accuracy further left bought it for less."
@@ -199,6 +209,7 @@ st.title("🏋️ Train")
 if not dataset:
     st.warning("Choose a dataset in the sidebar first.")
     live_panel()  # a race launched earlier (or by another session) is still shown
+    race_chart()
     st.stop()
 st.caption(
     f"Dataset **{dataset['label']}** ({dataset['n']:,} images, {len(dataset['classes'])} classes) · "
@@ -318,3 +329,4 @@ if buttons.button("▶ Train selected", disabled=not chosen or (budget_mode and 
     launch(chosen)
 
 live_panel()
+race_chart()

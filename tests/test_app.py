@@ -71,6 +71,7 @@ def test_home_renders_on_a_fresh_offline_machine(settings):
     assert any(m.label == "Device" for m in at.metric)
 
 
+@pytest.mark.slow  # trains in the worker process
 def test_train_page_shows_counts_and_launches_a_run_with_live_curves(settings, training):
     at = train_page()
     text = " ".join(m.value for m in at.markdown)
@@ -132,6 +133,7 @@ def running(settings):
     return next((r for r in RunStore(settings.runs_dir).list_runs() if r.progress.get("phase") == "train"), None)
 
 
+@pytest.mark.slow  # trains in the worker process
 def test_stop_ends_a_running_run_and_keeps_it_interrupted(settings, training):
     at = train_page(regimes=("full",), epochs=20, img=64)
     at.button(key="run_selected").click().run()
@@ -147,6 +149,7 @@ def test_stop_ends_a_running_run_and_keeps_it_interrupted(settings, training):
     assert any("⏹️" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow  # trains in the worker process
 def test_stop_is_shown_only_to_the_session_that_launched_the_run(settings, training, monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_TEACHER_PASSWORD", "tulips")  # a classroom server: nobody is teacher by default
     alice, bob = train_page(regimes=("full",), epochs=20, img=64), train_page()
@@ -170,6 +173,7 @@ def test_stop_is_shown_only_to_the_session_that_launched_the_run(settings, train
     assert RunStore(settings.runs_dir).get(run_id).status == "interrupted"
 
 
+@pytest.mark.slow  # trains in the worker process
 def test_two_sessions_launching_at_once_queue_instead_of_running_in_parallel(settings, training):
     a, b = train_page(), train_page()
     a.button(key="run_selected").click()

@@ -31,7 +31,7 @@ from core.runs.compare import (
 )
 from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
 from core.runs.predictions import load_photo, load_predictions, predict_image
-from core.runs.store import RunStore
+from core.runs.store import RunStore, RunWriter
 from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.training.events import EpochEnd
@@ -84,6 +84,7 @@ def store(tmp_path_factory, session_cache, tiny_folder):
     config = json.loads((live / "config.json").read_text())
     (live / "config.json").write_text(json.dumps({**config, "group": "g-live"}))
     (live / "status.json").write_text(json.dumps({**status, "status": "running", "pid": os.getpid()}))
+    trainer = RunWriter(live).hold()  # its run.lock, held by "the training process": this one
     corrupt = settings.runs_dir / "20000101-000000-broken"
     corrupt.mkdir()
     (corrupt / "config.json").write_text("{")
@@ -93,6 +94,7 @@ def store(tmp_path_factory, session_cache, tiny_folder):
         "stopped": stopped,
         "killed": killed.name,
         "live": live.name,
+        "live_lock": trainer,  # held as long as the fixture lives
         "corrupt": corrupt.name,
         "folder": tiny_folder,
     }

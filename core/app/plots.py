@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Hashable, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.lru import LockedLRU
 from core.runs.store import best_epoch_metrics
 
 REGIME_COLOURS = {"scratch": "#d62728", "transfer": "#1f77b4", "finetune": "#ff7f0e", "full": "#2ca02c"}
@@ -81,6 +82,16 @@ class Traces:
 
     def into(self, fig: go.Figure) -> None:
         fig.add_traces(self.traces, rows=self.rows, cols=self.cols)
+
+
+_race_figures: LockedLRU[go.Figure] = LockedLRU(maxsize=16)
+
+
+def race_figure_cached(runs: Sequence[CurveSeries], key: Hashable) -> go.Figure:
+    """:func:`race_figure`, built once per ``key`` (which must change when the curves do, e.g. the run ids and
+    their numbers of epochs) for every viewer: building one costs the server more than anything else a live
+    panel does."""
+    return _race_figures.get_or_build(key, lambda: race_figure(runs))
 
 
 def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:

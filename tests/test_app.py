@@ -3,14 +3,12 @@ empty state (the rest of Compare is in test_compare.py)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.app.jobs import shared_training
 from core.runs.store import RunStore
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 
 APP = str(ROOT / "streamlit_app.py")
 K = "notebook recipe-efficientnet_lite0"  # widget-key suffix on the Train page for this preset and backbone
@@ -36,16 +34,6 @@ def train_page(regimes=("transfer",), epochs=2, img=32) -> AppTest:
         box = at.checkbox(key=f"regime-{name}")
         box.check() if name in regimes else box.uncheck()
     return at.run()
-
-
-def wait_for(predicate, timeout=120.0):
-    """Poll ``predicate`` (a state of files the worker process writes: nothing announces it) until it holds."""
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +125,7 @@ def running(settings):
 def test_stop_ends_a_running_run_and_keeps_it_interrupted(settings, training):
     at = train_page(regimes=("full",), epochs=20, img=64)
     at.button(key="run_selected").click().run()
-    assert wait_for(lambda: running(settings) is not None)
+    assert wait_until(lambda: running(settings) is not None)
     run_id = running(settings).run_id
     at.run()
     at.button(key=f"stop-{run_id}").click().run()
@@ -154,7 +142,7 @@ def test_stop_is_shown_only_to_the_session_that_launched_the_run(settings, train
     monkeypatch.setenv("TRANSFERLAB_TEACHER_PASSWORD", "tulips")  # a classroom server: nobody is teacher by default
     alice, bob = train_page(regimes=("full",), epochs=20, img=64), train_page()
     alice.button(key="run_selected").click().run()
-    assert wait_for(lambda: running(settings) is not None)
+    assert wait_until(lambda: running(settings) is not None)
     run_id = running(settings).run_id
     alice.run()
     bob.run()

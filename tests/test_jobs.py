@@ -4,10 +4,10 @@ of the server and the death of its worker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
-import time
 
 import pytest
 
@@ -16,6 +16,7 @@ from core.app.jobs import NotYours, Training
 from core.errors import ConfigError
 from core.runs.store import RunStore, load_run
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tests.helpers import wait_until
 
 WAIT = 180.0  # s: generous, for a loaded CPU; every wait below ends as soon as its state is reached
 
@@ -34,16 +35,6 @@ def _long(source) -> RunConfig:
     return _cfg(source, regime="full", epochs=200, img_size=64)
 
 
-def wait_until(predicate, timeout=WAIT) -> bool:
-    """Poll ``predicate`` (a state of files another process writes: nothing announces it) until it holds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def status(settings, run_id) -> str:
     return RunStore(settings.runs_dir).get(run_id).status
 
@@ -51,6 +42,17 @@ def status(settings, run_id) -> str:
 def training_now(settings, run_id) -> bool:
     run = RunStore(settings.runs_dir).get(run_id)
     return run.status == "running" and run.progress.get("phase") == "train"
+
+
+@contextlib.contextmanager
+def restarted_server(settings):
+    """A new server's training on the same store, as ``shared_training()`` makes it at start; stopped after."""
+    restarted = Training(settings, idle_seconds=3)
+    restarted.wake()
+    try:
+        yield restarted
+    finally:
+        restarted.shutdown()
 
 
 @pytest.fixture
@@ -97,7 +99,7 @@ def test_invalid_config_is_refused_at_submit_and_nothing_is_queued(settings, tin
 @pytest.mark.slow
 def test_stop_is_the_launchers_or_the_teachers(settings, tiny_folder, training):
     running, queued = training.submit([_long(tiny_folder), _cfg(tiny_folder)], owner="alice")
-    assert wait_until(lambda: training_now(settings, running))
+    assert wait_until(lambda: training_now(settings, running), WAIT)
     assert status(settings, queued) == "queued"
     with pytest.raises(NotYours):  # another student
         training.stop(queued, owner="bob")
@@ -126,35 +128,27 @@ def test_a_failing_run_does_not_stop_the_queue(settings, tiny_folder, training):
 def test_a_queued_run_survives_a_server_restart(settings, tiny_folder):
     # the last server queued a run and went away before its worker took it
     run_id = RunStore(settings.runs_dir).enqueue(_cfg(tiny_folder).to_dict(), owner="alice")
-    restarted = Training(settings, idle_seconds=3)
-    restarted.wake()  # what shared_training() does when the new server starts
-    try:
+    with restarted_server(settings) as restarted:
         assert restarted.wait_idle(WAIT)
         assert status(settings, run_id) == "finished" and restarted.workers_started == 1
-    finally:
-        restarted.shutdown()
 
 
 @pytest.mark.slow
 def test_stopping_the_server_keeps_the_run_interrupted_and_the_queue_for_the_next(settings, tiny_folder, training):
     running, waiting = training.submit([_long(tiny_folder), _cfg(tiny_folder)])
-    assert wait_until(lambda: training_now(settings, running))
+    assert wait_until(lambda: training_now(settings, running), WAIT)
     training.shutdown()  # SIGTERM to the worker, as when the server stops
     run = load_run(settings.runs_dir / running)
     assert run.status == "interrupted" and run.summary["status"] == "interrupted"  # ended cleanly, after a batch
     assert status(settings, waiting) == "queued"  # left for the next server
-    restarted = Training(settings, idle_seconds=3)
-    restarted.wake()
-    try:
+    with restarted_server(settings) as restarted:
         assert restarted.wait_idle(WAIT) and status(settings, waiting) == "finished"
-    finally:
-        restarted.shutdown()
 
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_batch_leaves_an_interrupted_run_and_the_queue_goes_on(settings, tiny_folder, training):
     killed, next_one = training.submit([_long(tiny_folder), _cfg(tiny_folder)])
-    assert wait_until(lambda: training_now(settings, killed))
+    assert wait_until(lambda: training_now(settings, killed), WAIT)
     os.kill(training.worker_pid(), signal.SIGKILL)  # no handler, no summary: only the lock goes with it
     assert wait_until(lambda: status(settings, killed) == "interrupted", 30)
     assert training.wait_idle(WAIT)
@@ -167,7 +161,7 @@ def test_a_worker_killed_mid_batch_leaves_an_interrupted_run_and_the_queue_goes_
 def test_a_run_that_does_not_stop_in_time_is_killed(settings, tiny_folder, training, monkeypatch):
     monkeypatch.setattr(jobs, "STOP_GRACE_SECONDS", 0.0)  # a step that never ends, as seen from the server
     run_id = training.submit([_long(tiny_folder)], owner="alice")[0]
-    assert wait_until(lambda: training_now(settings, run_id))
+    assert wait_until(lambda: training_now(settings, run_id), WAIT)
     pid = training.worker_pid()
     training.stop(run_id, owner="alice")
     assert wait_until(lambda: status(settings, run_id) == "interrupted", 30)

@@ -214,7 +214,22 @@ def confusion_tab(chosen: list, labels: dict) -> None:
         st.info("None of the chosen runs has a checkpoint yet (a run saves one after its first epoch).")
         return
     by_id = {r.run_id: r for r in usable}
-    run = by_id[st.selectbox("Run", list(by_id), format_func=labels.get, key="cm_run")]
+    ended = not usable[0].active
+    picked = st.selectbox(
+        "Run",
+        list(by_id),
+        index=0 if ended else None,  # evaluating a training run costs this server seconds: only on request
+        format_func=labels.get,
+        key="cm_run",
+        placeholder="Choose a run: each one chosen is still training",
+    )
+    if picked is None:
+        st.info(
+            "The chosen runs are still training. Choose one to test its best checkpoint so far; each ended run "
+            "shows its confusion matrix at once."
+        )
+        return
+    run = by_id[picked]
     try:
         preds = own_test_predictions(run)
     except TransferLabError as e:

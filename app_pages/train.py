@@ -24,8 +24,12 @@ from core.training.race import plan_for
 from core.training.throughput import cached as cached_throughput
 from core.training.throughput import probe
 
+# While something trains, every viewer reruns the live panel every second and the chart every 3 s; with nothing
+# training, one cheap check every 5 s for a launch from another browser (each rerun costs the server and every
+# browser: benchmarks/bench_classroom.py).
 LIVE_REFRESH_SECONDS = 1.0  # the progress bars
 CHART_REFRESH_SECONDS = 3.0  # the race chart: it changes once an epoch, and costs far more to send
+IDLE_REFRESH_SECONDS = 5.0  # nothing training: how soon another browser's launch shows
 STATE_ICONS = {
     "queued": "⏳",
     "running": "🏃",
@@ -66,14 +70,34 @@ def stop(run_id: str) -> None:
         st.toast(str(e))
 
 
-@st.fragment(run_every=LIVE_REFRESH_SECONDS)
-def live_panel() -> None:
+def shown_race() -> tuple:
+    """(the newest launch or None, its runs, whether any of them is queued or training)."""
     stored = training.runs()  # the server's shared listing: one read of what changed, for every tab
     group = latest_group(stored)
-    if group is None:
+    runs = group_view(group, stored) if group else []
+    return group, runs, any(run.active for run in runs)
+
+
+@st.fragment(run_every=LIVE_REFRESH_SECONDS)
+def live_panel() -> None:
+    group, runs, active = shown_race()
+    if not active:  # it ended: the whole page again, now idle (verdict, link, no more fast reruns)
+        st.rerun()
+    race_rows(runs)
+
+
+@st.fragment(run_every=IDLE_REFRESH_SECONDS)
+def watch_for_launch(shown: str | None) -> None:
+    """Draws nothing: reruns the page once a launch (from any browser) is queued or training."""
+    group, _, active = shown_race()
+    if active or group != shown:
+        st.rerun()
+
+
+def race_rows(runs: list) -> None:
+    if not runs:
         st.info("Nothing launched yet. Press **Run all four** to start a race.")
         return
-    runs = group_view(group, stored)
     st.subheader("The race")
     timing = race_timing(runs)
     if timing:
@@ -120,10 +144,12 @@ def live_panel() -> None:
 
 
 @st.fragment(run_every=CHART_REFRESH_SECONDS)
-def race_chart() -> None:
-    stored = training.runs()
-    group = latest_group(stored)
-    runs = group_view(group, stored) if group else []
+def live_chart() -> None:
+    group, runs, _ = shown_race()
+    race_chart(group, runs)
+
+
+def race_chart(group: str | None, runs: list) -> None:
     shown = [run for run in runs if run.metrics]
     if shown:
         key = (group, tuple((run.run_id, len(run.metrics)) for run in shown))  # new curves: a new figure
@@ -135,6 +161,19 @@ def race_chart() -> None:
         )
     if runs and not any(r.active for r in runs):
         st.page_link("app_pages/compare.py", label="Compare these runs with earlier ones →", icon="📊")
+
+
+def race_section() -> None:
+    """The newest launch: live while any of its runs is queued or training, drawn once (and watched for the
+    next launch) when none is."""
+    group, runs, active = shown_race()
+    if active:
+        live_panel()
+        live_chart()
+    else:
+        race_rows(runs)
+        race_chart(group, runs)
+        watch_for_launch(group)
 
 
 # --------------------------------------------------------------------------------------------- planning
@@ -208,8 +247,7 @@ def plan_preview(regimes: list, budget_minutes: int, seed: int):
 st.title("🏋️ Train")
 if not dataset:
     st.warning("Choose a dataset in the sidebar first.")
-    live_panel()  # a race launched earlier (or by another session) is still shown
-    race_chart()
+    race_section()  # a race launched earlier (or by another session) is still shown
     st.stop()
 st.caption(
     f"Dataset **{dataset['label']}** ({dataset['n']:,} images, {len(dataset['classes'])} classes) · "
@@ -328,5 +366,4 @@ if buttons.button("▶ Run all four", type="primary", key="run_all", disabled=un
 if buttons.button("▶ Train selected", disabled=not chosen or (budget_mode and race is None), key="run_selected"):
     launch(chosen)
 
-live_panel()
-race_chart()
+race_section()

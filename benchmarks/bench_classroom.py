@@ -23,9 +23,13 @@ How a benchmark goes, everything in fresh temporary folders (``TRANSFERLAB_RUNS_
    copied ``--runs`` times under new run ids and launch groups (older than any race, so the race stays the
    newest; ``best.pt`` hard-linked).
 2. **The server**: ``streamlit run streamlit_app.py`` on 127.0.0.1 (every session is the teacher's), with any
-   ``--st option=value``. From here on this process, Playwright's driver and Chromium run at ``nice 19`` (Chromium
-   through a launcher that also takes away its right to renice itself back up): in a classroom the browsers
-   run on the students' machines, here they share the server's 2 cores (a caveat the report repeats).
+   ``--st option=value``. In a classroom the browsers run on the students' machines, not on the teacher's cores,
+   so the machine is split (CPU affinity, inherited by every child): the server and its training worker get the
+   first ``--server-cores`` cores (default: half of them; 1 of 2 here, a stricter test than the targets' 2 cores),
+   this process, Playwright's driver and Chromium the others. ``--server-cores 0`` shares every core instead,
+   the browsers at ``nice 19`` (Chromium through a launcher that also takes away its right to renice itself back
+   up); under ``kernel.sched_autogroup_enabled`` nice does not rank processes of different sessions, so there the
+   31 browsers take most of the server's CPU.
 3. **Warm-up race, not measured**: the teacher's session opens Train, picks the *quick demo* preset (a 2-minute
    budget: the first visit measures this machine once), presses *Run all four*; then opens Compare and Search
    (the first Search builds its indexes). Both measured races then find the same warm caches (decoded images,
@@ -747,11 +751,21 @@ def report(args, meta: dict, baseline: dict, loaded: dict) -> None:
         f"{args.think:g} s between pages, {args.watch:g} s watching Train while the race runs, ≥ {args.rounds} "
         f"round(s) of Home → Train → Compare → Search; ramp {args.ramp:g} s."
     )
-    print(
-        "Caveat: the browsers (and Playwright) run at nice 19 on the server's own cores; in a classroom they run on "
-        "the students' machines. In-page times include Chromium's own rendering, which waits for CPU the server "
-        "and the training leave over, so they are an upper bound of what a student would see.\n"
-    )
+    server_cores, browser_cores = args.cores
+    if server_cores:
+        print(
+            f"Cores: the server and its training worker on {len(server_cores)} ({sorted(server_cores)}), the browsers "
+            f"and Playwright on the other {len(browser_cores)} ({sorted(browser_cores)}), by CPU affinity: in a "
+            f"classroom the browsers run on the students' machines. In-page times include Chromium's own rendering "
+            f"of {args.sessions + 1} sessions on those cores, so they are an upper bound of what a student sees.\n"
+        )
+    else:
+        print(
+            "Caveat: the browsers (and Playwright) run at nice 19 on the server's own cores (--server-cores 0); in "
+            "a classroom they run on the students' machines. In-page times include Chromium's own rendering, which "
+            "waits for CPU the server and the training leave over, so they are an upper bound of what a student "
+            "would see.\n"
+        )
 
     print("| what | n | p50 | p95 | max | target | verdict |\n|---|---:|---:|---:|---:|---|---|")
     for name in ("Home", "Train", "Compare", "Search"):
@@ -847,7 +861,16 @@ def report(args, meta: dict, baseline: dict, loaded: dict) -> None:
 # --------------------------------------------------------------------------------------------------- main
 
 
-def start_server(app: Path, env: dict, log_path: Path, options: List[str]) -> tuple:
+def split_cores(server_cores: int) -> tuple:
+    """(the server's cores, the browsers' cores) for ``--server-cores``; (None, None) to share every core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if server_cores <= 0 or len(cores) < 2:
+        return None, None
+    n = min(server_cores, len(cores) - 1)
+    return set(cores[:n]), set(cores[n:])
+
+
+def start_server(app: Path, env: dict, log_path: Path, options: List[str], cores: Optional[set] = None) -> tuple:
     port = free_port()
     cmd = [
         sys.executable,
@@ -870,7 +893,15 @@ def start_server(app: Path, env: dict, log_path: Path, options: List[str]) -> tu
         name, _, value = option.partition("=")
         cmd += [f"--{name.removeprefix('--')}", value]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=app,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,  # its worker inherits them
+        )
     health = f"http://{HOST}:{port}/_stcore/health"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -964,6 +995,8 @@ def main() -> None:
                     help="a Streamlit option for the server, e.g. runner.postScriptGC=false (repeatable)")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (runs, cache, server log)")
     ap.add_argument("--quick", action="store_true", help="a try-out: 5 sessions, 10 runs, a 1-minute budget")
+    ap.add_argument("--server-cores", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                    help="cores for the server and its worker, the others for the browsers (0: share all)")  # fmt: skip
     args = ap.parse_args()
     if args.quick:
         args.sessions, args.runs, args.budget = 5, 10, 1
@@ -992,10 +1025,15 @@ def main() -> None:
         say(f"the store: one tiny real run with the CLI, copied {args.runs} times (folder {work})")
         seed = fill_store(app, env, runs_dir, work, args.runs)
         say(f"the server: streamlit run {app / 'streamlit_app.py'}")
-        proc, base_url = start_server(app, env, work / "streamlit.log", args.st)
+        server_cores, browser_cores = split_cores(args.server_cores)
+        proc, base_url = start_server(app, env, work / "streamlit.log", args.st, server_cores)
         args.server_pid, args.work = proc.pid, work
+        args.cores = (server_cores, browser_cores)
         args.chromium = low_priority_chromium(work)
-        os.nice(19)  # this process, then Playwright's driver and Chromium (its children) run at the lowest priority
+        if browser_cores:  # this thread, then Playwright's driver and Chromium (its children): the browsers' cores
+            os.sched_setaffinity(0, browser_cores)
+            say(f"cores: server and worker {sorted(server_cores)}, browsers and Playwright {sorted(browser_cores)}")
+        os.nice(19)  # and the lowest priority, which is what ranks them when the cores are shared
         baseline, loaded = asyncio.run(measure(args, base_url, runs_dir))
         stored = len([d for d in runs_dir.iterdir() if d.is_dir()])
         meta = {

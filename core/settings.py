@@ -36,6 +36,15 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity (what a container, a cpuset or ``taskset`` leaves it),
+    not the machine's count, so that threads and decoders never outnumber the cores they get."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return max(1, os.cpu_count() or 1)
+
+
 def parse_bytes(text: str, name: str = ENV_UPLOAD_BUDGET) -> int:
     """A size such as ``"5GB"``, ``"500 MB"``, ``"2GiB"`` or ``"1000000"`` (bytes) as a number of bytes (at least
     one); a :class:`ConfigError` naming the variable ``name`` otherwise."""

@@ -429,8 +429,16 @@ def test_browser_a_student_cannot_stop_another_students_run(browser_page, classr
 
     base_url, runs_dir, log_path = app_server
     alice, js_errors = browser_page
+    bob_context = alice.context.browser.new_context(viewport={"width": 1440, "height": 1000})
+    bob = bob_context.new_page()
+    bob.set_default_timeout(UI_TIMEOUT_MS)
+    bob.goto(f"{base_url}/train", wait_until="domcontentloaded")
+    bob.get_by_text("Nothing launched yet").wait_for()  # he is on Train first, idle
+
     alice.goto(f"{base_url}/train", wait_until="domcontentloaded")
     alice.get_by_text("notebook recipe").click()  # the course's settings: a long run, no machine measurement
+    alice.get_by_label("Epochs").wait_for()  # the notebook's knobs, and no plan table any more
+    expect(alice.locator('[data-testid="stMain"] [data-testid="stDataFrame"]')).to_have_count(0)
     for title in ("From scratch", "Transfer learning", "Fine-tune (first N frozen)"):
         alice.get_by_text(title, exact=True).click()  # only "Fine-tune everything" stays checked
     alice.get_by_role("button", name="Train selected").click()
@@ -438,11 +446,8 @@ def test_browser_a_student_cannot_stop_another_students_run(browser_page, classr
     alice.get_by_text(re.compile(r"epoch \d+/\d+ · batch")).wait_for(timeout=120_000)  # training, in the worker
     expect(alice.get_by_role("button", name="Stop")).to_have_count(1)  # her run: she may stop it
 
-    bob_context = alice.context.browser.new_context(viewport={"width": 1440, "height": 1000})
-    bob = bob_context.new_page()
-    bob.set_default_timeout(UI_TIMEOUT_MS)
-    bob.goto(f"{base_url}/train", wait_until="domcontentloaded")
-    bob.get_by_text(re.compile(r"epoch \d+/\d+ · batch")).wait_for()  # he sees the same race, live...
+    # without touching anything, he sees her race start and go on, live...
+    bob.get_by_text(re.compile(r"epoch \d+/\d+ · batch")).wait_for()
     bob.get_by_text("another browser's").wait_for()
     expect(bob.get_by_role("button", name="Stop")).to_have_count(0)  # ...without a Stop button
 

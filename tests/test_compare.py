@@ -237,6 +237,11 @@ def test_a_run_still_training_gets_a_confusion_matrix_from_its_checkpoint_but_no
     at = compare_page()
     at.multiselect(key="compare_runs").set_value([store["live"]]).run()
     assert not at.exception
+    # every visit of a student would evaluate it in the server: it is tested only when someone asks
+    assert at.selectbox(key="cm_run").value is None
+    assert not [c for c in at.get("plotly_chart") if "share of" in c.proto.spec]
+    assert any("still training" in i.value for i in at.info)
+    at.selectbox(key="cm_run").set_value(store["live"]).run()
     heat = next(t for t in _chart(at, "share of")["data"] if t["type"] == "heatmap")
     assert sum(int(v) for row in heat["text"] for v in row) == store["summaries"][("transfer", 1)]["n_test"]
     assert not (store["settings"].runs_dir / store["live"] / "predictions.json").exists()

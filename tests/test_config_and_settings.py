@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from core.data.imagefolder import scan_image_folder
@@ -20,7 +24,7 @@ from core.training.config import (
     preset_configs,
     regime_defaults,
 )
-from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
+from tests.helpers import ROOT, SHARED_FLOWERS, needs_shared_flowers
 
 
 def test_config_round_trips_through_a_dict():
@@ -130,3 +134,16 @@ def test_preset_configs_apply_the_teachers_knobs_to_each_regime():
 )
 def test_durations_read_as_a_person_says_them(s, text):
     assert seconds(s) == text
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_threads_follow_the_cores_a_container_or_cpuset_leaves_us():
+    """On a machine shared by a cpuset (a container, ``taskset``), the default thread count is the cores this
+    process may use, not the machine's: more threads than cores makes every step wait on the others."""
+    code = (
+        "import os, torch; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from core.settings import usable_cpus; from core.models.device import configure_threads; "
+        "print(usable_cpus(), configure_threads(None), torch.get_num_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["1", "1", "1"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from typing import Dict
 
@@ -10,7 +9,7 @@ import torch
 
 from core.models.backbones import BACKBONES
 from core.models.device import compute_setup, cpu_has_native_bf16, cpu_isa, cpu_model
-from core.settings import Settings
+from core.settings import Settings, usable_cpus
 
 
 def machine_state(settings: Settings) -> Dict:
@@ -19,7 +18,7 @@ def machine_state(settings: Settings) -> Dict:
         "device": str(compute.device),
         "cpu": cpu_model(),
         "isa": cpu_isa(),
-        "cpu_cores": os.cpu_count(),
+        "cpu_cores": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
         "precision": compute.precision,
         "native_bf16": cpu_has_native_bf16(),

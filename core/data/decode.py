@@ -7,7 +7,6 @@ reason, damaged files reported as :class:`ImageDecodeError` and skipped by batch
 
 from __future__ import annotations
 
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -19,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import DataError
 from core.progress import ProgressFn, no_progress
+from core.settings import usable_cpus
 
 # Refuse absurd images (decompression bombs) with a clear error rather than exhausting memory: by pixel count,
 # and by the memory the decode would take (decode_bytes), both known from the header before decoding.
@@ -119,7 +119,7 @@ def decode_parallel(
             pass
 
     done = 0
-    with ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=workers or usable_cpus()) as pool:
         for _ in pool.map(work, range(len(sources))):
             done += 1
             if done % 32 == 0 or done == len(sources):

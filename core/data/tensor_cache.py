@@ -8,7 +8,6 @@ invalidates it. Unreadable or non-image files are skipped and counted, never fat
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -20,6 +19,7 @@ from core.data.decode import decode_image, decode_parallel
 from core.files import atomic_write
 from core.lru import LockedLRU
 from core.progress import ProgressFn, no_progress
+from core.settings import usable_cpus
 
 CACHE_VERSION = 1
 
@@ -128,7 +128,7 @@ def load_images(
         except Exception:  # a corrupt or foreign cache file: decode again and overwrite it
             decoded = None
     if decoded is None:
-        arr, ok = _decode_many(root, files, size, on_progress, workers or max(1, os.cpu_count() or 1))
+        arr, ok = _decode_many(root, files, size, on_progress, workers or usable_cpus())
         keep = [i for i, good in enumerate(ok) if good]
         images = torch.from_numpy(arr[keep]).permute(0, 3, 1, 2).contiguous()
         decoded = DecodedImages(

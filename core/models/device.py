@@ -8,7 +8,6 @@ printed beside every benchmark figure.
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +18,7 @@ from torch import nn
 
 from core.data.decode import to_float
 from core.errors import ConfigError
+from core.settings import usable_cpus
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -101,7 +101,7 @@ def compute_setup(device: str = "auto", precision: str = "auto", channels_last: 
 
 
 def configure_threads(num_threads: Optional[int]) -> int:
-    n = num_threads or os.cpu_count() or 1
+    n = num_threads or usable_cpus()
     torch.set_num_threads(n)
     return n
 
@@ -140,6 +140,6 @@ def cpu_isa() -> str:
 def machine_id() -> str:
     """What a speed measurement depends on: CPU, core count, threads, library versions."""
     return (
-        f"{cpu_model()} | {cpu_isa()} | cores {os.cpu_count()} | threads {torch.get_num_threads()} | "
+        f"{cpu_model()} | {cpu_isa()} | cores {usable_cpus()} | threads {torch.get_num_threads()} | "
         f"torch {torch.__version__}"
     )

@@ -7,7 +7,6 @@ what was predicted next to what happened.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from core.errors import ConfigError
 from core.models.inference import StopFn, never_stop
 from core.models.regimes import REGIMES
 from core.progress import ProgressFn, no_progress
-from core.settings import Settings
+from core.settings import Settings, usable_cpus
 from core.training.config import RunConfig, new_group_id
 from core.training.events import EventFn, no_events
 from core.training.planner import LADDERS, MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES, RacePlan, plan_race, race_configs
@@ -44,7 +43,7 @@ def check_budget(minutes: float) -> float:
 def decode_seconds_per_image(root: Path, files: Sequence[str]) -> float:
     """Decoding and resizing a few of the dataset's own files (JPEG decoding dominates, whatever the size)."""
     sample = list(files[:: max(1, len(files) // DECODE_PROBE_FILES)])[:DECODE_PROBE_FILES]
-    workers = max(1, os.cpu_count() or 1)  # the tensor cache decodes on every core at once
+    workers = usable_cpus()  # the tensor cache decodes on every core at once
     t = time.perf_counter()
     for f in sample:
         try:

@@ -111,9 +111,12 @@ def race_rows(runs: list) -> None:
                 else ""
             )
         )
+    # One element per run (a line, or a progress bar whose text names the run), in a row with Stop only where
+    # this browser may stop it: every viewer redraws this every second, and columns cost the server and each
+    # browser more than the bars themselves (benchmarks/bench_viewers.py).
+    others = False
     for run in runs:
-        c1, c2, c3 = st.columns([3, 7, 1], vertical_alignment="center")
-        c1.markdown(f"{STATE_ICONS.get(run.state, '')} **{run.label}**")
+        name = f"{STATE_ICONS.get(run.state, '')} **{run.label}**"
         if run.state == "finished" and run.summary.get("test_acc") is not None:
             s = run.summary
             took = (
@@ -121,26 +124,33 @@ def race_rows(runs: list) -> None:
                 if run.plan.get("predicted_seconds") is not None and s.get("wall_seconds")
                 else f"trained in {s['train_seconds']:.0f} s"
             )
-            c2.markdown(
-                f"test accuracy **{s['test_acc']:.1%}** · best val {s['best_val_acc']:.1%} "
+            st.markdown(
+                f"{name} · test accuracy **{s['test_acc']:.1%}** · best val {s['best_val_acc']:.1%} "
                 f"(epoch {s['best_epoch']}) · {took}"
             )
             for note in (s.get("setup") or {}).get("notes") or []:
-                c2.caption(f"⚠️ {note}")
+                st.caption(f"⚠️ {note}")
         elif run.state in ("failed", "corrupt"):
-            c2.error(run.error or run.state)
-        else:
-            c2.progress(progress_fraction(run), text=progress_text(run))
-        if may_stop(run, owner, teacher) and not run.stopping:
-            c3.button(
+            st.error(f"{name}: {run.error or run.state}")
+        elif not run.active:  # interrupted, cancelled
+            done = f" after {len(run.metrics)} epoch{'s' * (len(run.metrics) != 1)}" if run.metrics else ""
+            st.markdown(f"{name} · {run.state}{done}")
+        elif may_stop(run, owner, teacher) and not run.stopping:
+            row = st.container(horizontal=True, vertical_alignment="bottom")
+            row.progress(progress_fraction(run), text=f"{name} · {progress_text(run)}")
+            row.button(
                 "Stop",
                 key=f"stop-{run.run_id}",
                 on_click=stop,
                 args=(run.run_id,),
                 help="Stop after the current batch; what it finished is kept as an interrupted run.",
             )
-        elif run.active and not run.stopping:
-            c3.caption("another browser's", help="Only the browser that launched a run, or the teacher, can stop it.")
+        else:
+            others = others or not run.stopping
+            suffix = "" if run.stopping else " · another browser's run"
+            st.progress(progress_fraction(run), text=f"{name} · {progress_text(run)}{suffix}")
+    if others:
+        st.caption("Only the browser that launched a run, or the teacher, can stop it.")
 
 
 @st.fragment(run_every=CHART_REFRESH_SECONDS)

@@ -11,7 +11,7 @@ watcher), or with another checkout (``--baseline-app``, e.g. an earlier commit),
 times in one run; medians, and the ratio baseline / app.
 
 The store holds ``--runs`` copies of one tiny real run (as in ``bench_classroom.py``). For the live Train page a
-long scratch run (built-in sample, 64 px, 300 epochs) is queued before each server starts; the server's worker
+long scratch run (built-in sample, 160 px, 300 epochs) is queued after the other pages; a worker process
 trains it, on the server's cores (``--server-cores``, as in ``bench_classroom.py``: the browsers get the others).
 
     python benchmarks/bench_viewers.py                     # 5 viewers, 20 s per page, 3 repeats: ~10 minutes
@@ -74,12 +74,12 @@ def own_cpu(pid: int) -> float:
 
 
 class LiveRun:
-    """A long scratch run (built-in sample, 64 px), queued in a launch of its own and trained by the app's worker
+    """A long scratch run (built-in sample, 160 px), queued in a launch of its own and trained by the app's worker
     process, started here on the server's cores; stopped with SIGTERM (the run is kept as interrupted)."""
 
     def __init__(self, runs_dir: Path, env: dict, cores, app: Path):
         cfg = RunConfig()
-        cfg.data.source, cfg.data.img_size = "sample", 64
+        cfg.data.source, cfg.data.img_size = "sample", 160  # epochs of several seconds: charts of a like size
         cfg.model.regime, cfg.model.backbone = "scratch", "efficientnet_lite0"
         cfg.train.epochs, cfg.group = LIVE_EPOCHS, new_group_id()
         self.store = RunStore(runs_dir)

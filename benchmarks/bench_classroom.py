@@ -30,10 +30,11 @@ How a benchmark goes, everything in fresh temporary folders (``TRANSFERLAB_RUNS_
    ``--st option=value``. In a classroom the browsers run on the students' machines, not on the teacher's cores,
    so the machine is split (CPU affinity, inherited by every child): the server and its training worker get the
    first ``--server-cores`` cores (default: half of them; 1 of 2 here, a stricter test than the targets' 2 cores),
-   this process, Playwright's driver and Chromium the others. ``--server-cores 0`` shares every core instead,
-   the browsers at ``nice 19`` (Chromium through a launcher that also takes away its right to renice itself back
-   up); under ``kernel.sched_autogroup_enabled`` nice does not rank processes of different sessions, so there the
-   31 browsers take most of the server's CPU.
+   this process, Playwright's driver and Chromium the others (``--server-cores 0`` shares every core). The
+   students' Chromium runs at ``nice 19`` (through a launcher that also takes away its right to renice itself
+   back up), the teacher's at normal priority: the projector is a machine of its own too, and its click starts
+   the race. (Under ``kernel.sched_autogroup_enabled`` nice does not rank processes of different sessions: with
+   shared cores the 31 browsers take most of the server's CPU.)
 3. **Warm-up race, not measured**: the teacher's session opens Train, picks the *quick demo* preset (a 2-minute
    budget: the first visit measures this machine once), presses *Run all four*; then opens Compare and Search
    (the first Search builds its indexes). Both measured races then find the same warm caches (decoded images,
@@ -644,10 +645,12 @@ async def run_phase(pw, name: str, base_url: str, runs_dir: Path, args, server_p
     """One race launched by the teacher, with ``students`` sessions browsing meanwhile; what was seen."""
     phase = Phase()
     browser = await pw.chromium.launch(**new_browser_args(args))
+    # the teacher's screen (the projector, its own machine in class) at normal priority; the students' at nice 19
+    teacher_browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
     tasks: List[asyncio.Task] = []
     cpu0 = cpu_snapshot(server_pid)
     try:
-        context = await browser.new_context(viewport={"width": 1440, "height": 1000})
+        context = await teacher_browser.new_context(viewport={"width": 1440, "height": 1000})
         await context.add_init_script(HOOK)
         teacher = await context.new_page()
         teacher.set_default_timeout(LOAD_TIMEOUT_MS)
@@ -708,6 +711,7 @@ async def run_phase(pw, name: str, base_url: str, runs_dir: Path, args, server_p
         for t in tasks:
             t.cancel()
         await browser.close()
+        await teacher_browser.close()
 
 
 async def warm_up(pw, base_url: str, runs_dir: Path, args) -> dict:
@@ -765,7 +769,7 @@ def report(args, meta: dict, baseline: dict, loaded: dict) -> None:
         )
     else:
         print(
-            "Caveat: the browsers (and Playwright) run at nice 19 on the server's own cores (--server-cores 0); in "
+            "Caveat: the students' browsers run at nice 19 on the server's own cores (--server-cores 0); in "
             "a classroom they run on the students' machines. In-page times include Chromium's own rendering, which "
             "waits for CPU the server and the training leave over, so they are an upper bound of what a student "
             "would see.\n"
@@ -1182,7 +1186,6 @@ def main() -> None:
         if browser_cores:  # this thread, then Playwright's driver and Chromium (its children): the browsers' cores
             os.sched_setaffinity(0, browser_cores)
             say(f"cores: server and worker {sorted(server_cores)}, browsers and Playwright {sorted(browser_cores)}")
-        os.nice(19)  # and the lowest priority, which is what ranks them when the cores are shared
         baseline, loaded = asyncio.run(measure(args, base_url, runs_dir))
         stored = len([d for d in runs_dir.iterdir() if d.is_dir()])
         meta = {

@@ -885,26 +885,22 @@ def server_side(args, baseline: dict, loaded: dict) -> None:
     )
     print("| what | n | p50 | p95 | max | + one browser alone | estimate | target | verdict |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---|")
-    for name in ("Home", "Train", "Compare", "Search"):
-        xs, own = got.pages.get(name, []), pct(alone.get(name, []), 50)
+
+    def row(what: str, xs: List[float], added: Optional[float], added_text: str, target: Optional[float]) -> None:
         p95 = pct(xs, 95)
-        est = None if p95 is None or own is None else p95 + own
+        est = None if p95 is None or added is None else p95 + added
         print(
-            f"| page load, server side: {name} | {len(xs)} | {fmt(pct(xs, 50))} | {fmt(p95)} | "
-            f"{fmt(max(xs) if xs else None)} | {fmt(own)} | {fmt(est)} | p95 ≤ {TARGETS['page_p95']:g} s | "
-            f"{ok[None if est is None else est <= TARGETS['page_p95']]} |"
+            f"| {what} | {len(xs)} | {fmt(pct(xs, 50))} | {fmt(p95)} | {fmt(max(xs) if xs else None)} | "
+            f"{added_text} | {fmt(est) if target else ''} | {f'p95 ≤ {target:g} s' if target else ''} | "
+            f"{ok[None if est is None else est <= target] if target else ''} |"
         )
-    xs = got.first
-    print(f"| first open, server side | {len(xs)} | {fmt(pct(xs, 50))} | {fmt(pct(xs, 95))} | "
-          f"{fmt(max(xs) if xs else None)} | | | | |")  # fmt: skip
-    xs = got.fragments
-    p95 = pct(xs, 95)
-    est = None if p95 is None or period is None else period + p95
-    print(
-        f"| live panel and chart reruns, server side | {len(xs)} | {fmt(pct(xs, 50))} | {fmt(p95)} | "
-        f"{fmt(max(xs) if xs else None)} | period {fmt(period)} | {fmt(est)} | p95 ≤ {TARGETS['refresh_p95']:g} s | "
-        f"{ok[None if est is None else est <= TARGETS['refresh_p95']]} |"
-    )
+
+    for name in ("Home", "Train", "Compare", "Search"):
+        own = pct(alone.get(name, []), 50)
+        row(f"page load, server side: {name}", got.pages.get(name, []), own, fmt(own), TARGETS["page_p95"])
+    row("first open, server side", got.first, None, "", None)
+    row("live panel and chart reruns, server side", got.fragments, period, f"period {fmt(period)}",
+        TARGETS["refresh_p95"])  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------- main

@@ -9,10 +9,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.app.search import class_key, file_key
+from core.models.regimes import display_name
 from core.retrieval.index import clear_memory_cache, open_index
 from core.retrieval.methods import METHODS
 from core.retrieval.metrics import evaluate_index
-from core.runs.compare import regime_title
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tests.helpers import ROOT
 
@@ -122,7 +122,7 @@ def test_deep_features_from_a_finished_run(sample_folder, tiny_folder, settings)
     box = at.selectbox(key="search_deep")
     assert box.options[0] == "ImageNet EfficientNet-Lite0 (pretrained)"
     assert any(
-        o.startswith(f"Fine-tuned run: {regime_title('full')} · efficientnet_lite0 · seed 0") for o in box.options
+        o.startswith(f"Fine-tuned run: {display_name('full')} · efficientnet_lite0 · seed 0") for o in box.options
     )
     box.set_value(f"run:{summary['run_id']}").run()
     assert not at.exception

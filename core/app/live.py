@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from core.models.regimes import REGIMES
+from core.models.regimes import display_name
 from core.runs.store import ACTIVE, RunRecord
 
 
@@ -70,10 +70,9 @@ def group_view(group: str, runs: List[RunRecord]) -> List[LiveRun]:
     out = []
     for rec in sorted(members, key=lambda r: (r.queued_at or 0, r.run_id)):
         model = rec.config.get("model", {})
-        regime = REGIMES.get(model.get("regime", ""))
         out.append(
             LiveRun(
-                label=regime.title if regime else str(model.get("regime")),
+                label=display_name(str(model.get("regime"))),
                 regime=model.get("regime", ""),
                 backbone=model.get("backbone", ""),
                 state=rec.status,

@@ -64,6 +64,14 @@ class ParamCounts:
         return self.trainable + self.frozen
 
 
+def display_name(regime: str, with_cli: bool = False) -> str:
+    """The one name a regime goes by on every page, table and legend ("Fine-tune everything"); ``with_cli`` adds
+    the CLI's short name in brackets ("Fine-tune everything (full)"). Unknown names come back as they are."""
+    if regime not in REGIMES:
+        return str(regime)
+    return f"{REGIMES[regime].title} ({regime})" if with_cli else REGIMES[regime].title
+
+
 def get_regime(name: str) -> Regime:
     if name not in REGIMES:
         raise ConfigError(f"Unknown regime '{name}'. Choose one of: {', '.join(REGIMES)}.")

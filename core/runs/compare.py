@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Dict, List, Sequence
 import numpy as np
 import pandas as pd
 
-from core.models.regimes import REGIMES
+from core.models.regimes import display_name
 from core.runs.store import EPOCH_FIELDS, RunRecord, best_epoch_metrics
 
 if TYPE_CHECKING:  # pandas' Styler imports jinja2: only the page that styles a table pays for it
@@ -54,17 +54,13 @@ def dataset_name(source: str) -> str:
     return path.stem if path.suffix.lower() == ".zip" else path.name
 
 
-def regime_title(regime: str) -> str:
-    return REGIMES[regime].title if regime in REGIMES else str(regime)
-
-
 def run_label(run: RunRecord, with_backbone: bool = True) -> str:
     """How a run is named in pickers and legends: regime, (backbone,) seed and start time."""
     c = run.config
     rid = run.run_id  # "20261122-074512-transfer-resnet18-ab12"
     dated = rid[:8].isdigit() and rid[9:15].isdigit()
     stamp = f"{rid[4:6]}-{rid[6:8]} {rid[9:11]}:{rid[11:13]}:{rid[13:15]}" if dated else rid
-    parts = [regime_title(c.get("model", {}).get("regime", "?"))]
+    parts = [display_name(c.get("model", {}).get("regime", "?"))]
     if with_backbone:
         parts.append(c.get("model", {}).get("backbone", "?"))
     return " · ".join(parts + [f"seed {c.get('train', {}).get('seed', '?')}", stamp])
@@ -183,7 +179,7 @@ def spread_groups(summary: pd.DataFrame) -> List[Dict]:
         extra = " · ".join(f"{row[k]}{suffix.get(k, '')}" for k in varying)
         groups.append(
             {
-                "label": regime_title(row["regime"]) + (f"<br>{extra}" if extra else ""),
+                "label": display_name(row["regime"]) + (f"<br>{extra}" if extra else ""),
                 "regime": row["regime"],
                 "mean": row["mean test acc"],
                 "std": 0.0 if math.isnan(row["std"]) else row["std"],
@@ -209,14 +205,14 @@ def headline(summary: pd.DataFrame) -> List[str]:
         best = g.iloc[0]  # summary is sorted by mean test accuracy
         n = f"mean of {best['runs']} runs" if best["runs"] > 1 else "1 run"
         line = (
-            f"On **{dataset}** with {backbone}, **{regime_title(best['regime'])}** wins: "
+            f"On **{dataset}** with {backbone}, **{display_name(best['regime'])}** wins: "
             f"{best['mean test acc']:.1%} test accuracy ({n}) for {seconds(best['mean train s'])} of training."
         )
         cheap = g.sort_values("mean train s").iloc[0]
         if cheap["regime"] != best["regime"] and best["mean train s"] > 0:
             ratio = best["mean train s"] / max(cheap["mean train s"], 1e-9)
             line += (
-                f" **{regime_title(cheap['regime'])}** reaches {cheap['mean test acc']:.1%} in "
+                f" **{display_name(cheap['regime'])}** reaches {cheap['mean test acc']:.1%} in "
                 f"{seconds(cheap['mean train s'])} — {ratio:.1f}× less training time."
             )
         lines.append(line)

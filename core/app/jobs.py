@@ -23,15 +23,17 @@ import multiprocessing
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
 from core.errors import TransferLabError
 from core.files import is_locked
 from core.runs.listing import Listing, shared_listing
 from core.runs.store import RunRecord, RunStore
 from core.settings import Settings
-from core.training.config import RunConfig
 from core.training.worker import IDLE_SECONDS, main, worker_lock
+
+if TYPE_CHECKING:  # only named in annotations: importing it loads torch, which the app's first paint does without
+    from core.training.config import RunConfig
 
 STOP_GRACE_SECONDS = 15.0  # a run that has not stopped this long after Stop is ended by killing the worker
 MONITOR_SECONDS = 0.5

@@ -5,14 +5,17 @@ from __future__ import annotations
 import platform
 from typing import Dict
 
-import torch
-
 from core.models.backbones import BACKBONES
-from core.models.device import compute_setup, cpu_has_native_bf16, cpu_isa, cpu_model
 from core.settings import Settings, usable_cpus
 
 
 def machine_state(settings: Settings) -> Dict:
+    """The machine as Home shows it. Imports torch (seconds, the first time): Home calls it last, under a spinner."""
+    # lazy: torch (which core.models.device imports) takes seconds to load; Home paints its text and dataset first
+    import torch  # noqa: PLC0415 (lazy, as said above)
+
+    from core.models.device import compute_setup, cpu_has_native_bf16, cpu_isa, cpu_model  # noqa: PLC0415 (as above)
+
     compute = compute_setup()
     return {
         "device": str(compute.device),

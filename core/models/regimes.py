@@ -11,12 +11,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
-
-from torch import nn
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 from core.errors import ConfigError
-from core.models.backbones import Classifier, create_model, get_backbone
+from core.models.backbones import create_model, get_backbone
+
+if TYPE_CHECKING:  # torch is imported where a model is cut: REGIMES and display_name() are read without it
+    from torch import nn
+
+    from core.models.classifier import Classifier
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ class RegimeSplit:
         self.model.eval()
         self.prefix.eval()
         self.suffix.train()
+        from torch import nn  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads REGIMES without it)
+
         for m in self.suffix.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 ps = list(m.parameters(recurse=False))
@@ -145,6 +150,8 @@ class RegimeSplit:
 
 def apply_regime(model: Classifier, regime: str, backbone: str, freeze: Optional[int] = None) -> RegimeSplit:
     """Set ``requires_grad`` as the regime says, and cut the model into its frozen prefix and trainable suffix."""
+    from torch import nn  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads REGIMES without it)
+
     n_frozen = frozen_tensor_count(model, regime, backbone, freeze)
     for i, p in enumerate(model.parameters()):
         p.requires_grad_(i >= n_frozen)

@@ -24,7 +24,8 @@ from PIL import Image
 from core.data.decode import decode_image, decode_parallel, open_rgb, to_float
 from core.errors import ConfigError, DataError
 from core.lru import LockedLRU
-from core.models.backbones import BACKBONES, Classifier, create_model, get_backbone, pick_pretrained_backbone
+from core.models.backbones import BACKBONES, create_model, get_backbone, pick_pretrained_backbone
+from core.models.classifier import Classifier
 from core.models.device import check_precision, compute_setup
 from core.models.runtime import check_runtime, example_images, frozen_pass, module_fingerprint
 from core.progress import ProgressFn, no_progress

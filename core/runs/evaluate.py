@@ -12,7 +12,8 @@ from core.data.sources import resolve_source
 from core.data.splits import SplitTensors
 from core.data.tensor_cache import load_images
 from core.errors import DataError
-from core.models.backbones import Classifier, create_model
+from core.models.backbones import create_model
+from core.models.classifier import Classifier
 from core.models.device import compute_setup
 from core.models.inference import evaluate_model
 from core.progress import ProgressFn, no_progress

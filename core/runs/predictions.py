@@ -18,7 +18,7 @@ from PIL import Image
 
 from core.data.decode import ImageDecodeError, open_rgb, resize_square, to_float, unusable_photo
 from core.files import write_json_atomic
-from core.models.backbones import Classifier
+from core.models.classifier import Classifier
 
 PREDICTIONS_FILE = "predictions.json"
 

@@ -34,12 +34,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
-
-import torch
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from core.errors import DataError
 from core.files import atomic_write, is_locked, make_dirs, storage_error, strict_json, try_lock, write_json_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 STATUSES = ("queued", "running", "finished", "interrupted", "failed", "cancelled", "corrupt")
 ACTIVE = ("queued", "running")  # a run that is waiting or training: what Stop applies to
@@ -144,6 +145,8 @@ class RunWriter:
         write_json_atomic(self.dir / "progress.json", {**progress, "updated_at": _now()})
 
     def save_checkpoint(self, state_dict: Dict[str, torch.Tensor]) -> None:
+        import torch  # noqa: PLC0415 (lazy: torch takes seconds to import; the app's router and Home paint without it)
+
         with atomic_write(self.dir / "best.pt") as f:
             torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, f)
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from core.data.decode import to_float
 from core.data.splits import SplitTensors
 from core.errors import ConfigError, TrainingDiverged
-from core.models.backbones import Classifier
+from core.models.classifier import Classifier
 from core.models.device import autocast_context, compute_setup, prepare_batch, to_device
 from core.models.inference import EvalResult, StopFn, Stopped, evaluate_batches, evaluate_model, never_stop
 from core.models.regimes import RegimeSplit

@@ -23,8 +23,6 @@ from typing import Callable, Optional
 from core.files import try_lock
 from core.runs.store import RunStore, RunWriter
 from core.settings import Settings
-from core.training.config import RunConfig
-from core.training.train import train_run
 
 WORKER_LOCK = ".worker.lock"
 IDLE_SECONDS = 60.0  # how long an idle worker waits for new runs before it ends (the app starts a new one)
@@ -38,6 +36,10 @@ def worker_lock(runs_dir: Path) -> Path:
 
 def train_claimed(writer: RunWriter, settings: Settings, stop: threading.Event) -> str:
     """Train the claimed run of ``writer`` to its end and release it; its final status."""
+    # lazy: training imports torch, and the app's server imports this module for the queue's lock and entry point
+    from core.training.config import RunConfig  # noqa: PLC0415 (lazy, as said above)
+    from core.training.train import train_run  # noqa: PLC0415 (lazy, as said above)
+
     try:
         cfg = RunConfig.from_dict(_config(writer))
         summary = train_run(cfg, settings, should_stop=lambda: stop.is_set() or writer.stop_requested(), writer=writer)

@@ -33,13 +33,17 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --disable-pip-version-check --quiet -r requirements.txt
 	@touch $(STAMP)
 
-# The browser tests drive Debian's Chromium (with emoji fonts for the app's icons). Install it where we
-# can (root with apt-get); elsewhere those tests skip and say why.
+# The browser tests drive Debian's Chromium, with an emoji font for the app's icons (headless Chromium draws
+# them as empty boxes without one). Install whichever of the two is missing where we can (root with apt-get);
+# with both there, nothing is done. Elsewhere those tests skip and say why.
 browser:
-	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing chromium for the browser tests"; \
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="chromium"; \
+	dpkg -s fonts-noto-color-emoji >/dev/null 2>&1 || missing="$${missing:+$$missing }fonts-noto-color-emoji"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $$missing for the browser tests"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 clean:

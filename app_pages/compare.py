@@ -16,14 +16,19 @@ from core.data.imagefolder import PHOTO_TYPES
 from core.data.sources import check_allowed
 from core.errors import TransferLabError
 from core.runs.compare import (
+    constant_columns,
     epoch_metrics,
     headline,
     per_class_table,
+    readable_runs_table,
+    readable_summary,
     regime_summary,
     run_label,
     runs_table,
     spread_groups,
     styled_runs_table,
+    url_choice,
+    url_values,
 )
 from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
 from core.runs.listing import shared_listing
@@ -33,6 +38,13 @@ from core.settings import Settings
 
 settings = Settings.from_env()
 THUMBS_PER_ROW, MAX_THUMBS = 6, 24
+# The tabs of the chosen runs, by the name a shared link gives them (?compare_tab=confusion).
+TABS = {
+    "curves": "📈 Curves",
+    "confusion": "🧩 Confusion matrix",
+    "predict": "🔮 Predict a photo",
+    "evaluate": "📁 Evaluate on another folder",
+}
 
 
 def _stamp(*files: Path) -> tuple:
@@ -76,10 +88,43 @@ def empty_state() -> None:
 # ------------------------------------------------------------------------------------------------ table
 
 
+# The page's selection lives in the URL, in its own ``compare_*`` parameters, so that a shared link opens the same
+# view: read when the page's widgets have no state yet, validated, and written back on every change. Only these
+# keys are set or deleted: the sidebar and the Train page keep theirs in the same URL.
+
+
+def from_link(param: str, options: list) -> list | None:
+    """The values of ``options`` the link chooses for ``param`` (None: it says nothing usable); what it names
+    that is not among them is ignored, with a caption."""
+    chosen, unknown = url_choice(st.query_params.get_all(param), options)
+    if unknown:
+        st.caption(f"Not found here, ignored from the link: {', '.join(unknown)}")
+    return chosen
+
+
+def to_link(param: str, chosen: list, default: list) -> None:
+    """Write a choice to the URL: no parameter for the default, so a link stays short."""
+    values = url_values(chosen, default)
+    if values is None:
+        if param in st.query_params:
+            del st.query_params[param]
+    elif st.query_params.get_all(param) != values:
+        st.query_params[param] = values
+
+
 def _filter(column, label: str, values: list) -> list:
-    """A multiselect of ``values``, all chosen at first. Its key names the values, so when a new one appears
-    (a run on a new dataset) the filter starts again from "all" instead of silently hiding it."""
-    return column.multiselect(label, values, default=values, key=f"filter_{label.lower()}-{'|'.join(values)}")
+    """A multiselect of ``values``, all chosen at first (or as the link says). Its key names the values, so
+    when a new one appears (a run on a new dataset) the filter starts again from "all" instead of silently
+    hiding it."""
+    prefix, param = f"filter_{label.lower()}-", f"compare_{label.lower()}"
+    first_run = not any(str(k).startswith(prefix) for k in st.session_state)  # not even under an older key
+    with column:
+        restored = from_link(param, values) if first_run else None
+        chosen = st.multiselect(
+            label, values, default=values if restored is None else restored, key=prefix + "|".join(values)
+        )
+    to_link(param, chosen, values)
+    return chosen
 
 
 def runs_section(table: pd.DataFrame, runs: list):
@@ -95,8 +140,11 @@ def runs_section(table: pd.DataFrame, runs: list):
         st.success(line, icon="🏆")
 
     st.subheader(f"All runs ({len(view)} of {len(table)})")
+    shown, same_in_all = readable_runs_table(view)
+    if same_in_all:
+        st.caption(same_in_all)
     st.dataframe(
-        styled_runs_table(view),
+        styled_runs_table(shown),
         hide_index=True,
         width="stretch",
         key="runs_table",
@@ -125,13 +173,13 @@ def runs_section(table: pd.DataFrame, runs: list):
     return view, summary
 
 
-def summary_section(summary: pd.DataFrame) -> None:
+def summary_section(summary: pd.DataFrame, view: pd.DataFrame) -> None:
     st.subheader("Summary by regime")
     if summary.empty:
         st.info("No finished runs among those shown yet.")
         return
     left, right = st.columns([3, 2])
-    shown = summary.drop(columns=["accuracies"]).rename(columns={"of": "epochs"})
+    shown = readable_summary(summary, hidden=constant_columns(view))  # those the runs table's caption states
     left.dataframe(
         shown.style.format(
             {"mean test acc": "{:.1%}", "std": "{:.1%}", "min": "{:.1%}", "max": "{:.1%}", "mean train s": "{:.1f}"},
@@ -382,25 +430,31 @@ if not all_runs:
 
 table = runs_table(all_runs)
 view, summary = runs_section(table, all_runs)
-summary_section(summary)
+summary_section(summary, view)
 
 st.subheader("Runs side by side")
 readable = [r for r in all_runs if r.status != "corrupt"]
 several_backbones = len({r.config.get("model", {}).get("backbone") for r in readable}) > 1
 labels = {r.run_id: run_label(r, with_backbone=several_backbones) for r in readable}
+race = latest_race(readable)
+restored = from_link("compare_runs", list(labels)) if "compare_runs" not in st.session_state else None
 ids = st.multiselect(
     "Runs to compare",
     list(labels),
-    default=latest_race(readable),
+    default=race if restored is None else restored,
     format_func=labels.get,
     key="compare_runs",
     help="Starts with your latest race. Add earlier runs to compare across launches.",
 )
+to_link("compare_runs", ids, race)
 chosen = [r for r in readable if r.run_id in ids]
 if not chosen:
     st.info("Choose one or more runs above to see their curves, confusion matrices and predictions.")
 else:
-    tabs = st.tabs(["📈 Curves", "🧩 Confusion matrix", "🔮 Predict a photo", "📁 Evaluate on another folder"])
+    if "compare_tab" not in st.session_state:  # set here, not as default=: a changed default resets the tabs
+        st.session_state["compare_tab"] = TABS[(from_link("compare_tab", list(TABS)) or ["curves"])[0]]
+    tabs = st.tabs(list(TABS.values()), key="compare_tab", on_change="rerun")  # every tab still runs
+    to_link("compare_tab", [k for k, v in TABS.items() if v == st.session_state["compare_tab"]], ["curves"])
     with tabs[0]:
         curves_tab(chosen, labels)
     with tabs[1]:

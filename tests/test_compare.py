@@ -21,17 +21,27 @@ from core.data.decode import decode_image
 from core.data.splits import SplitTensors
 from core.errors import DataError
 from core.models.inference import evaluate_model
+from core.models.regimes import display_name
 from core.runs.compare import (
     BEST_STYLE,
+    READ_FIRST,
+    TABLE_COLUMNS,
+    constant_caption,
+    constant_columns,
     epoch_metrics,
+    headline,
     per_class_table,
+    readable_runs_table,
+    readable_summary,
     regime_summary,
     runs_table,
     styled_runs_table,
+    url_choice,
+    url_values,
 )
 from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
 from core.runs.predictions import load_photo, load_predictions, predict_image
-from core.runs.store import RunStore, RunWriter
+from core.runs.store import STATUSES, RunStore, RunWriter
 from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Settings
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.training.events import EpochEnd
@@ -106,8 +116,12 @@ def compare_page(store, monkeypatch):
     monkeypatch.setenv(ENV_RUNS_DIR, str(store["settings"].runs_dir))
     monkeypatch.delenv(ENV_RESNET18_WEIGHTS, raising=False)
 
-    def open_page() -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=120).run()
+    def open_page(query: dict | None = None) -> AppTest:
+        """The Compare page, opened from a link with ``query`` (URL parameters) when given."""
+        at = AppTest.from_file(APP, default_timeout=120)
+        for name, value in (query or {}).items():
+            at.query_params[name] = value
+        at.run()
         at.switch_page("app_pages/compare.py").run()
         assert not at.exception, at.exception
         return at
@@ -131,9 +145,12 @@ def test_table_rows_match_each_runs_summary(store, compare_page):
     at = compare_page()
     df = at.dataframe[0].value
     assert len(df) == 7
+    assert list(df.columns[:3]) == list(READ_FIRST)  # what a student reads first; nothing equal in all 7 rows
+    assert sorted(df.columns) == sorted(TABLE_COLUMNS)
     for s in store["summaries"].values():
         row = df[df["run"] == s["run_id"]].iloc[0]
-        assert row["status"] == "finished" and row["regime"] == s["regime"] and row["backbone"] == BACKBONE
+        assert row["status"] == "finished" and row["backbone"] == BACKBONE
+        assert row["regime"] == display_name(s["regime"], with_cli=True)  # "Transfer learning (transfer)"
         assert row["test acc"] == pytest.approx(s["test_acc"])
         assert row["best val acc"] == pytest.approx(s["best_val_acc"])
         assert row["best epoch"] == s["best_epoch"]
@@ -158,14 +175,17 @@ def test_headline_and_summary_pool_seeds(store, compare_page):
     at = compare_page()
     summary = at.dataframe[1].value
     accs = [store["summaries"][("transfer", s)]["test_acc"] for s in (0, 1)]
-    transfer = summary[summary["regime"] == "transfer"].iloc[0]
+    transfer = summary[summary["regime"] == "Transfer learning (transfer)"].iloc[0]
     assert transfer["runs"] == 2 and transfer["seeds"] == "0, 1"
     assert transfer["mean test acc"] == pytest.approx(sum(accs) / 2)
     assert transfer["std"] == pytest.approx(pd.Series(accs).std(ddof=1))
-    finetune = summary[summary["regime"] == "finetune"].iloc[0]
+    finetune = summary[summary["regime"] == display_name("finetune", with_cli=True)].iloc[0]
     assert finetune["runs"] == 1 and math.isnan(finetune["std"])
     assert len(summary) == 2 and summary["runs"].sum() == 3  # the interrupted, killed and running runs are left out
-    assert at.success and "wins" in at.success[0].value
+    verdict = at.success[0].value
+    assert " wins: " in verdict or " tie " in verdict  # tiny test splits: a tie at 0.1% is possible
+    assert "Transfer learning" in verdict or "Fine-tune (first N frozen)" in verdict
+    assert not re.search(r"\*\*(transfer|finetune)\*\*", verdict)  # never the internal name alone
 
 
 @pytest.mark.slow
@@ -177,7 +197,15 @@ def test_filters_narrow_the_table(store, compare_page):
 
     pick("Status").set_value(["finished"]).run()
     assert not at.exception
-    assert set(at.dataframe[0].value["status"]) == {"finished"}
+    shown = at.dataframe[0].value
+    assert len(shown) == 3 and "status" not in shown  # equal in every row: said in the caption instead
+    assert list(shown.columns[:3]) == ["regime", "test acc", "train s"]
+    assert not {"backbone", "dataset", "image px", "epochs", "of"} & set(shown.columns)
+    caption = next(c.value for c in at.caption if c.value.startswith("All runs: "))
+    assert caption.startswith(f"All runs: {BACKBONE}, dataset {store['folder'].name}, ")
+    assert "2 of 2 epochs, 32 px" in caption and "finished" in caption
+    summary = at.dataframe[1].value  # the summary leaves out what the caption says too
+    assert list(summary.columns[:2]) == ["regime", "runs"] and "backbone" not in summary
     pick("Dataset").set_value([]).run()
     assert not at.exception and len(at.dataframe[0].value) == 0
     assert "No finished runs" in at.info[0].value
@@ -197,6 +225,60 @@ def test_a_run_on_a_new_dataset_is_not_hidden_by_the_filters(store, compare_page
         assert new.name in set(shown["run"]) and set(shown["status"]) == {"finished", "interrupted"}
     finally:
         shutil.rmtree(new)
+
+
+@pytest.mark.slow
+def test_a_shared_link_opens_the_same_selection_and_drops_what_it_does_not_know(store, compare_page):
+    transfer, finetune = store["summaries"][("transfer", 0)]["run_id"], store["summaries"][("finetune", 0)]["run_id"]
+    at = compare_page(
+        {
+            "compare_status": ["finished", "exploded"],  # one unknown status: ignored
+            "compare_dataset": "nowhere",  # nothing usable: the default (all)
+            "compare_runs": [finetune, transfer, "20000101-gone"],
+            "compare_tab": "confusion",
+            "dataset_choice": "Built-in sample",  # another page's parameter: left alone
+        }
+    )
+    assert at.multiselect(key="filter_status-" + "|".join(STATUSES)).value == ["finished"]
+    datasets = next(m for m in at.multiselect if m.label == "Dataset")
+    assert datasets.value == datasets.options and len(at.dataframe[0].value) == 3
+    assert set(at.multiselect(key="compare_runs").value) == {transfer, finetune}
+    assert at.session_state["compare_tab"] == "🧩 Confusion matrix"
+    captions = [c.value for c in at.caption]
+    assert any("exploded" in c for c in captions) and any("20000101-gone" in c for c in captions)
+    assert any("nowhere" in c for c in captions)
+    # the link is rewritten with what was used: unknown values gone, the other page's parameter kept
+    assert at.query_params["compare_status"] == "finished" and "compare_dataset" not in at.query_params
+    assert sorted(at.query_params["compare_runs"]) == sorted([transfer, finetune])
+    assert at.query_params["compare_tab"] == "confusion" and at.query_params["dataset_choice"] == "Built-in sample"
+    at.run()  # the next run reads the widgets, not the link again: the captions are gone
+    assert not any("exploded" in c.value for c in at.caption)
+    assert at.multiselect(key="filter_status-" + "|".join(STATUSES)).value == ["finished"]
+
+
+@pytest.mark.slow
+def test_changing_the_selection_writes_the_link_and_the_default_keeps_it_short(store, compare_page):
+    at = compare_page()
+    assert not [k for k in at.query_params if k.startswith("compare_")]  # the default view: a short link
+    status = next(m for m in at.multiselect if m.label == "Status")
+    status.set_value(["finished", "running"]).run()
+    assert sorted(at.query_params["compare_status"]) == ["finished", "running"]
+    datasets = next(m for m in at.multiselect if m.label == "Dataset")
+    datasets.set_value([]).run()
+    assert at.query_params["compare_dataset"] == ""  # nothing chosen, said as such
+    datasets = next(m for m in at.multiselect if m.label == "Dataset")
+    datasets.set_value(list(reversed(datasets.options))).run()  # all of them, in any order: the default
+    next(m for m in at.multiselect if m.label == "Status").set_value(list(STATUSES)).run()
+    assert "compare_status" not in at.query_params and "compare_dataset" not in at.query_params
+    one = store["summaries"][("finetune", 0)]["run_id"]
+    at.multiselect(key="compare_runs").set_value([one]).run()
+    assert at.query_params["compare_runs"] == one
+    at.session_state["compare_tab"] = "🔮 Predict a photo"  # what a click on the tab does
+    at.run()
+    assert not at.exception and at.query_params["compare_tab"] == "predict"
+    at.session_state["compare_tab"] = "📈 Curves"
+    at.run()
+    assert "compare_tab" not in at.query_params
 
 
 @pytest.mark.slow
@@ -420,6 +502,142 @@ def test_the_styled_table_of_real_runs_marks_the_fastest_and_most_accurate(store
         rows = {r for r, c in cells if c == col}
         assert rows and all(table[col].iloc[r] == best for r in rows)
         assert rows == {r for r in range(len(table)) if table[col].iloc[r] == best}
+
+
+def _table(rows: list, **same) -> pd.DataFrame:
+    """Rows of a :func:`runs_table` (every column, missing ones NaN) from ``rows``, each with ``same`` too."""
+    return pd.DataFrame([{**same, **r} for r in rows]).reindex(columns=list(TABLE_COLUMNS))
+
+
+def test_columns_equal_in_every_row_are_said_once_in_a_caption_instead():
+    same = {"backbone": "efficientnet_lite0", "dataset": "flowers", "image px": 128, "epochs": 3, "of": 3}
+    df = _table(
+        [
+            {"regime": "transfer", "seed": 0, "test acc": 0.9, "train s": 35.0, "run": "a", "status": "finished"},
+            {"regime": "full", "seed": 1, "test acc": 0.8, "train s": 220.0, "run": "b", "status": "finished"},
+        ],
+        **same,
+    )
+    hidden = constant_columns(df)
+    assert set(hidden) == {*same, "status", "trainable params", "total params", "best val acc", "best epoch"} | {
+        "s/epoch",
+        "started",
+    }  # missing in every row counts as equal
+    assert constant_caption(df, hidden) == (
+        "All runs: efficientnet_lite0, dataset flowers, 3 of 3 epochs, 128 px, finished, "
+        "none yet: trainable params, total params, best val acc, best epoch, s/epoch, started."
+    )
+    shown, caption = readable_runs_table(df)
+    assert list(shown.columns) == ["regime", "test acc", "train s", "seed", "run"]
+    assert shown["regime"].tolist() == ["Transfer learning (transfer)", "Fine-tune everything (full)"]
+    assert caption == constant_caption(df, hidden)
+    # the regime, the reading columns and the run stay even when equal; one row hides nothing
+    one_regime = df.assign(regime="transfer", **{"test acc": 0.5, "train s": 1.0, "run": "x"})
+    assert not {"regime", "test acc", "train s", "run"} & set(constant_columns(one_regime))
+    assert constant_columns(df.iloc[:1]) == [] and readable_runs_table(df.iloc[:1])[1] == ""
+    assert constant_caption(df, []) == ""
+    # a column's units: parameters with thousands separators, seconds per epoch, the start time
+    params = _table([{"trainable params": 11_689_512, "s/epoch": 1.5, "started": "2026-11-22 08:51"}] * 2)
+    text = constant_caption(params, constant_columns(params))
+    assert "11,689,512 trainable parameters" in text and "1.50 s per epoch" in text and "started 2026-11-22" in text
+
+
+def test_the_readable_table_keeps_the_best_value_highlighted():
+    df = _table(
+        [
+            {"regime": "transfer", "backbone": "b", "test acc": 0.7, "train s": 10.0, "best val acc": 0.5},
+            {"regime": "full", "backbone": "b", "test acc": 0.9, "train s": 3.0, "best val acc": 0.9},
+            {"regime": "scratch", "backbone": "b", "test acc": 0.6, "train s": 5.0, "best val acc": 0.9},
+        ]
+    ).iloc[[2, 0, 1]]  # a sorted or filtered view keeps its row labels
+    shown, _ = readable_runs_table(df)
+    assert "backbone" not in shown
+    assert _highlighted(styled_runs_table(shown)) == {(2, "test acc"), (2, "train s"), (0, "best val acc")} | {
+        (2, "best val acc")
+    }
+
+
+def test_the_summary_shows_display_names_without_what_the_caption_says():
+    base = {"status": "finished", "backbone": "b", "dataset": "d", "image px": 32, "of": 2, "train s": 1.0}
+    df = pd.DataFrame([{**base, "regime": r, "seed": 0, "test acc": a} for r, a in (("full", 0.9), ("scratch", 0.2))])
+    shown = readable_summary(regime_summary(df), hidden=["backbone", "image px", "status"])
+    assert shown["regime"].tolist() == ["Fine-tune everything (full)", "From scratch (scratch)"]
+    assert list(shown.columns[:3]) == ["regime", "dataset", "epochs"] and "accuracies" not in shown
+
+
+def _summary(*groups) -> pd.DataFrame:
+    """A :func:`regime_summary` of (regime, test accuracies over seeds, training seconds per run)."""
+    base = {"status": "finished", "backbone": "efficientnet_lite0", "dataset": "flowers", "image px": 128, "of": 3}
+    rows = [
+        {**base, "regime": regime, "seed": seed, "test acc": acc, "train s": secs}
+        for regime, accs, secs in groups
+        for seed, acc in enumerate(accs)
+    ]
+    return regime_summary(pd.DataFrame(rows))
+
+
+def test_the_verdict_calls_equal_accuracies_at_the_shown_precision_a_tie_and_names_the_cheaper():
+    # 91.21% and 91.19%: both shown as 91.2%. The slower one is ahead by a hair: it must not be crowned
+    lines = headline(_summary(("full", [0.9121], 220.0), ("transfer", [0.9119], 35.0), ("scratch", [0.4], 100.0)))
+    assert lines == [
+        "On **flowers** with efficientnet_lite0, **Fine-tune everything** and **Transfer learning** tie at 91.2% "
+        "test accuracy; Transfer learning is the better buy: 6.3× less training time (35 s against 3 min 40 s)."
+    ]
+    assert "wins" not in lines[0]
+
+
+def test_the_verdict_calls_a_difference_within_the_seeds_noise_a_tie():
+    # full 93% and 90% (mean 91.5%, std 2.1 points), transfer 90% and 91% (mean 90.5%): 1 point apart
+    lines = headline(_summary(("full", [0.93, 0.90], 220.0), ("transfer", [0.90, 0.91], 35.0)))
+    assert lines == [
+        "On **flowers** with efficientnet_lite0, **Fine-tune everything** (91.5%) and **Transfer learning** (90.5%) "
+        "tie within the seeds' noise (std up to 2.1 points); Transfer learning is the better buy: 6.3× less "
+        "training time (35 s against 3 min 40 s)."
+    ]
+    # the same two means from single runs: no noise measured, so a win
+    assert " wins: " in headline(_summary(("full", [0.915], 220.0), ("transfer", [0.905], 35.0)))[0]
+
+
+def test_a_clear_win_is_still_a_win_and_the_quickest_is_still_mentioned():
+    summary = _summary(("full", [0.95, 0.96], 220.0), ("transfer", [0.90, 0.91], 35.0), ("scratch", [0.3], 100.0))
+    assert headline(summary) == [
+        "On **flowers** with efficientnet_lite0, **Fine-tune everything** wins: 95.5% test accuracy (mean of 2 runs) "
+        "for 3 min 40 s of training. **Transfer learning** reaches 90.5% in 35 s — 6.3× less training time."
+    ]
+
+
+def test_a_tie_of_three_names_the_quickest_and_compares_it_with_the_next_quickest():
+    lines = headline(_summary(("full", [0.8], 200.0), ("finetune", [0.8], 100.0), ("transfer", [0.8], 20.0)))
+    assert lines[0].endswith(
+        "**Fine-tune everything**, **Fine-tune (first N frozen)** and **Transfer learning** tie at 80.0% test "
+        "accuracy; Transfer learning is the better buy: 5.0× less training time than **Fine-tune (first N frozen)**, "
+        "the next quickest (20 s against 1 min 40 s)."
+    )
+    same_time = headline(_summary(("full", [0.8], 20.5), ("transfer", [0.8], 20.0)))[0]
+    assert same_time.endswith("tie at 80.0% test accuracy in about the same training time.")
+    assert headline(regime_summary(runs_table([]))) == []  # no runs: no verdict
+
+
+@pytest.mark.slow
+def test_the_verdict_of_a_single_race_from_its_records(store):
+    runs = RunStore(store["settings"].runs_dir).list_runs()
+    race = [r for r in runs if r.config.get("group") == "g-test"]  # transfer seeds 0 and 1, finetune seed 0
+    (line,) = headline(regime_summary(runs_table(race)))
+    assert line.startswith(f"On **{store['folder'].name}** with {BACKBONE}, **")
+    assert " wins: " in line or " tie " in line
+    live = [r for r in runs if r.config.get("group") == "g-live"]  # a race still training: nothing to say yet
+    assert live and headline(regime_summary(runs_table(live))) == []
+
+
+def test_a_links_values_are_validated_and_the_default_leaves_no_parameter():
+    options = ["finished", "running", "failed"]
+    assert url_choice([], options) == (None, [])  # no parameter: the widget's default
+    assert url_choice(["running", "exploded", "finished"], options) == (["finished", "running"], ["exploded"])
+    assert url_choice(["exploded", "exploded"], options) == (None, ["exploded"])  # nothing usable: the default
+    assert url_choice([""], options) == ([], [])  # an empty value: nothing chosen
+    assert url_values(["running", "finished"], ["finished", "running"]) is None  # the default, in any order
+    assert url_values(["running"], options) == ["running"]
+    assert url_values([], options) == [""]
 
 
 def test_per_class_table_counts_each_true_class():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,24 @@ BEST_IS = {"best val acc": "max", "test acc": "max", "train s": "min", "s/epoch"
 GROUP_KEYS = ("regime", "backbone", "dataset", "image px", "of")  # same recipe, differing only by seed
 PERCENT_COLUMNS = ("best val acc", "test acc")
 BEST_STYLE = "background-color: rgba(46, 160, 67, 0.28); font-weight: 600"  # a metric column's best value
+READ_FIRST = ("regime", "test acc", "train s")  # the order a student reads a run in; the details follow
+ALWAYS_SHOWN = (*READ_FIRST, "run")  # never folded into the caption, even when equal in every row
+# How a column equal in every shown row is said in the caption above the table ("all runs: resnet18, 128 px").
+CONSTANT_PHRASES = {
+    "backbone": "{}",
+    "dataset": "dataset {}",
+    "seed": "seed {}",
+    "epochs": "{} epochs done",
+    "of": "{} epochs planned",
+    "image px": "{} px",
+    "trainable params": "{:,} trainable parameters",
+    "total params": "{:,} parameters in all",
+    "best val acc": "best validation accuracy {:.1%}",
+    "best epoch": "best epoch {}",
+    "s/epoch": "{:.2f} s per epoch",
+    "status": "{}",
+    "started": "started {}",
+}
 
 
 def dataset_name(source: str) -> str:
@@ -146,6 +164,27 @@ def regime_summary(df: pd.DataFrame) -> pd.DataFrame:
     return out[columns].reset_index(drop=True)
 
 
+def url_choice(raw: Sequence[str], options: Sequence[str]) -> Tuple[Optional[List[str]], List[str]]:
+    """What a URL parameter's values (a shared link's) choose among ``options``: the known ones in the options'
+    order, None when the parameter is absent or names none of them (the widget's default then), [] for a lone
+    empty value (nothing chosen); and the unknown ones, to mention."""
+    if not raw:
+        return None, []
+    if list(raw) == [""]:
+        return [], []
+    known = [o for o in options if o in raw]
+    unknown = [v for v in dict.fromkeys(raw) if v not in options and v != ""]
+    return (known or None), unknown
+
+
+def url_values(chosen: Sequence[str], default: Sequence[str]) -> Optional[List[str]]:
+    """A choice as a URL parameter's values: None (no parameter: a clean link) when it is the default, in any
+    order; [""] when nothing is chosen; else the chosen values."""
+    if set(chosen) == set(default):
+        return None
+    return [str(v) for v in chosen] or [""]
+
+
 def per_class_table(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> pd.DataFrame:
     """Per true class (a row of ``confusion``, ``[true][predicted]`` counts): ``class``, ``test images``,
     ``right`` and ``accuracy`` (NaN for a class without images)."""
@@ -168,6 +207,56 @@ def styled_runs_table(df: pd.DataFrame) -> Styler:
     fmt = {c: "{:.1%}" for c in PERCENT_COLUMNS}
     fmt.update({"train s": "{:.1f}", "s/epoch": "{:.2f}", "trainable params": "{:,}", "total params": "{:,}"})
     return style.format({c: f for c, f in fmt.items() if c in df}, na_rep="—")  # na_rep: every column
+
+
+def constant_columns(df: pd.DataFrame) -> List[str]:
+    """The columns of ``df`` (besides :data:`ALWAYS_SHOWN`) with one value in every row, a missing value
+    counting as a value; none for fewer than two rows, where every column is trivially constant."""
+    if len(df) < 2:
+        return []
+    return [c for c in df.columns if c not in ALWAYS_SHOWN and df[c].nunique(dropna=False) == 1]
+
+
+def constant_caption(df: pd.DataFrame, columns: Sequence[str]) -> str:
+    """ "All runs: efficientnet_lite0, dataset flowers, 3 of 3 epochs, 128 px.": the value of each of ``columns``
+    (equal in every row of ``df``) with its unit or meaning (:data:`CONSTANT_PHRASES`), in the table's order,
+    then those missing in every row ("none yet: test acc"); "" for no columns."""
+    if not len(df) or not columns:
+        return ""
+    first = df.iloc[0]
+    ordered = [c for c in TABLE_COLUMNS if c in columns] + [c for c in columns if c not in TABLE_COLUMNS]
+    known = [c for c in ordered if not pd.isna(first[c])]
+    phrases = []
+    for c in known:
+        if c == "epochs" and "of" in known:
+            phrases.append(f"{first['epochs']} of {first['of']} epochs")
+        elif not (c == "of" and "epochs" in known):  # "of" is said with "epochs"
+            phrases.append(CONSTANT_PHRASES.get(c, f"{c} {{}}").format(first[c]))
+    unknown = [c for c in ordered if c not in known]
+    if unknown:
+        phrases.append(f"none yet: {', '.join(unknown)}")
+    return f"All runs: {', '.join(phrases)}."
+
+
+def readable_runs_table(df: pd.DataFrame) -> Tuple[pd.DataFrame, str]:
+    """:func:`runs_table` (or rows of it) as a student reads it, and the caption of what it leaves out: the
+    columns equal in every row are said once in the caption instead; the rest come in the order regime (its
+    display name, with the CLI's name), test accuracy, training time, then the details. Row labels are kept."""
+    hidden = constant_columns(df)
+    order = [c for c in READ_FIRST if c in df] + [c for c in df.columns if c not in READ_FIRST and c not in hidden]
+    shown = df[order].copy()
+    if "regime" in shown:
+        shown["regime"] = shown["regime"].map(lambda r: display_name(r, with_cli=True))
+    return shown, constant_caption(df, hidden)
+
+
+def readable_summary(summary: pd.DataFrame, hidden: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`regime_summary` as the page shows it: regimes by display name (with the CLI's name), planned epochs
+    as ``epochs``, without the per-run accuracies (the chart shows those), and without ``hidden`` columns (those
+    the runs table's caption already states)."""
+    shown = summary.drop(columns=["accuracies", *[c for c in hidden if c in GROUP_KEYS]])
+    shown["regime"] = shown["regime"].map(lambda r: display_name(r, with_cli=True))
+    return shown.rename(columns={"of": "epochs"})
 
 
 def spread_groups(summary: pd.DataFrame) -> List[Dict]:
@@ -198,21 +287,77 @@ def seconds(s: float) -> str:
     return f"{int(s // 60)} min {int(s % 60):02d} s"
 
 
+def shown_percent(x: float) -> str:
+    """An accuracy as every verdict and table shows it: "91.2%"."""
+    return f"{x:.1%}"
+
+
+def tied(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two rows of :func:`regime_summary` are too close to call: equal at the shown precision, or (both
+    pooled over two or more seeds) apart by no more than the larger standard deviation over seeds."""
+    if shown_percent(a["mean test acc"]) == shown_percent(b["mean test acc"]):
+        return True
+    if a["runs"] < 2 or b["runs"] < 2:
+        return False
+    return abs(a["mean test acc"] - b["mean test acc"]) <= max(a["std"], b["std"])
+
+
+def _names(rows: Sequence[pd.Series], accuracies: bool = False) -> str:
+    """ "**A**, **B** and **C**", each with its accuracy in brackets when ``accuracies``."""
+    names = [
+        f"**{display_name(r['regime'])}**" + (f" ({shown_percent(r['mean test acc'])})" if accuracies else "")
+        for r in rows
+    ]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _tie_line(ties: List[pd.Series]) -> str:
+    """The verdict's sentence for tied regimes (best mean first): the tie, then the cheapest as the better buy."""
+    accuracies = {shown_percent(r["mean test acc"]) for r in ties}
+    if len(accuracies) == 1:
+        line = f"{_names(ties)} tie at {accuracies.pop()} test accuracy"
+    else:
+        noise = max(r["std"] for r in ties if r["runs"] > 1)
+        line = f"{_names(ties, accuracies=True)} tie within the seeds' noise (std up to {noise * 100:.1f} points)"
+    cheap, next_cheap = sorted(ties, key=_train_seconds)[:2]
+    if not cheap["mean train s"] > 0 or not next_cheap["mean train s"] >= 1.1 * cheap["mean train s"]:
+        return line + "." if math.isnan(next_cheap["mean train s"]) else line + " in about the same training time."
+    ratio = next_cheap["mean train s"] / cheap["mean train s"]
+    times = f"{seconds(cheap['mean train s'])} against {seconds(next_cheap['mean train s'])}"
+    than = "" if len(ties) == 2 else f" than {_names([next_cheap])}, the next quickest"
+    return (
+        f"{line}; {display_name(cheap['regime'])} is the better buy: {ratio:.1f}× less training time{than} ({times})."
+    )
+
+
+def _train_seconds(row: pd.Series) -> float:
+    """A sort key: the quickest first, unknown times last."""
+    return math.inf if math.isnan(row["mean train s"]) else row["mean train s"]
+
+
 def headline(summary: pd.DataFrame) -> List[str]:
-    """One sentence per (dataset, backbone): which regime wins, and what the quickest one reaches in its time."""
+    """One verdict per (dataset, backbone) of :func:`regime_summary`: which regime wins — or which tie (see
+    :func:`tied`), the cheapest of them named the better buy — and what the quickest one reaches in its time.
+    Regimes by display name. Works for any set of runs, one race's included (``headline(regime_summary(
+    runs_table(records)))``); [] when none finished."""
     lines = []
     for (dataset, backbone), g in summary.groupby(["dataset", "backbone"], sort=False):
-        best = g.iloc[0]  # summary is sorted by mean test accuracy
-        n = f"mean of {best['runs']} runs" if best["runs"] > 1 else "1 run"
-        line = (
-            f"On **{dataset}** with {backbone}, **{display_name(best['regime'])}** wins: "
-            f"{best['mean test acc']:.1%} test accuracy ({n}) for {seconds(best['mean train s'])} of training."
-        )
-        cheap = g.sort_values("mean train s").iloc[0]
-        if cheap["regime"] != best["regime"] and best["mean train s"] > 0:
+        rows = [row for _, row in g.iterrows()]  # sorted by mean test accuracy, best first
+        best = rows[0]
+        ties = [best] + [r for r in rows[1:] if tied(best, r)]
+        if len(ties) > 1:
+            line = f"On **{dataset}** with {backbone}, {_tie_line(ties)}"
+        else:
+            n = f"mean of {best['runs']} runs" if best["runs"] > 1 else "1 run"
+            line = (
+                f"On **{dataset}** with {backbone}, {_names([best])} wins: {shown_percent(best['mean test acc'])} "
+                f"test accuracy ({n}) for {seconds(best['mean train s'])} of training."
+            )
+        cheap = min(rows, key=_train_seconds)
+        if cheap.name not in {r.name for r in ties} and best["mean train s"] > 0:  # name: the row's label
             ratio = best["mean train s"] / max(cheap["mean train s"], 1e-9)
             line += (
-                f" **{display_name(cheap['regime'])}** reaches {cheap['mean test acc']:.1%} in "
+                f" {_names([cheap])} reaches {shown_percent(cheap['mean test acc'])} in "
                 f"{seconds(cheap['mean train s'])} — {ratio:.1f}× less training time."
             )
         lines.append(line)

@@ -102,8 +102,8 @@ def _one_class(tmp_path):
     "args, words",
     [
         (["train", "--regime", "transfer", "--data", "{tmp}/nope"], "Dataset not found"),
-        (["train", "--regime", "transfer", "--data", "{tmp}/empty"], "No images found"),
-        (["train", "--regime", "transfer", "--data", "{one}"], "Only one class"),
+        (["train", "--regime", "transfer", "--data", "{tmp}/empty"], "holds nothing"),
+        (["train", "--regime", "transfer", "--data", "{one}"], "needs at least 2 classes"),
         (["train", "--regime", "sideways"], "invalid choice"),
         (["train", "--regime", "scratch", "--epochs", "0"], "must be at least 1"),
         (["train", "--regime", "scratch", "--lr", "abc"], "expected a number"),

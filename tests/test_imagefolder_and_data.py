@@ -46,8 +46,8 @@ def test_scan_lists_classes_and_ignores_hidden_and_non_images(tmp_path):
     "make, words",
     [
         (lambda p: None, "not found"),
-        (lambda p: p.mkdir(), "No images found"),
-        (lambda p: _png(p / "only" / "1.png"), "Only one class"),
+        (lambda p: p.mkdir(), "holds nothing"),
+        (lambda p: _png(p / "only" / "1.png"), r"holds 1 sub-folder with images \(only, 1 image\)"),
         (lambda p: (p.parent.mkdir(exist_ok=True), p.write_text("x")), "Not a folder"),
     ],
 )
@@ -56,6 +56,65 @@ def test_scan_bad_folders_give_clear_errors(tmp_path, make, words):
     make(target)
     with pytest.raises(DataError, match=words):
         scan_image_folder(target)
+
+
+def test_a_class_folder_given_instead_of_its_parent_says_what_it_holds(tmp_path):
+    for i in range(3):
+        _png(tmp_path / "flower_photos" / "daisy" / f"{i}.png")
+    _png(tmp_path / "flower_photos" / "roses" / "0.png")
+    with pytest.raises(DataError) as e:  # images loose in the folder: the class folder itself was chosen
+        scan_image_folder(tmp_path / "flower_photos" / "daisy")
+    message = str(e.value)
+    assert "holds 3 images directly, in no class sub-folder" in message
+    assert "choose its parent, which should hold one sub-folder per class" in message
+    assert "No images found" not in message
+
+
+def test_a_folder_with_one_class_or_the_dataset_one_level_down_says_what_to_choose(tmp_path):
+    for i in range(3):
+        _png(tmp_path / "one" / "daisy" / f"{i}.png")
+    with pytest.raises(DataError) as e:
+        scan_image_folder(tmp_path / "one")
+    assert "holds 1 sub-folder with images (daisy, 3 images)" in str(e.value)
+    assert "needs at least 2 classes" in str(e.value) and "Choose its parent" in str(e.value)
+
+    for cls in ("daisy", "roses"):
+        _png(tmp_path / "above" / "flower_photos" / cls / "0.png")
+    with pytest.raises(DataError) as e:
+        scan_image_folder(tmp_path / "above")
+    assert "(flower_photos, 2 images), whose own 2 sub-folders (daisy, roses) look like the classes" in str(e.value)
+    assert "Choose flower_photos itself" in str(e.value)
+
+
+def test_a_folder_without_images_says_what_it_holds(tmp_path):
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    (tmp_path / "d" / "b").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=r"holds 2 sub-folders \(a, b\) but no images"):
+        scan_image_folder(tmp_path / "d")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="holds only 1 file that are not images"):
+        scan_image_folder(tmp_path / "e")
+
+
+def test_a_zip_of_one_class_is_named_as_the_user_knows_it_not_by_its_cache_path(tmp_path, settings):
+    import shutil
+
+    for i in range(2):
+        _png(tmp_path / "src" / "daisy" / f"{i}.png")
+    archive = shutil.make_archive(str(tmp_path / "upload"), "zip", root_dir=tmp_path / "src")
+    root = resolve_source(archive, settings, shown_as="daisy.zip")
+    with pytest.raises(DataError) as e:
+        scan_image_folder(root, shown_as="daisy.zip")
+    message = str(e.value)
+    assert message.startswith("'daisy.zip' holds 1 sub-folder with images (daisy, 2 images)")
+    assert "Zip its parent instead" in message
+    assert str(settings.cache_dir) not in message
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(DataError) as e:
+        resolve_source(str(tmp_path / "bad.zip"), settings, shown_as="my photos.zip")
+    assert "'my photos.zip' is not a valid .zip file" in str(e.value)
 
 
 def test_decode_respects_exif_rotation(tmp_path):

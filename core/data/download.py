@@ -226,7 +226,7 @@ def _download_error(
         )
     if isinstance(exc, ValueError) and progress.downloaded:
         return DownloadError(
-            f"The file downloaded from {url} is not the expected one: its SHA-256 does not match {known_hash}. "
+            f"The file downloaded from {url} is not the expected one: its checksum (SHA-256) is not the dataset's. "
             "It may have been corrupted on the way, or the file on the server has changed. "
             "The file was deleted; please try again."
         )
@@ -372,16 +372,22 @@ def _extract_flowers(
         except OSError as exc:
             if exc.errno is None:  # gzip.BadGzipFile and friends: the archive itself is bad
                 raise _BadArchive(
-                    f"{tgz} is not a valid .tgz archive ({exc}). It was deleted; try again to download it anew."
+                    f"The downloaded {tgz.name} is not a valid .tgz archive ({exc}). It was deleted; try again to "
+                    "download it anew."
                 ) from exc
-            raise DownloadError(f"Could not extract {tgz} into {tmp}: {exc}. Is the disk full?") from exc
+            raise DownloadError(
+                f"Could not unpack the flowers dataset into {target.parent}: {exc.strerror or exc}. Is the disk full?"
+            ) from exc
         except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise _BadArchive(
-                f"{tgz} is not a valid .tgz archive ({exc}). It was deleted; try again to download it anew."
+                f"The downloaded {tgz.name} is not a valid .tgz archive ({exc}). It was deleted; try again to "
+                "download it anew."
             ) from exc
         extracted = tmp / _TOP_FOLDER
         if not extracted.is_dir():
-            raise _BadArchive(f"{tgz} does not contain a '{_TOP_FOLDER}/' folder; it is not the flowers dataset.")
+            raise _BadArchive(
+                f"The downloaded {tgz.name} does not contain a '{_TOP_FOLDER}/' folder; it is not the flowers dataset."
+            )
         _check_classes(extracted, expected_classes, tgz)
         mark_complete(extracted)
         if target.exists():  # an old, incomplete extraction
@@ -397,7 +403,10 @@ def _check_tar_member(member: tarfile.TarInfo, archive: Path) -> None:
     if problem is None and not (member.isfile() or member.isdir()):
         problem = "is a link or special file"
     if problem is not None:
-        raise _BadArchive(f"{archive} contains an unsafe entry '{member.name}' ({problem}); refusing to extract it.")
+        raise _BadArchive(
+            f"The downloaded {archive.name} contains an unsafe entry '{member.name}' ({problem}); "
+            "refusing to extract it."
+        )
 
 
 def _unsafe_name(name: str) -> Optional[str]:
@@ -416,10 +425,13 @@ def _check_classes(root: Path, expected: Optional[tuple[str, ...]], archive: Pat
         missing = [c for c in expected if c not in with_images]
         if missing:
             raise _BadArchive(
-                f"{archive} is missing the class folder(s) {', '.join(missing)}; it is not the flowers dataset."
+                f"The downloaded {archive.name} is missing the class folder(s) {', '.join(missing)}; it is not the "
+                "flowers dataset."
             )
     elif len(with_images) < 2:
-        raise _BadArchive(f"{archive} has fewer than 2 class folders with images; it is not an image dataset.")
+        raise _BadArchive(
+            f"The downloaded {archive.name} has fewer than 2 class folders with images; it is not an image dataset."
+        )
 
 
 def _has_images(folder: Path) -> bool:
@@ -436,6 +448,7 @@ def extract_zip(
     *,
     max_bytes: int = MAX_ZIP_BYTES,
     max_members: int = MAX_ZIP_MEMBERS,
+    shown_as: Optional[str] = None,
 ) -> Path:
     """Extract an uploaded ``.zip`` of an ImageFolder-layout folder and return the ImageFolder root.
 
@@ -444,11 +457,13 @@ def extract_zip(
     archive's single top folder when there is one holding sub-folders, else the extraction folder.
 
     Raises :class:`DataError` when the file is not a zip, holds unsafe entries (absolute paths, ``..``,
-    symlinks) or is too big (more than ``max_bytes`` uncompressed or ``max_members`` entries).
+    symlinks) or is too big (more than ``max_bytes`` uncompressed or ``max_members`` entries). Messages name the
+    zip ``shown_as`` (how the user knows it: an upload's file name) or by its file name, never by its cache path.
     """
     zip_path = Path(zip_path)
+    name = shown_as or zip_path.name
     if not zip_path.is_file():
-        raise DataError(f"{zip_path} does not exist; upload or choose a .zip file of class folders.")
+        raise DataError(f"'{name}' does not exist (any more); upload or choose a .zip file of class folders again.")
     zips_dir = Path(cache_dir) / EXTRACTIONS
     dest = zips_dir / _sha256(zip_path)[:NAME_CHARS]
     if is_complete(dest):
@@ -458,14 +473,14 @@ def extract_zip(
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
         raise DataError(
-            f"{zip_path.name} is not a valid .zip file ({exc}). Zip a folder with one sub-folder per class."
+            f"'{name}' is not a valid .zip file ({exc}). Zip a folder with one sub-folder per class."
         ) from exc
     remove_stale_files(zips_dir, (".extract-*",))  # extractions a killed process left (a live one is younger)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=zips_dir))
     try:
         with archive:
-            members = _checked_zip_members(archive, zip_path.name, max_bytes, max_members)
-            _extract_zip_members(archive, members, tmp, zip_path.name, max_bytes, on_progress)
+            members = _checked_zip_members(archive, name, max_bytes, max_members)
+            _extract_zip_members(archive, members, tmp, name, max_bytes, on_progress)
         mark_complete(tmp)
         if dest.exists():  # an old, incomplete extraction
             shutil.rmtree(dest)
@@ -475,7 +490,9 @@ def extract_zip(
             if not is_complete(dest):  # another process finishing the same zip at the same time is fine
                 raise
     except OSError as exc:
-        raise DataError(f"Could not extract {zip_path.name} into {zips_dir}: {exc}") from exc
+        raise DataError(
+            f"Could not unpack '{name}' into the cache ({zips_dir}): {exc.strerror or exc}. Is the disk full?"
+        ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _imagefolder_root(dest)

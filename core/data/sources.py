@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from core.data.download import download_flowers, extract_zip
 from core.data.sample import ensure_sample
@@ -42,15 +42,18 @@ def check_allowed(path: str, shared: Sequence[Path], builtin: Sequence[Path] = (
     )
 
 
-def resolve_source(source: str, settings: Settings, on_progress: ProgressFn = no_progress) -> Path:
-    """The ImageFolder root for a source name or path, downloading/generating/extracting as needed."""
+def resolve_source(
+    source: str, settings: Settings, on_progress: ProgressFn = no_progress, *, shown_as: Optional[str] = None
+) -> Path:
+    """The ImageFolder root for a source name or path, downloading/generating/extracting as needed. ``shown_as``
+    is how the user knows a zip (an upload's file name), for messages about it."""
     if source == "sample":
         return ensure_sample(settings.cache_dir, on_progress=on_progress)
     if source == "flowers":
         return download_flowers(settings.cache_dir, on_progress=on_progress)
     path = Path(source).expanduser()
     if path.is_file() and path.suffix.lower() == ".zip":
-        return extract_zip(path, settings.cache_dir, on_progress=on_progress)
+        return extract_zip(path, settings.cache_dir, on_progress=on_progress, shown_as=shown_as)
     if not path.exists():
         raise DataError(
             f"Dataset not found: '{source}'. Use 'sample', 'flowers', a folder with one sub-folder "

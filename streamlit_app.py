@@ -2,7 +2,11 @@
 
 Run with ``streamlit run streamlit_app.py``. Pages live in ``app_pages/`` and only hold widgets; all logic
 lives in ``core/``. The sidebar decides the dataset and backbone, shared with the pages through
-``st.session_state["dataset"]`` and ``st.session_state["backbone"]``.
+``st.session_state["dataset"]`` and ``st.session_state["backbone"]``, and kept in the URL (``?dataset=sample|
+flowers|folder&folder=<path>&backbone=<name>``) so that a link opens the same choice.
+
+Nothing imported here (nor by Home) loads torch, timm or faiss: the first page paints in about a second, and
+a background thread loads them afterwards (:mod:`core.app.warmup`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from pathlib import Path
 import streamlit as st
 
 from core.app.jobs import shared_training
+from core.app.machine import PREFERRED_BACKBONE, nothing_downloaded
+from core.app.warmup import warm_up
 from core.data.download import flowers_available
 from core.data.flowers import FLOWERS_PHOTOS, FLOWERS_SIZE
 from core.data.imagefolder import scan_image_folder
+from core.data.sample import SAMPLE_CAVEAT
 from core.data.sources import check_allowed, resolve_source, shared_folders
 from core.data.uploads import evict_uploads, lease_source, save_upload
 from core.errors import TransferLabError
@@ -39,13 +46,14 @@ cleaned_at_start(tuple(settings.written_folders()))
 shared_training(settings)  # the first call resumes the queue the last server left
 st.session_state.setdefault("owner", secrets.token_urlsafe(16))  # this browser session: it owns what it launches
 
-PREFERRED_BACKBONE = "resnet18"  # the course's model; the offline one stands in when its weights are missing
 DATASETS = ("Built-in sample", "Flowers (real photos)", "Local folder", "Upload a .zip")
+# The dataset choices a link can carry (?dataset=...); an upload cannot be shared.
+SHARED_DATASETS = {"sample": DATASETS[0], "flowers": DATASETS[1], "folder": DATASETS[2]}
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def describe(root: str) -> dict:
-    listing = scan_image_folder(Path(root))
+def describe(root: str, shown_as: str | None = None) -> dict:
+    listing = scan_image_folder(Path(root), shown_as=shown_as)
     examples = {c: [str(p) for p in paths] for c, paths in listing.examples(per_class=6, seed=0).items()}
     return {
         "root": root,
@@ -71,10 +79,11 @@ def _progress_bar(label: str):
 def choose_dataset() -> dict | None:
     """The sidebar's dataset picker; returns the dataset description or None (with the reason shown)."""
     choice = st.radio("Dataset", DATASETS, key="dataset_choice")
-    source = root = None
+    source = root = shown_as = None
     label = choice
     if choice == DATASETS[0]:
         source = "sample"
+        st.caption(f"✏️ {SAMPLE_CAVEAT}")
     elif choice == DATASETS[1]:
         if flowers_available(settings.cache_dir):
             source = "flowers"
@@ -105,8 +114,9 @@ def choose_dataset() -> dict | None:
         if up is not None:
             try:
                 source, label = str(save_upload(up.getvalue(), settings)), up.name
+                shown_as = up.name  # messages name the user's file, not its copy in the cache
                 with st.spinner("Preparing the dataset…"), lease_source(source, settings):
-                    root = resolve_source(source, settings)  # extracted before eviction counts it
+                    root = resolve_source(source, settings, shown_as=shown_as)  # extracted before eviction counts it
                 if st.session_state.get("zip_evicted_for") != source:  # once per upload, not on every rerun
                     evict_uploads(settings, keep=[*active_sources(RunStore(settings.runs_dir).list_runs()), source])
                     st.session_state["zip_evicted_for"] = source
@@ -118,19 +128,17 @@ def choose_dataset() -> dict | None:
     try:
         with st.spinner("Preparing the dataset…"):
             root = root or resolve_source(source, settings)
-            info = describe(str(root))
+            info = describe(str(root), shown_as)
     except TransferLabError as e:
         st.error(str(e))
         return None
-    return {**info, "source": source, "label": label}
+    return {**info, "source": source, "label": label, "upload": choice == DATASETS[3]}
 
 
 def choose_backbone() -> str:
     default, reason = pick_pretrained_backbone(settings, PREFERRED_BACKBONE)
-    names = list(BACKBONES)
-    name = st.selectbox(
-        "Backbone", names, index=names.index(default), key="backbone_choice", format_func=lambda n: BACKBONES[n].display
-    )
+    st.session_state.setdefault("backbone_choice", default)  # set here, not by index=, as a link may set it first
+    name = st.selectbox("Backbone", list(BACKBONES), key="backbone_choice", format_func=lambda n: BACKBONES[n].display)
     src = BACKBONES[name].weights_source(settings)
     if name == default != PREFERRED_BACKBONE:  # the offline fallback was picked: say why
         st.caption(f"ℹ️ {reason}")
@@ -173,19 +181,63 @@ def teacher_mode() -> None:
             st.error("That is not the teacher password.")
 
 
+def read_link() -> list[str]:
+    """On a session's first run (its sidebar widgets have no state yet), take the dataset and backbone from the URL.
+    Unknown values are ignored; a folder still goes through the shared-folders check when the picker reads it.
+    Returns what was ignored, to say so in a caption."""
+    ignored = []
+    if "dataset_choice" not in st.session_state and "dataset" in st.query_params:
+        wanted = st.query_params["dataset"]
+        if wanted in SHARED_DATASETS:
+            st.session_state["dataset_choice"] = SHARED_DATASETS[wanted]
+            if wanted == "folder":
+                st.session_state["folder_path"] = st.query_params.get("folder", "")
+        else:
+            ignored.append(f"dataset={wanted}")
+    if "backbone_choice" not in st.session_state and "backbone" in st.query_params:
+        wanted = st.query_params["backbone"]
+        if wanted in BACKBONES:
+            st.session_state["backbone_choice"] = wanted
+        else:
+            ignored.append(f"backbone={wanted}")
+    return ignored
+
+
+def set_param(name: str, value: str | None) -> None:
+    """One key of the URL (the Train and Compare pages keep theirs beside it): set, or removed when None."""
+    if value is None:
+        if name in st.query_params:
+            del st.query_params[name]
+    elif st.query_params.get(name) != value:
+        st.query_params[name] = value
+
+
+def write_link(backbone: str) -> None:
+    """Keep the sidebar's choice in the URL, so that a copied link opens the same dataset and backbone."""
+    shared = {v: k for k, v in SHARED_DATASETS.items()}.get(st.session_state["dataset_choice"])
+    set_param("dataset", shared)
+    folder = st.session_state.get("folder_path", "").strip() if shared == "folder" else ""
+    set_param("folder", folder or None)
+    set_param("backbone", backbone)
+
+
 LOCAL_ONLY = st.get_option("server.address") in ("localhost", "127.0.0.1", "::1")  # no student can reach it
 st.session_state["shared_folders"] = shared_folders(settings, LOCAL_ONLY)
 
 with st.sidebar:
     st.markdown("### 🌼 Transfer Lab")
+    offline_box = st.empty()  # filled last: a download made by this very run must hide it
+    ignored = read_link()
     dataset = choose_dataset()
     if dataset:
         counts = " · ".join(f"{c} {n}" for c, n in dataset["counts"].items())
         st.caption(f"**{len(dataset['classes'])} classes, {dataset['n']:,} images** — {counts}")
     backbone = choose_backbone()
-    offline = not flowers_available(settings.cache_dir) and BACKBONES["resnet18"].weights_source(settings) is None
-    if offline:
-        st.info(
+    if ignored:
+        st.caption(f"Ignored from the link: {', '.join(ignored)} (not a choice here).")
+    write_link(backbone)
+    if nothing_downloaded(settings):
+        offline_box.info(
             "Nothing downloaded: everything works offline on the built-in sample and the offline "
             "EfficientNet-Lite0 backbone.",
             icon="📴",
@@ -207,3 +259,4 @@ page = st.navigation(
     ]
 )
 page.run()
+warm_up()  # after the page has painted: load torch, timm and faiss in the background for Train and Search

@@ -1,8 +1,12 @@
-"""Home: what the app shows, how to use it in class, the dataset at a glance, and the machine's state."""
+"""Home: what the app shows, how to use it in class, the dataset at a glance, and the machine's state.
+
+It paints without torch (the machine's state, drawn last, is the only part that needs it)."""
 
 import streamlit as st
 
 from core.app.machine import machine_state
+from core.app.warmup import is_loaded
+from core.data.sample import SAMPLE_CAVEAT
 from core.settings import Settings
 
 settings = Settings.from_env()
@@ -22,7 +26,10 @@ st.markdown(
 
 if dataset:
     st.subheader(f"The dataset: {dataset['label']}")
-    st.caption(f"{dataset['n']:,} images in {len(dataset['classes'])} classes — `{dataset['root']}`")
+    where = "" if dataset.get("upload") else f" — `{dataset['root']}`"  # an upload's copy in the cache means nothing
+    st.caption(f"{dataset['n']:,} images in {len(dataset['classes'])} classes{where}")
+    if dataset["source"] == "sample":
+        st.info(SAMPLE_CAVEAT, icon="✏️")
     for name, paths in dataset["examples"].items():  # chosen once by the sidebar's cached scan
         st.markdown(f"**{name}** · {dataset['counts'][name]:,} images")
         cols = st.columns(len(paths) or 1)
@@ -32,7 +39,11 @@ else:
     st.warning("Choose a dataset in the sidebar to see it here.")
 
 st.subheader("This machine")
-m = machine_state(settings)
+if is_loaded("torch"):
+    m = machine_state(settings)
+else:  # the first visit to a fresh server: everything above painted without it
+    with st.spinner("Loading PyTorch… (once per server start, a few seconds)"):
+        m = machine_state(settings)
 c1, c2, c3 = st.columns(3)
 c1.metric("Device", m["device"].upper(), help=f"{m['cpu']} (best vector extension: {m['isa']})")
 c2.metric("Threads", f"{m['torch_threads']} of {m['cpu_cores']} cores")

@@ -188,7 +188,7 @@ def test_sidebar_local_folder_and_bad_folder(settings, tiny_folder, tmp_path):
     (tmp_path / "one" / "daisy").mkdir(parents=True)
     at.sidebar.text_input(key="folder_path").input(str(tmp_path / "one")).run()
     assert not at.exception
-    assert any("No images found" in e.value for e in at.sidebar.error)
+    assert any("holds 1 sub-folder (daisy) but no images" in e.value for e in at.sidebar.error)
     at.switch_page("app_pages/train.py").run()
     assert "Choose a dataset" in at.warning[0].value  # nothing usable: the page says so, nothing breaks
 

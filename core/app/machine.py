@@ -5,8 +5,17 @@ from __future__ import annotations
 import platform
 from typing import Dict
 
+from core.data.download import flowers_available
 from core.models.backbones import BACKBONES
 from core.settings import Settings, usable_cpus
+
+PREFERRED_BACKBONE = "resnet18"  # the course's model; the offline one stands in when its weights are missing
+
+
+def nothing_downloaded(settings: Settings) -> bool:
+    """Whether neither the real flowers nor ResNet18's ImageNet weights are on this machine (the sidebar then says
+    that everything works offline). Read from disk at each call, never cached: a download shows at once."""
+    return not flowers_available(settings.cache_dir) and BACKBONES[PREFERRED_BACKBONE].weights_source(settings) is None
 
 
 def machine_state(settings: Settings) -> Dict:

@@ -25,6 +25,11 @@ from core.progress import ProgressFn, no_progress
 
 SAMPLE_VERSION = 1
 JPEG_QUALITY = 92
+# Said wherever the sample is chosen or shown (the sidebar, Home): it is not what the lesson is about.
+SAMPLE_CAVEAT = (
+    "Drawn flowers generated offline: results on it say little about real photos; download the real flowers "
+    "for the lesson."
+)
 
 
 def _check(per_class: int, size: int, seed: int) -> None:

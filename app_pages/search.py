@@ -1,10 +1,10 @@
 """Search: a photo in, its nearest neighbours out — by raw pixels (L1, cosine) and by deep features.
 
-The indexes are built once per dataset and method (with a progress bar), saved in the cache and reused;
-everything here comes from ``core.retrieval.index`` and ``core.retrieval.metrics``.
+The indexes are built once per dataset and method (under one progress bar), saved in the cache and reused;
+everything here comes from ``core.retrieval.index`` and ``core.retrieval.metrics``. The query is kept in the
+session (:class:`core.app.search.KeptQuery`), so a change of dataset in the sidebar searches it again there.
 """
 
-import io
 import random
 from pathlib import Path
 
@@ -12,11 +12,24 @@ import pandas as pd
 import streamlit as st
 
 from core.app.plots import retrieval_quality_figure
-from core.app.search import class_key, deep_sources, file_key, files_by_class, framed_thumbnail, root_tag
+from core.app.search import (
+    QUERY_KEY,
+    THUMB_SIZES,
+    KeptQuery,
+    build_progress,
+    class_key,
+    deep_sources,
+    default_thumb_size,
+    file_key,
+    files_by_class,
+    framed_thumbnail,
+    root_tag,
+)
 from core.app.tasks import shared_tasks
 from core.data.decode import ImageDecodeError
 from core.data.imagefolder import PHOTO_TYPES, scan_image_folder
 from core.errors import TransferLabError
+from core.progress import Pace
 from core.retrieval.embedders import EmbedderConfig
 from core.retrieval.index import IndexConfig, open_index
 from core.retrieval.methods import METHODS
@@ -26,8 +39,8 @@ from core.settings import Settings
 
 settings = Settings.from_env()
 K_MAX = 24  # the most neighbours shown; leave-one-out rankings are computed (and saved) to this depth
-THUMBS_PER_ROW = 3
-THUMB_PX = 150
+UPLOAD_ROUND = "search_upload_round"  # bumped by "Clear the photo": a new uploader, empty
+THUMBS_CHOSEN = "search_thumbs_chosen"  # set once the user picks a thumbnail size: k no longer decides it
 MATCH, OTHER = "#2ca02c", "#d9d9d9"
 AUTO_MEASURE_UP_TO = 1000  # datasets this small get their precision@k measured without asking
 COLUMN_HELP = {
@@ -45,54 +58,103 @@ def cached_files_by_class(root: str) -> dict:
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)
-def cached_thumbnail(path: str, colour: str, stamp: int) -> bytes:
+def cached_thumbnail(path: str, colour: str, stamp: int, px: int) -> bytes:
     """``stamp``: the file's mtime, so edits show."""
-    return framed_thumbnail(path, colour, THUMB_PX)
+    return framed_thumbnail(path, colour, px)
+
+
+class StepBar:
+    """One progress bar over several background tasks waited for one after another: the step, the counts and
+    the time left (the bar appears only if a task is slow enough to be polled)."""
+
+    def __init__(self, steps: int, title: str = ""):
+        self.holder, self.steps, self.title, self.bar = st.empty(), steps, title, None
+
+    def poller(self, step: int, label: str):
+        pace = Pace()
+
+        def poll(task):
+            if self.bar is None:
+                self.bar = self.holder.progress(0.0, text=self.title)
+            left = pace.time_left(task.done, task.total, task.message)
+            fraction, text = build_progress(step, self.steps, label, task.done, task.total, task.message, left)
+            self.bar.progress(fraction, text=f"{self.title} {text}" if self.title else text)
+
+        return poll
+
+    def close(self) -> None:
+        self.holder.empty()
 
 
 def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
     """``{method: (index, report) or error message}``. Building runs as a background task, so a click
     during a first build does not throw the work away: the rerun finds the task and shows its progress."""
-    holder = st.empty()
-    shown = {"bar": None}
+    bar = StepBar(len(METHODS), "Building the search indexes (once; saved for next time).")
     out = {}
     try:
         listing = scan_image_folder(Path(root), min_classes=1)  # once for all three methods
     except TransferLabError as e:
         return {method: str(e) for method in METHODS}
-    for method, spec in METHODS.items():
+    for step, (method, spec) in enumerate(METHODS.items(), 1):
         cfg = deep_cfg if method == "deep" else EmbedderConfig()
-
-        def poll(task, spec=spec):
-            if shown["bar"] is None:
-                shown["bar"] = holder.progress(0.0, text="Building the search indexes (once; saved for next time)…")
-            counts = f" {task.done:,} / {task.total:,}" if task.total else ""
-            shown["bar"].progress(task.fraction, text=f"{spec.display}: {task.message}{counts}")
 
         def build(progress, method=method, cfg=cfg):
             return open_index(Path(root), method, cfg, settings=settings, on_progress=progress, listing=listing)
 
         try:
-            out[method] = shared_tasks().run(f"index|{root}|{method}|{cfg}", build, poll)
+            out[method] = shared_tasks().run(f"index|{root}|{method}|{cfg}", build, bar.poller(step, spec.display))
         except TransferLabError as e:
             out[method] = str(e)
-    holder.empty()
+    bar.close()
     return out
 
 
-def choose_query(root: str, classes: list):
-    """(source, name, true class or None, dataset file or None); None when there is no usable query."""
-    up = st.file_uploader(
-        "Upload a photo to search with (JPEG, PNG, WebP…; any size)", type=PHOTO_TYPES, key="search_upload"
+def keep_upload(key: str, root: str, dataset: str) -> None:
+    """The uploader's on_change: its new photo becomes the kept query; removing it (its ✖) drops the query."""
+    up = st.session_state.get(key)
+    st.session_state[QUERY_KEY] = KeptQuery.upload(up.name, up.getvalue(), root, dataset) if up is not None else None
+
+
+def clear_query() -> None:
+    st.session_state[QUERY_KEY] = None
+    st.session_state[UPLOAD_ROUND] = st.session_state.get(UPLOAD_ROUND, 0) + 1  # and a new, empty uploader
+
+
+def kept_query_panel(kept: KeptQuery, root: str, classes: list):
+    """The kept upload, or a photo of another dataset: a note, a way to drop it, and what is in the photo."""
+    note = kept.note(root, classes)
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1.info(note or f"Searching with your photo **{kept.name}**.", icon="📌" if note else "📷")
+    c2.button("✖ Clear the photo", on_click=clear_query, key="search_clear", width="stretch")
+    options = ["", *classes]
+    truth = st.selectbox(
+        "What is in the photo? (optional: highlights the neighbours of that class)",
+        options,
+        index=options.index(kept.truth_in(classes) or ""),
+        format_func=lambda c: c or "— don't know —",
+        key=f"search_truth-{root_tag(root)}-{kept.tag}",  # per query and dataset: it starts at the kept class
     )
-    if up is not None:
-        truth = st.selectbox(
-            "What is in the photo? (optional: highlights the neighbours of that class)",
-            ["", *classes],
-            format_func=lambda c: c or "— don't know —",
-            key="search_truth",
-        )
-        return io.BytesIO(up.getvalue()), up.name, truth or None, None
+    if truth and truth != kept.truth:  # "don't know" on a dataset without the kept class keeps the class
+        st.session_state[QUERY_KEY] = kept = kept.with_truth(truth)
+    elif not truth and kept.truth in classes:
+        st.session_state[QUERY_KEY] = kept = kept.with_truth(None)
+    return kept.source(), kept.name, kept.truth_in(classes), None
+
+
+def choose_query(root: str, dataset: str, classes: list):
+    """(source, name, true class or None, dataset file or None); None when there is no usable query. The
+    query is kept in the session: an upload, or a photo from another dataset, is searched here too."""
+    up_key = f"search_upload-{st.session_state.get(UPLOAD_ROUND, 0)}"
+    st.file_uploader(
+        "Upload a photo to search with (JPEG, PNG, WebP…; any size)",
+        type=PHOTO_TYPES,
+        key=up_key,
+        on_change=keep_upload,
+        args=(up_key, root, dataset),
+    )
+    kept = st.session_state.get(QUERY_KEY)
+    if kept is not None and (kept.uploaded or not kept.is_from(root)) and kept.readable():
+        return kept_query_panel(kept, root, classes)
     by_class = cached_files_by_class(root)
     cls_key = class_key(root)
 
@@ -101,8 +163,12 @@ def choose_query(root: str, classes: list):
         st.session_state[cls_key] = cls
         st.session_state[file_key(root, cls)] = rng.choice(by_class[cls])
 
-    if cls_key not in st.session_state:  # arrive with a photo already searched
-        pick_random(random.Random(0))
+    if cls_key not in st.session_state:  # back on this dataset: its photo kept; else arrive with one searched
+        if kept is not None and kept.is_from(root) and kept.rel in by_class.get(kept.truth, ()):
+            st.session_state[cls_key] = kept.truth
+            st.session_state[file_key(root, kept.truth)] = kept.rel
+        else:
+            pick_random(random.Random(0))
     st.caption("…or pick one from the dataset (it is left out of its own results):")
     c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
     cls = c1.selectbox("Class", classes, key=cls_key)
@@ -111,13 +177,15 @@ def choose_query(root: str, classes: list):
         return None
     rel = c2.selectbox("Photo", files, key=file_key(root, cls), format_func=lambda f: Path(f).name)
     c3.button("🎲 Random", on_click=pick_random, key="search_random", width="stretch")
+    st.session_state[QUERY_KEY] = KeptQuery.dataset_photo(root, rel, cls, dataset)
     return Path(root) / rel, Path(rel).name, cls, rel
 
 
-def neighbour_grid(index, result, truth) -> None:
-    rows = [result.neighbours[i : i + THUMBS_PER_ROW] for i in range(0, len(result.neighbours), THUMBS_PER_ROW)]
+def neighbour_grid(index, result, truth, size: str) -> None:
+    per_row, px = THUMB_SIZES[size]
+    rows = [result.neighbours[i : i + per_row] for i in range(0, len(result.neighbours), per_row)]
     for row in rows:
-        cols = st.columns(THUMBS_PER_ROW)
+        cols = st.columns(per_row)
         for col, n in zip(cols, row):
             same = truth is not None and n.label == truth
             caption = (
@@ -126,7 +194,7 @@ def neighbour_grid(index, result, truth) -> None:
             )
             try:
                 col.image(
-                    cached_thumbnail(n.path, MATCH if same else OTHER, Path(n.path).stat().st_mtime_ns),
+                    cached_thumbnail(n.path, MATCH if same else OTHER, Path(n.path).stat().st_mtime_ns, px),
                     caption=caption,
                     width="stretch",
                 )
@@ -134,7 +202,7 @@ def neighbour_grid(index, result, truth) -> None:
                 col.caption(f"{caption} — the file is no longer readable at {n.path}")
 
 
-def results_section(opened: dict, source, name: str, truth, own_file, k: int) -> None:
+def results_section(opened: dict, source, name: str, truth, own_file, k: int, size: str) -> None:
     results = {}
     for method, got in opened.items():
         if isinstance(got, tuple):
@@ -169,7 +237,7 @@ def results_section(opened: dict, source, name: str, truth, own_file, k: int) ->
             st.caption(
                 f"{index.embedder.description} · {len(index):,} images · {results[method].seconds * 1000:.0f} ms"
             )
-            neighbour_grid(index, results[method], truth)
+            neighbour_grid(index, results[method], truth, size)
 
 
 def quality_section(opened: dict, root: str, k: int) -> None:
@@ -191,18 +259,14 @@ def quality_section(opened: dict, root: str, k: int) -> None:
             on_click=lambda: st.session_state.update({measure_key: True}),
         )
         return
-    holder = st.empty()
-    shown = {"bar": None}
+    bar = StepBar(len(ready))
     rows = []
-    for method, index in ready.items():
-
-        def poll(task):
-            shown["bar"] = shown["bar"] or holder.progress(0.0)
-            shown["bar"].progress(task.fraction, text=f"{task.message}: {task.done:,} / {task.total or 0:,}")
-
+    for step, (method, index) in enumerate(ready.items(), 1):
         depth = min(K_MAX, len(index) - 1)
         shared_tasks().run(
-            f"loo|{index.path}|{depth}", lambda progress, ix=index, d=depth: ix.leave_one_out(d, progress), poll
+            f"loo|{index.path}|{depth}",
+            lambda progress, ix=index, d=depth: ix.leave_one_out(d, progress),
+            bar.poller(step, METHODS[method].display),
         )
         q = evaluate_index(index, k)
         rows.append(
@@ -215,7 +279,7 @@ def quality_section(opened: dict, root: str, k: int) -> None:
                 "chance": q.chance,
             }
         )
-    holder.empty()
+    bar.close()
     left, right = st.columns([3, 2])
     left.plotly_chart(
         retrieval_quality_figure(rows, chance=rows[0]["chance"]), width="stretch", key="search_quality_chart"
@@ -260,7 +324,7 @@ if not dataset:
 sources = deep_sources(settings)
 keys = list(sources)
 sidebar_key = f"imagenet:{st.session_state.get('backbone')}"
-controls = st.columns([3, 2], vertical_alignment="bottom")
+controls = st.columns([3, 2, 2], vertical_alignment="bottom")
 deep_key = controls[0].selectbox(
     "Deep features from",
     keys,
@@ -269,12 +333,29 @@ deep_key = controls[0].selectbox(
     key="search_deep",
     help="A fine-tuned run's network has learnt these classes: compare its neighbourhoods with the ImageNet ones.",
 )
-k = controls[1].slider("Neighbours (k)", 1, K_MAX, 8, key="search_k")
+
+
+def follow_k() -> None:
+    """Until the user picks a thumbnail size, k picks it: larger thumbnails for a few neighbours."""
+    if not st.session_state.get(THUMBS_CHOSEN):
+        st.session_state["search_thumbs"] = default_thumb_size(st.session_state["search_k"])
+
+
+k = controls[1].slider("Neighbours (k)", 1, K_MAX, 8, key="search_k", on_change=follow_k)
+st.session_state.setdefault("search_thumbs", default_thumb_size(k))
+size = controls[2].select_slider(
+    "Thumbnails",
+    list(THUMB_SIZES),
+    key="search_thumbs",
+    on_change=lambda: st.session_state.update({THUMBS_CHOSEN: True}),
+    help=" · ".join(f"{name}: {n} a row" for name, (n, _) in THUMB_SIZES.items())
+    + f". Until you choose, {default_thumb_size(1)} for a few neighbours, {default_thumb_size(K_MAX)} for many.",
+)
 
 opened = open_indexes(dataset["root"], sources[deep_key][1])
-query = choose_query(dataset["root"], dataset["classes"])
+query = choose_query(dataset["root"], dataset["label"], dataset["classes"])
 if query is not None:
-    results_section(opened, *query, k=k)
+    results_section(opened, *query, k=k, size=size)
 quality_section(opened, dataset["root"], k)
 
 with st.expander("About the indexes"):

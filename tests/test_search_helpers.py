@@ -8,9 +8,21 @@ import io
 import pytest
 from PIL import Image
 
-from core.app.search import class_key, deep_sources, file_key, files_by_class, framed_thumbnail, root_tag
+from core.app.search import (
+    THUMB_SIZES,
+    KeptQuery,
+    build_progress,
+    class_key,
+    deep_sources,
+    default_thumb_size,
+    file_key,
+    files_by_class,
+    framed_thumbnail,
+    root_tag,
+)
 from core.data.imagefolder import ImageFolderListing, scan_image_folder
 from core.models.backbones import BACKBONES
+from core.progress import Pace, time_left
 from core.runs.store import RunStore
 
 GREEN, BLUE = (44, 160, 44), (20, 40, 220)
@@ -119,3 +131,70 @@ def test_widget_keys_are_per_dataset_folder(tmp_path):
     assert class_key(a) != class_key(b) and file_key(a, "roses") != file_key(b, "roses")
     assert file_key(a, "roses") != file_key(a, "tulips")
     assert root_tag(a) in class_key(a) and root_tag(a) in file_key(a, "roses")
+
+
+def test_time_left_is_the_rest_at_the_pace_so_far():
+    assert time_left(10, 50, 100) == "00:10"  # half done after 10 s: about 10 s more
+    assert time_left(10, 60, 100, initial=20) == "00:10"  # 40 done in 10 s (watching began at 20): 40 left
+    assert time_left(30, 25, 100) == "01:30"
+    assert time_left(2, 1, 1801) == "1:00:00"  # an hour and more: hours shown
+    assert time_left(10, 0, 100) == time_left(0, 5, 100) == time_left(10, 5, None) == ""  # no pace, no total
+
+
+def test_pace_measures_each_phase_from_its_first_report():
+    now = [100.0]
+    pace = Pace(clock=lambda: now[0])
+    assert pace.time_left(200, 1000, "embedding") == ""  # watching begins mid-way: no pace yet
+    now[0] += 10
+    assert pace.time_left(400, 1000, "embedding") == "00:30"  # 200 in 10 s, 600 to go
+    now[0] += 5
+    assert pace.time_left(0, 1000, "building the graph") == ""  # a new phase
+    now[0] += 4
+    assert pace.time_left(500, 1000, "building the graph") == "00:04"
+    now[0] += 1
+    assert pace.time_left(100, 1000, "building the graph") == ""  # counts went back: measured afresh
+
+
+def test_build_progress_is_one_bar_over_the_steps_with_counts_and_time_left():
+    fraction, text = build_progress(2, 3, "Cosine pixels", 1200, 2400, "embedding images", "00:10")
+    assert fraction == pytest.approx(0.5)  # step 2 of 3, half done: half of the whole
+    assert text == "Step 2/3, Cosine pixels: embedding images — 1,200 / 2,400 photos · about 00:10 left in this step"
+    assert build_progress(1, 3, "L1 pixels", 0, 2919, "embedding images")[0] == 0.0
+    fraction, text = build_progress(3, 3, "Deep features", 2919, 2919, "embedding images", "00:00")
+    assert fraction == 1.0 and text.endswith("about 00:00 left")  # the last step's time left is the build's
+    fraction, text = build_progress(3, 3, "Deep features", 0, None, "measuring the approximate index's recall")
+    assert fraction == pytest.approx(2 / 3)  # no counts: the step has begun, no more
+    assert text == "Step 3/3, Deep features: measuring the approximate index's recall"
+    assert build_progress(1, 3, "L1 pixels", 5000, 2919, "x")[0] == pytest.approx(1 / 3)  # never past its step
+
+
+def test_thumbnails_are_larger_by_default_for_a_few_neighbours():
+    few, many = THUMB_SIZES[default_thumb_size(8)], THUMB_SIZES[default_thumb_size(9)]
+    assert few[0] < many[0] and few[1] > many[1]  # fewer a row, more pixels
+    assert default_thumb_size(1) == default_thumb_size(8) and default_thumb_size(24) == default_thumb_size(9)
+    per_row, pixels = zip(*THUMB_SIZES.values())
+    assert list(per_row) == sorted(per_row, reverse=True) and list(pixels) == sorted(pixels)  # small to large
+
+
+def test_a_kept_upload_is_searched_on_any_dataset_with_a_note_on_another(tmp_path):
+    sample, other = tmp_path / "sample", tmp_path / "other"
+    kept = KeptQuery.upload("rose.jpg", b"photo bytes", sample, "Built-in sample").with_truth("roses")
+    assert kept.uploaded and kept.readable() and kept.source().read() == b"photo bytes"
+    assert kept.is_from(sample) and kept.is_from(str(sample)) and not kept.is_from(other)
+    assert kept.note(sample, ["roses"]) == ""
+    assert kept.truth_in(["daisy", "roses"]) == "roses" and kept.truth_in(["daisy"]) is None
+    note = kept.note(other, ["daisy", "roses"])
+    assert "uploaded while the dataset **Built-in sample** was chosen" in note and "not one of" not in note
+    assert "Its class, *roses*, is not one of this dataset's classes." in kept.note(other, ["daisy"])
+    assert kept.with_truth("").truth is None and kept.with_truth("").tag == kept.tag
+    assert KeptQuery.upload("rose.jpg", b"other bytes", sample, "x").tag != kept.tag
+
+
+def test_a_kept_dataset_photo_is_its_file_while_it_is_there(tiny_folder):
+    rel = files_by_class(tiny_folder)["tulips"][0]
+    kept = KeptQuery.dataset_photo(tiny_folder, rel, "tulips", "tiny")
+    assert not kept.uploaded and kept.source() == tiny_folder / rel and kept.readable()
+    assert kept.name == rel.split("/")[-1] and kept.truth == "tulips"
+    assert "comes from the dataset **tiny**" in kept.note(tiny_folder.parent, ["tulips"])
+    gone = KeptQuery.dataset_photo(tiny_folder, "tulips/not-there.png", "tulips", "tiny")
+    assert not gone.readable() and gone.tag != kept.tag

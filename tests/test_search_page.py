@@ -1,14 +1,18 @@
 """The Search page through streamlit's AppTest, on the built-in sample (the app's offline default).
 
-Uploads cannot be driven by AppTest; they are covered in real Chromium in ``test_browser.py``.
+Uploads cannot be driven by AppTest; they are covered in real Chromium in ``test_browser.py``. Here an upload is
+seeded as the page keeps it (:class:`core.app.search.KeptQuery` in the session), as the uploader's callback does.
 """
 
 from __future__ import annotations
 
+import math
+import shutil
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app.search import class_key, file_key
+from core.app.search import QUERY_KEY, THUMB_SIZES, KeptQuery, class_key, default_thumb_size, file_key, root_tag
 from core.models.regimes import display_name
 from core.retrieval.index import clear_memory_cache, open_index
 from core.retrieval.methods import METHODS
@@ -147,3 +151,112 @@ def test_without_a_dataset_the_page_says_what_to_do(settings):
     at.switch_page("app_pages/search.py").run()
     assert not at.exception
     assert any("Choose a dataset in the sidebar" in w.value for w in at.warning)
+
+
+def _choose_folder(at, folder) -> None:
+    """In the sidebar: "Local folder" (no dataset until a path is typed: the page stops before its widgets),
+    then ``folder``."""
+    at.radio(key="dataset_choice").set_value("Local folder").run()
+    assert any("Choose a dataset in the sidebar" in w.value for w in at.warning)
+    at.text_input(key="folder_path").set_value(str(folder)).run()
+    assert not at.exception, at.exception
+    assert _root(at) == str(folder.resolve())
+
+
+def _two_classes(tiny_folder, tmp_path):
+    """A dataset of two of the tiny folder's classes (no tulips)."""
+    other = tmp_path / "two_classes"
+    for cls in ("daisy", "roses"):
+        shutil.copytree(tiny_folder / cls, other / cls)
+    return other
+
+
+def _l1_first(at) -> str:
+    """The caption of L1's nearest neighbour (the image after the query)."""
+    return _captions(at)[1]
+
+
+@pytest.mark.slow
+def test_an_upload_is_kept_and_searched_again_when_the_dataset_changes(sample_folder, tiny_folder, tmp_path, settings):
+    photo = sorted((sample_folder / "tulips").iterdir())[0]
+    at = search_page()
+    # what the uploader's callback keeps: the photo's bytes, where it was uploaded, and (chosen) its class
+    at.session_state[QUERY_KEY] = KeptQuery.upload(photo.name, photo.read_bytes(), _root(at), "Built-in sample")
+    at.run()
+    truth = f"search_truth-{root_tag(_root(at))}-{at.session_state[QUERY_KEY].tag}"
+    at.selectbox(key=truth).set_value("tulips").run()
+    assert _captions(at)[0] == f"Query: {photo.name} — tulips"
+    assert "mean |Δ| 0.0" in _l1_first(at) and "**tulips**" in _l1_first(at)  # a copy of a sample photo
+    assert at.button(key="search_clear").label == "✖ Clear the photo"
+
+    # the sidebar goes through "no dataset" (the page stops before the uploader) to a dataset without tulips
+    other = _two_classes(tiny_folder, tmp_path)
+    _choose_folder(at, other)
+    captions = _captions(at)
+    assert captions[0] == f"Query: {photo.name}" and len(captions) == 1 + 3 * 8  # searched there, no class
+    index, _ = open_index(other, "l1", settings=settings)
+    first = index.search(photo, 8).neighbours[0]
+    assert _l1_first(at).startswith(f"1. **{first.label}**")  # what core finds in the new dataset
+    note = " ".join(i.value for i in at.main.info)
+    assert "uploaded while the dataset **Built-in sample** was chosen" in note
+    assert "*tulips*, is not one of this dataset's classes" in note
+    box = at.selectbox(key=f"search_truth-{root_tag(_root(at))}-{at.session_state[QUERY_KEY].tag}")
+    assert box.options == ["— don't know —", "daisy", "roses"] and box.value == ""
+    assert not at.metric  # no class known here: no "same class" counts
+
+    # back on the sample: the class it was given there comes back
+    at.radio(key="dataset_choice").set_value("Built-in sample").run()
+    assert _captions(at)[0] == f"Query: {photo.name} — tulips" and "mean |Δ| 0.0" in _l1_first(at)
+    assert [i.value for i in at.main.info] == [f"Searching with your photo **{photo.name}**."]  # no note here
+
+    # ✖ drops it: the dataset's own photo pickers search again
+    at.button(key="search_clear").click().run()
+    assert at.session_state[QUERY_KEY].rel is not None
+    cls, rel = _query(at)
+    assert _captions(at)[0] == f"Query: {rel.split('/')[-1]} — {cls}"
+    assert not at.exception
+
+
+@pytest.mark.slow
+def test_a_dataset_photo_is_searched_in_the_next_dataset_and_comes_back_to_its_pickers(tiny_folder, settings):
+    at = search_page()
+    cls, rel = _query(at)
+    sample_root = _root(at)
+    _choose_folder(at, tiny_folder)
+    assert _captions(at)[0] == f"Query: {rel.split('/')[-1]} — {cls}"  # tiny has the same classes
+    assert any("comes from the dataset **Built-in sample**" in i.value for i in at.main.info)
+    assert class_key(_root(at)) not in at.session_state  # not the tiny dataset's own pickers
+    at.radio(key="dataset_choice").set_value("Built-in sample").run()
+    assert _root(at) == sample_root and _query(at) == (cls, rel)  # the same photo, in its pickers
+    assert not at.main.info and not at.exception
+
+
+def _thumbs_per_row(at) -> set:
+    """How many neighbour thumbnails each row shows, from the widths of the columns that hold one each."""
+    out = set()
+    for col in at.columns:
+        kids = list(col.children.values())
+        if len(kids) == 1 and kids[0].type == "image" and kids[0].proto.imgs[0].caption[:1].isdigit():
+            out.add(round(1 / col.proto.weight))
+    return out
+
+
+@pytest.mark.slow
+def test_thumbnail_size_follows_k_until_chosen(settings):
+    at = search_page()
+    size = at.select_slider(key="search_thumbs")
+    assert size.options == list(THUMB_SIZES)
+    assert size.value == default_thumb_size(8) and _thumbs_per_row(at) == {THUMB_SIZES[size.value][0]}
+    at.slider(key="search_k").set_value(12).run()
+    assert at.select_slider(key="search_thumbs").value == default_thumb_size(12)
+    assert _thumbs_per_row(at) == {THUMB_SIZES[default_thumb_size(12)][0]}
+    per_row_small, per_row_large = THUMB_SIZES[default_thumb_size(12)][0], THUMB_SIZES[default_thumb_size(8)][0]
+    assert per_row_large < per_row_small  # fewer neighbours, fewer and so larger thumbnails a row
+    at.select_slider(key="search_thumbs").set_value("Large").run()
+    at.slider(key="search_k").set_value(5).run()  # chosen: k no longer changes it
+    assert at.select_slider(key="search_thumbs").value == "Large"
+    assert _thumbs_per_row(at) == {THUMB_SIZES["Large"][0]}
+    assert len(_captions(at)) == 1 + 3 * 5
+    rows = sum(1 for c in at.columns if c.proto.weight == 1 / THUMB_SIZES["Large"][0])
+    assert rows >= 3 * math.ceil(5 / THUMB_SIZES["Large"][0])
+    assert not at.exception

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 
 import pytest
@@ -166,3 +167,19 @@ def test_a_run_that_does_not_stop_in_time_is_killed(settings, tiny_folder, train
     training.stop(run_id, owner="alice")
     assert wait_until(lambda: status(settings, run_id) == "interrupted", 30)
     assert wait_until(lambda: training.worker_pid() != pid, 30)  # the worker was killed, not asked
+
+
+def test_the_worker_starts_while_the_app_script_is_main(settings, tiny_folder, training, tmp_path, monkeypatch):
+    """Streamlit makes the page script ``__main__`` while it runs, and a spawned child runs its parent's main script
+    first: the worker must start and train without running the app (here, a script that fails when run)."""
+    import types
+
+    script = tmp_path / "an_app.py"
+    script.write_text("raise RuntimeError('the worker ran the app script')\n")
+    app = types.ModuleType("__main__")
+    app.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", app)
+    [run_id] = training.submit([_cfg(tiny_folder)])
+    assert training.wait_idle(WAIT)
+    assert status(settings, run_id) == "finished"
+    assert sys.modules["__main__"] is app  # put back

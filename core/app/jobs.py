@@ -20,8 +20,11 @@ Stop belongs to whoever launched the run (the browser session's ``owner`` token)
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import threading
 import time
+import types
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
@@ -72,6 +75,7 @@ class Training:
         """Queue runs (all of them, or none when one is invalid: raises ConfigError); their run ids."""
         configs = [cfg.validate() for cfg in configs]
         ids = [self.store.enqueue(cfg.to_dict(), owner) for cfg in configs]
+        self.listing.expire()  # the page drawn next shows the launch
         self.wake()
         return ids
 
@@ -87,6 +91,7 @@ class Training:
             return False
         with self._lock:
             self._stops[run_id] = time.monotonic()
+        self.listing.expire()  # the page drawn next shows it stopping
         self.wake()
         return True
 
@@ -154,7 +159,8 @@ class Training:
         self._process = self._spawn.Process(
             target=main, args=(self.settings, self.idle_seconds), name="transferlab-worker", daemon=True
         )
-        self._process.start()
+        with main_module_hidden():
+            self._process.start()
         self._started_at = time.monotonic()
         self.workers_started += 1
 
@@ -166,6 +172,22 @@ class Training:
             elif alive and now - asked > STOP_GRACE_SECONDS:
                 self._process.kill()  # a step that never ends: the run shows interrupted, the queue goes on
                 del self._stops[run_id]
+
+
+@contextmanager
+def main_module_hidden():
+    """A spawned child first runs its parent's ``__main__`` script again. In the server, that is the app itself:
+    Streamlit makes the page script ``__main__`` while it runs, so the worker would run the whole app in bare
+    mode (or fail in it) before training. Hide it while :meth:`multiprocessing.Process.start` prepares the
+    child; a script run that replaces it meanwhile keeps its own."""
+    stub = types.ModuleType("__main__")  # no __file__ and no __spec__: the child imports nothing as main
+    real = sys.modules.get("__main__")
+    sys.modules["__main__"] = stub
+    try:
+        yield
+    finally:
+        if sys.modules.get("__main__") is stub and real is not None:
+            sys.modules["__main__"] = real
 
 
 _shared: Dict[Path, Training] = {}

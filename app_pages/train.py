@@ -10,13 +10,23 @@ import pandas as pd
 import streamlit as st
 
 from core.app.jobs import NotYours, may_stop, shared_training
-from core.app.live import group_view, latest_group, progress_fraction, progress_text, race_timing
+from core.app.live import (
+    at_chance,
+    chance_level,
+    chance_note,
+    group_view,
+    launch_owner,
+    progress_fraction,
+    progress_text,
+    race_timing,
+    shown_launches,
+)
 from core.app.plots import CurveSeries, race_figure_cached
 from core.app.tasks import shared_tasks
 from core.errors import TransferLabError
 from core.models.backbones import BACKBONES, get_backbone
-from core.models.regimes import REGIMES, describe_regimes
-from core.runs.compare import seconds
+from core.models.regimes import REGIMES, describe_regimes, display_name
+from core.runs.compare import headline, regime_summary, runs_table, seconds
 from core.settings import Settings
 from core.training.config import BUDGET_PRESETS, PRESET_NAMES, RunConfig, apply_preset, new_group_id, preset_configs
 from core.training.planner import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
@@ -30,6 +40,7 @@ from core.training.throughput import probe
 LIVE_REFRESH_SECONDS = 1.0  # the progress bars
 CHART_REFRESH_SECONDS = 3.0  # the race chart: it changes once an epoch, and costs far more to send
 IDLE_REFRESH_SECONDS = 5.0  # nothing training: how soon another browser's launch shows
+SETTINGS_KEY = "train_settings"  # the settings' expander: open until a launch, then folded under the race
 STATE_ICONS = {
     "queued": "⏳",
     "running": "🏃",
@@ -70,35 +81,58 @@ def stop(run_id: str) -> None:
         st.toast(str(e))
 
 
-def shown_race() -> tuple:
-    """(the newest launch or None, its runs, whether any of them is queued or training)."""
+def stop_launch(group: str) -> None:
+    """Stop every run of ``group`` that this browser may stop (queued ones are cancelled)."""
+    runs = [r for r in group_view(group, training.runs()) if r.active and not r.stopping]
+    for run in runs:
+        if may_stop(run, owner, teacher):
+            stop(run.run_id)
+
+
+def shown_races() -> tuple:
+    """(the launches shown, {launch: its runs}, whether any run of them is queued or training): every active
+    launch, this browser's first, or the newest launch's results when none is active (core.app.live)."""
     stored = training.runs()  # the server's shared listing: one read of what changed, for every tab
-    group = latest_group(stored)
-    runs = group_view(group, stored) if group else []
-    return group, runs, any(run.active for run in runs)
+    groups = shown_launches(stored, owner)
+    views = {group: group_view(group, stored) for group in groups}
+    return groups, views, any(run.active for runs in views.values() for run in runs)
 
 
 @st.fragment(run_every=LIVE_REFRESH_SECONDS)
-def live_panel() -> None:
-    group, runs, active = shown_race()
-    if not active:  # it ended: the whole page again, now idle (verdict, link, no more fast reruns)
+def live_panel(group: str, shown: list) -> None:
+    groups, views, active = shown_races()
+    if groups != shown or not active:  # a launch started or ended: the whole page again (its order, its buttons)
         st.rerun()
-    race_rows(runs)
+    race_rows(group, views[group])
 
 
 @st.fragment(run_every=IDLE_REFRESH_SECONDS)
-def watch_for_launch(shown: str | None) -> None:
+def watch_for_launch(shown: list) -> None:
     """Draws nothing: reruns the page once a launch (from any browser) is queued or training."""
-    group, _, active = shown_race()
-    if active or group != shown:
+    groups, _, active = shown_races()
+    if active or groups != shown:
         st.rerun()
 
 
-def race_rows(runs: list) -> None:
-    if not runs:
-        st.info("Nothing launched yet. Press **Run all four** to start a race.")
-        return
-    st.subheader("The race")
+def launch_heading(group: str, runs: list) -> None:
+    who = launch_owner(runs)
+    title = "Your race" if who and who == owner else "A race from another browser" if who else "A race"
+    stoppable = [r for r in runs if r.active and not r.stopping and may_stop(r, owner, teacher)]
+    row = st.container(horizontal=True, vertical_alignment="center")
+    row.subheader(title)
+    if stoppable:
+        row.button(
+            "⏹ Stop all",
+            key=f"stop-all-{group}",
+            on_click=stop_launch,
+            args=(group,),
+            help="Stop every run of this launch: the running one after its current batch (kept as interrupted), "
+            "the queued ones before they start.",
+        )
+
+
+def race_rows(group: str, runs: list) -> None:
+    launch_heading(group, runs)
     timing = race_timing(runs)
     if timing:
         st.caption(
@@ -115,6 +149,7 @@ def race_rows(runs: list) -> None:
     # this browser may stop it: every viewer redraws this every second, and columns cost the server and each
     # browser more than the bars themselves (benchmarks/bench_viewers.py).
     others = False
+    chance = chance_level(runs)
     for run in runs:
         name = f"{STATE_ICONS.get(run.state, '')} **{run.label}**"
         if run.state == "finished" and run.summary.get("test_acc") is not None:
@@ -149,41 +184,65 @@ def race_rows(runs: list) -> None:
             others = others or not run.stopping
             suffix = "" if run.stopping else " · another browser's run"
             st.progress(progress_fraction(run), text=f"{name} · {progress_text(run)}{suffix}")
+        if at_chance(run, chance):
+            st.caption(f"🎲 {chance_note(run, chance)}")
     if others:
         st.caption("Only the browser that launched a run, or the teacher, can stop it.")
 
 
 @st.fragment(run_every=CHART_REFRESH_SECONDS)
-def live_chart() -> None:
-    group, runs, _ = shown_race()
-    race_chart(group, runs)
+def live_chart(group: str) -> None:
+    race_chart(group, group_view(group, training.runs()))
 
 
-def race_chart(group: str | None, runs: list) -> None:
+def race_chart(group: str, runs: list) -> None:
     shown = [run for run in runs if run.metrics]
     if shown:
         key = (group, tuple((run.run_id, len(run.metrics)) for run in shown))  # new curves: a new figure
         series = [CurveSeries(run.label, run.regime, run.metrics) for run in shown]
-        st.plotly_chart(race_figure_cached(series, key), key="race", width="stretch")
+        figure = race_figure_cached(series, key, chance=chance_level(runs))
+        st.plotly_chart(figure, key=f"race-{group}", width="stretch")
         st.caption(
             "Against each run's own clock: solid validation · dashed training · ★ best epoch (lowest "
-            "validation loss). A run that reaches its accuracy further left bought it for less."
+            "validation loss) · dotted: chance, the accuracy of guessing. A run that reaches its accuracy further "
+            "left bought it for less."
         )
-    if runs and not any(r.active for r in runs):
-        st.page_link("app_pages/compare.py", label="Compare these runs with earlier ones →", icon="📊")
 
 
-def race_section() -> None:
-    """The newest launch: live while any of its runs is queued or training, drawn once (and watched for the
-    next launch) when none is."""
-    group, runs, active = shown_race()
-    if active:
-        live_panel()
-        live_chart()
-    else:
-        race_rows(runs)
-        race_chart(group, runs)
-        watch_for_launch(group)
+def verdict(group: str) -> None:
+    """Which regime won the ended launch, and which was the better buy (core.runs.compare.headline)."""
+    records = [r for r in training.runs() if r.config.get("group") == group and r.status == "finished"]
+    if len({r.config.get("model", {}).get("regime") for r in records}) < 2:
+        return
+    for line in headline(regime_summary(runs_table(records))):
+        st.success(line, icon="🏁")
+
+
+def results(group: str, runs: list) -> None:
+    """An ended launch: its rows, its chart, the verdict and the way to Compare."""
+    race_rows(group, runs)
+    race_chart(group, runs)
+    verdict(group)
+    st.page_link("app_pages/compare.py", label="Compare these runs with earlier ones →", icon="📊")
+
+
+def live_races(groups: list, views: dict) -> None:
+    """Every active launch first on the page, each with its progress and chart, live."""
+    for group in groups:
+        if any(run.active for run in views[group]):
+            live_panel(group, groups)
+            live_chart(group)
+        else:  # this browser's launch that has ended while another one trains
+            results(group, views[group])
+
+
+def ended_races(groups: list, views: dict) -> None:
+    """Nothing training: the newest launch's results (drawn once), and a watch for the next launch."""
+    if not groups:
+        st.info("Nothing launched yet. Press **Run all four** to start a race.")
+    for group in groups:
+        results(group, views[group])
+    watch_for_launch(groups)
 
 
 # --------------------------------------------------------------------------------------------- planning
@@ -254,99 +313,27 @@ def plan_preview(regimes: list, budget_minutes: int, seed: int):
 
 # ------------------------------------------------------------------------------------------------ page
 
-st.title("🏋️ Train")
-if not dataset:
-    st.warning("Choose a dataset in the sidebar first.")
-    race_section()  # a race launched earlier (or by another session) is still shown
-    st.stop()
-st.caption(
-    f"Dataset **{dataset['label']}** ({dataset['n']:,} images, {len(dataset['classes'])} classes) · "
-    f"backbone **{BACKBONES[backbone].display}** — change them in the sidebar."
-)
 
-preset = st.radio(
-    "Preset",
-    PRESET_NAMES,
-    horizontal=True,
-    key="preset",
-    help="5 minutes / quick demo: a time budget. The app measures this machine once and plans each "
-    "regime's image size, images and epochs to finish within it. "
-    "notebook recipe: the course notebook's settings for every regime.",
-)
-budget_mode = preset in BUDGET_PRESETS
-k = f"{preset}-{backbone}"  # switching preset or backbone resets the knobs to its defaults
-if budget_mode:
-    c = st.columns([3, 1])
-    budget = c[0].slider(
-        "Time budget (minutes)",
-        MIN_BUDGET_MINUTES,
-        MAX_BUDGET_MINUTES,
-        int(BUDGET_PRESETS[preset]),
-        key=f"budget-{k}",
-        help="How long the class can wait for all the chosen regimes, one after another.",
-    )
-    seed = c[1].number_input("Seed", 0, 10_000, 0, key=f"seed-{k}")
-    freeze = get_backbone(backbone).notebook_freeze
-else:
-    base = apply_preset(RunConfig(), preset)
-    c = st.columns(6)
-    epochs = c[0].number_input("Epochs", 1, 100, base.train.epochs, key=f"epochs-{k}")
-    img_size = c[1].number_input("Image size (px)", 32, 512, base.data.img_size, step=16, key=f"img-{k}")
-    batch_size = c[2].number_input("Batch size", 1, 256, base.train.batch_size, key=f"bs-{k}")
-    lr = c[3].number_input("Learning rate", 1e-6, 0.5, base.train.lr, format="%.0e", step=1e-4, key=f"lr-{k}")
-    body_tensors = regime_counts(backbone, len(dataset["classes"]), None)["transfer"][2]
-    freeze = c[4].number_input(
-        "Frozen (finetune)",
-        0,
-        body_tensors,
-        get_backbone(backbone).notebook_freeze,
-        key=f"freeze-{k}",
-        help="The first N parameter tensors stay frozen in the finetune regime. "
-        "The notebook freezes 50 of ResNet18's 62.",
-    )
-    seed = c[5].number_input("Seed", 0, 10_000, 0, key=f"seed-{k}")
-
-# ---------------------------------------------------------------------------------------------- regimes
-counts = regime_counts(backbone, len(dataset["classes"]), int(freeze))
-chosen = []
-cols = st.columns(4)
-for col, (name, regime) in zip(cols, REGIMES.items()):
-    with col.container(border=True):
-        if st.checkbox(f"**{regime.title}**", value=True, key=f"regime-{name}"):
-            chosen.append(name)
-        st.caption(regime.explanation)
-        trainable, frozen, _ = counts[name]
-        st.markdown(f"trains **{fmt_params(trainable)}** · frozen {fmt_params(frozen)}")
-
-race = None
-if budget_mode and chosen:
-    st.markdown(
-        "**The plan**"
-        + (
-            ""
-            if len(chosen) == len(REGIMES)
-            else " for the selected regimes (*Run all four* plans all four in the same budget)"
-        )
-    )
-    race = plan_preview(chosen, int(budget), int(seed))
-
-
-def submit(configs) -> None:
+def submit(configs) -> bool:
     try:
         training.submit(configs, owner)
     except TransferLabError as e:
-        st.error(str(e))
-        return
+        st.session_state["train_flash"] = str(e)
+        return False
     st.toast(f"Queued {len(configs)} run(s).")
+    st.session_state[SETTINGS_KEY] = False  # the race comes first now: fold the settings away
+    return True
 
 
 def launch(regimes) -> None:
+    """A button's callback, so the rerun it starts already shows the launch first. It reads the settings
+    as the run that drew the button had them (the widgets' values then)."""
     group = new_group_id()
     if budget_mode:
         try:
             plan = planned(dataset["source"], backbone, int(budget), tuple(regimes), int(seed), dataset["n"])
         except TransferLabError as e:
-            st.error(str(e))
+            st.session_state["train_flash"] = str(e)
             return
         for cfg in plan.configs:  # a copy from the cache: ours to change
             cfg.group, cfg.preset = group, preset
@@ -357,23 +344,135 @@ def launch(regimes) -> None:
                                  img_size=int(img_size), batch_size=int(batch_size), lr=float(lr),
                                  freeze=int(freeze), seed=int(seed), group=group)  # fmt: skip
     except TransferLabError as e:
-        st.error(str(e))
+        st.session_state["train_flash"] = str(e)
         return
     submit(configs)
 
 
-if BACKBONES[backbone].weights_source(settings) is None:
-    st.warning(
-        f"{BACKBONES[backbone].display}: ImageNet weights are not on this machine. The ImageNet regimes "
-        "download them when they start (needs internet); offline, pick EfficientNet-Lite0 in the sidebar. "
-        "`From scratch` needs no weights.",
-        icon="⬇️",
-    )
-unmeasured = budget_mode and cached_throughput(backbone, settings) is None  # planning needs the measurement
-buttons = st.container(horizontal=True)
-if buttons.button("▶ Run all four", type="primary", key="run_all", disabled=unmeasured):
-    launch(list(REGIMES))
-if buttons.button("▶ Train selected", disabled=not chosen or (budget_mode and race is None), key="run_selected"):
-    launch(chosen)
+st.title("🏋️ Train")
+groups, views, active = shown_races()
+if not dataset:
+    st.warning("Choose a dataset in the sidebar first.")
+    if active:  # a race launched earlier (or by another browser) is still shown
+        live_races(groups, views)
+    else:
+        ended_races(groups, views)
+    st.stop()
+st.caption(
+    f"Dataset **{dataset['label']}** ({dataset['n']:,} images, {len(dataset['classes'])} classes) · "
+    f"backbone **{BACKBONES[backbone].display}** — change them in the sidebar. The settings below are in the "
+    "page's address: copy it to share them with the class."
+)
+if flash := st.session_state.pop("train_flash", None):
+    st.error(flash)
+if active:
+    live_races(groups, views)
+mine_active = any(launch_owner(runs) == owner and any(r.active for r in runs) for runs in views.values())
 
-race_section()
+# Every setting is bound to the page's URL (bind="query-params"): a shared link opens the same settings.
+settings_box = st.expander("⚙️ Settings: preset, regimes and plan", expanded=True, key=SETTINGS_KEY, on_change="rerun")
+with settings_box:
+    preset = st.radio(
+        "Preset",
+        PRESET_NAMES,
+        horizontal=True,
+        key="preset",
+        bind="query-params",
+        help="5 minutes / quick demo: a time budget. The app measures this machine once and plans each "
+        "regime's image size, images and epochs to finish within it. "
+        "notebook recipe: the course notebook's settings for every regime.",
+    )
+    budget_mode = preset in BUDGET_PRESETS
+    k = preset.split()[0]  # switching preset resets the knobs to its defaults
+    if budget_mode:
+        c = st.columns([3, 1])
+        budget = c[0].slider(
+            "Time budget (minutes)",
+            MIN_BUDGET_MINUTES,
+            MAX_BUDGET_MINUTES,
+            int(BUDGET_PRESETS[preset]),
+            key=f"budget-{k}",
+            bind="query-params",
+            help="How long the class can wait for all the chosen regimes, one after another.",
+        )
+        seed = c[1].number_input("Seed", 0, 10_000, 0, key="seed", bind="query-params")
+        freeze = get_backbone(backbone).notebook_freeze
+    else:
+        base = apply_preset(RunConfig(), preset)
+        c = st.columns(6)
+        epochs = c[0].number_input("Epochs", 1, 100, base.train.epochs, key=f"epochs-{k}", bind="query-params")
+        img_size = c[1].number_input("Image size (px)", 32, 512, base.data.img_size, step=16, key=f"px-{k}",
+                                     bind="query-params")  # fmt: skip
+        batch_size = c[2].number_input("Batch size", 1, 256, base.train.batch_size, key=f"batch-{k}",
+                                       bind="query-params")  # fmt: skip
+        lr = c[3].number_input("Learning rate", 1e-6, 0.5, base.train.lr, format="%.0e", step=1e-4, key=f"lr-{k}",
+                               bind="query-params")  # fmt: skip
+        body_tensors = regime_counts(backbone, len(dataset["classes"]), None)["transfer"][2]
+        freeze = c[4].number_input(
+            "Frozen (finetune)",
+            0,
+            body_tensors,
+            get_backbone(backbone).notebook_freeze,
+            key=f"freeze-{backbone}",
+            bind="query-params",
+            help="The first N parameter tensors stay frozen in the finetune regime. "
+            "The notebook freezes 50 of ResNet18's 62.",
+        )
+        seed = c[5].number_input("Seed", 0, 10_000, 0, key="seed", bind="query-params")
+
+    # ------------------------------------------------------------------------------------------ regimes
+    counts = regime_counts(backbone, len(dataset["classes"]), int(freeze))
+    chosen = []
+    cols = st.columns(4)
+    for col, (name, regime) in zip(cols, REGIMES.items()):
+        with col.container(border=True):
+            if st.checkbox(f"**{regime.title}**", value=True, key=f"regime-{name}", bind="query-params"):
+                chosen.append(name)
+            st.caption(f"`{name}` · {regime.explanation}")
+            trainable, frozen, _ = counts[name]
+            st.markdown(f"trains **{fmt_params(trainable)}** · frozen {fmt_params(frozen)}")
+
+    race = None
+    if budget_mode and chosen:
+        st.markdown(
+            "**The plan**"
+            + (
+                ""
+                if len(chosen) == len(REGIMES)
+                else " for the selected regimes (*Run all four* plans all four in the same budget)"
+            )
+        )
+        race = plan_preview(chosen, int(budget), int(seed))
+
+    if BACKBONES[backbone].weights_source(settings) is None:
+        st.warning(
+            f"{BACKBONES[backbone].display}: ImageNet weights are not on this machine. The ImageNet regimes "
+            "download them when they start (needs internet); offline, pick EfficientNet-Lite0 in the sidebar. "
+            f"`{display_name('scratch')}` needs no weights.",
+            icon="⬇️",
+        )
+    unmeasured = budget_mode and cached_throughput(backbone, settings) is None  # planning needs the measurement
+    busy_help = "Your race is still running: stop it (⏹ Stop all) or let it finish before launching another."
+    buttons = st.container(horizontal=True, vertical_alignment="center")
+    buttons.button(
+        "▶ Run all four",
+        type="primary",
+        key="run_all",
+        disabled=unmeasured or mine_active,
+        on_click=launch,
+        args=(list(REGIMES),),
+        help=busy_help if mine_active else None,
+    )
+    buttons.button(
+        "▶ Train selected",
+        disabled=not chosen or (budget_mode and race is None) or mine_active,
+        key="run_selected",
+        on_click=launch,
+        args=(chosen,),
+        help=busy_help if mine_active else None,
+    )
+    if mine_active:
+        buttons.caption(busy_help)
+
+if not active:
+    ended_races(groups, views)

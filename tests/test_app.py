@@ -11,7 +11,7 @@ from core.runs.store import RunStore
 from tests.helpers import ROOT, wait_until
 
 APP = str(ROOT / "streamlit_app.py")
-K = "notebook recipe-efficientnet_lite0"  # widget-key suffix on the Train page for this preset and backbone
+K = "notebook"  # widget-key suffix on the Train page for this preset (its first word)
 
 
 def app() -> AppTest:
@@ -29,7 +29,7 @@ def train_page(regimes=("transfer",), epochs=2, img=32) -> AppTest:
     assert not at.exception, at.exception
     assert at.radio(key="preset").value == "notebook recipe"
     at.number_input(key=f"epochs-{K}").set_value(epochs)
-    at.number_input(key=f"img-{K}").set_value(img)
+    at.number_input(key=f"px-{K}").set_value(img)
     for name in ("scratch", "transfer", "finetune", "full"):
         box = at.checkbox(key=f"regime-{name}")
         box.check() if name in regimes else box.uncheck()
@@ -92,7 +92,7 @@ def test_a_time_budget_shows_the_plan_then_races_to_it(settings, training):
     at.switch_page("app_pages/train.py").run()
     assert not at.exception, at.exception
     assert at.radio(key="preset").value == "5 minutes"  # the default: a time budget
-    at.slider(key="budget-5 minutes-efficientnet_lite0").set_value(1).run()
+    at.slider(key="budget-5").set_value(1).run()
     plan = at.dataframe[0].value
     assert list(plan["regime"]) == [
         "Fine-tune (first N frozen)",
@@ -225,3 +225,58 @@ def test_compare_page_empty_state_points_to_the_train_page(settings):
     assert not at.exception
     assert "No runs yet" in at.info[0].value
     assert any("Train page" in link.label for link in at.get("page_link"))
+
+
+def test_a_shared_link_opens_the_train_page_with_its_settings(settings):
+    """The Train page's settings live in its URL (bind="query-params"): a link a teacher shares restores them."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"preset": "notebook recipe", f"epochs-{K}": "7", "regime-scratch": "false", "seed": "3"})
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception, at.exception
+    assert at.radio(key="preset").value == "notebook recipe"
+    assert at.number_input(key=f"epochs-{K}").value == 7 and at.number_input(key="seed").value == 3
+    assert not at.checkbox(key="regime-scratch").value and at.checkbox(key="regime-full").value
+
+
+@pytest.mark.slow  # trains in the worker process
+@pytest.mark.timeout(300)
+def test_two_browsers_launches_both_show_each_stoppable_by_its_owner(settings, training):
+    alice = train_page(regimes=("full", "scratch"), epochs=20, img=64)
+    alice.button(key="run_selected").click().run()
+    assert not alice.exception, alice.exception
+    assert alice.session_state["train_settings"] is False  # the settings fold away: the race comes first
+    # while her launch trains she cannot start another one, and is told why
+    assert alice.button(key="run_all").disabled and alice.button(key="run_selected").disabled
+    assert any("Your race is still running" in c.value for c in alice.caption)
+
+    bob = train_page(regimes=("transfer",), epochs=20, img=64)
+    assert not bob.button(key="run_selected").disabled  # another browser's race does not block his
+    bob.button(key="run_selected").click().run()
+    by_owner = {}
+    for run in RunStore(settings.runs_dir).list_runs():
+        by_owner.setdefault(run.owner, set()).add(run.config["group"])
+    [[alices], [bobs]] = [by_owner[alice.session_state["owner"]], by_owner[bob.session_state["owner"]]]
+    alice.run()
+    for page, own, other in ((alice, alices, bobs), (bob, bobs, alices)):
+        # both launches on each screen, the browser's own first, each with its progress; Stop all on its own only
+        headings = [h.value for h in page.subheader]
+        assert headings[:2] == ["Your race", "A race from another browser"], headings
+        assert len(page.get("progress")) == 3
+        keys = {b.key for b in page.button}
+        assert f"stop-all-{own}" in keys and f"stop-all-{other}" not in keys
+
+    bob.button(key=f"stop-all-{bobs}").click().run()  # his launch only: queued behind hers, cancelled at once
+    runs = RunStore(settings.runs_dir).list_runs()
+    assert {r.status for r in runs if r.config["group"] == bobs} == {"cancelled"}
+    assert all(r.active for r in runs if r.config["group"] == alices)
+    assert not bob.button(key="run_selected").disabled
+
+    assert wait_until(lambda: running(settings) is not None)  # hers trains: Stop all ends it and its queue
+    alice.run()
+    alice.button(key=f"stop-all-{alices}").click().run()
+    assert training.wait_idle(120)
+    statuses = sorted(r.status for r in RunStore(settings.runs_dir).list_runs() if r.config["group"] == alices)
+    assert statuses == ["cancelled", "interrupted"]
+    alice.run()
+    assert not alice.exception and not alice.button(key="run_all").disabled

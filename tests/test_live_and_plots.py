@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from core.app.live import LiveRun, group_view, latest_group, latest_race, progress_fraction, progress_text
+from core.app.live import (
+    LiveRun,
+    at_chance,
+    chance_level,
+    chance_note,
+    group_view,
+    latest_group,
+    latest_race,
+    progress_fraction,
+    progress_text,
+    shown_launches,
+)
 from core.app.plots import REGIME_COLOURS, CurveSeries, race_figure
 from core.runs.store import RunRecord, RunStore
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig, new_group_id
@@ -72,8 +83,62 @@ def test_group_view_shows_a_launch_from_the_store_with_queue_positions(settings,
     assert [v.run_id for v in group_view("g-0-other", stored)] == [other]  # only that launch
 
 
-def _record(run_id: str, group, status: str = "finished") -> RunRecord:
-    return RunRecord(run_id=run_id, dir=Path("/nowhere") / run_id, status=status, config={"group": group})
+def _record(run_id: str, group, status: str = "finished", owner: str = "") -> RunRecord:
+    return RunRecord(run_id=run_id, dir=Path("/nowhere") / run_id, status=status, config={"group": group}, owner=owner)
+
+
+def test_the_train_page_shows_every_active_launch_its_own_first():
+    oldest, alices, newer, newest = (new_group_id() for _ in range(4))
+    runs = [  # newest first, as listed
+        _record("r6", newest, "finished", owner="carol"),
+        _record("r5", newer, "queued", owner="bob"),
+        _record("r4", newer, "running", owner="bob"),
+        _record("r3", alices, "queued", owner="alice"),
+        _record("r2", alices, "finished", owner="alice"),
+        _record("r1", oldest, "queued"),  # from the command line
+    ]
+    # every launch with a run queued or training; alice's first, then the others newest first; carol's ended
+    # launch is not among them, though it is the newest
+    assert shown_launches(runs, "alice") == [alices, newer, oldest]
+    assert shown_launches(runs, "bob") == [newer, alices, oldest]
+    assert shown_launches(runs, "") == [newer, alices, oldest]  # a session that launched nothing
+    ended = [replace(r, status="finished") for r in runs]
+    assert shown_launches(ended, "alice") == [newest]  # none active: the newest launch's results
+    assert shown_launches([], "alice") == []
+
+
+def _ended(regime: str, test_acc, val_accs=(), state: str = "finished", classes: int = 5) -> LiveRun:
+    metrics = [{"epoch": i + 1, "val_acc": a} for i, a in enumerate(val_accs)]
+    summary = {} if test_acc is None else {"test_acc": test_acc}
+    return LiveRun("x", regime, "b", state, metrics=metrics, summary=summary, num_classes=classes)
+
+
+def test_a_run_at_chance_gets_one_sentence_of_why():
+    runs = [_ended("scratch", 0.2), _ended("transfer", 0.9)]
+    chance = chance_level(runs)
+    assert chance == pytest.approx(1 / 5)  # five classes: a guess is right one time in five
+    assert at_chance(runs[0], chance) and not at_chance(runs[1], chance)
+    assert at_chance(_ended("scratch", 0.25), chance)  # barely above a guess still sits at chance
+    assert not at_chance(_ended("scratch", 0.45), chance)  # it has started to learn
+    # no test accuracy (stopped early): its best validation accuracy decides
+    assert at_chance(_ended("scratch", None, (0.18, 0.22), state="interrupted"), chance)
+    assert not at_chance(_ended("scratch", None, (0.2, 0.6), state="interrupted"), chance)
+    assert not at_chance(_ended("scratch", 0.2, state="running"), chance)  # still training: not yet
+    assert chance_level([_ended("scratch", None, classes=0)]) is None  # queued runs do not know their classes
+    assert not at_chance(runs[0], None)
+    note = chance_note(runs[0], chance)
+    assert "20%" in note and "random weights" in note and "many more epochs" in note
+    assert "learning rate" in chance_note(_ended("full", 0.2), chance)
+
+
+def test_the_race_figure_draws_chance_on_the_accuracy_panel():
+    runs = [CurveSeries("A", "scratch", _metrics([1.5, 1.5]))]
+    assert not race_figure(runs).layout.shapes
+    fig = race_figure(runs, chance=0.2)
+    [line] = fig.layout.shapes
+    assert (line.y0, line.y1) == (0.2, 0.2) and line.line.dash == "dot"
+    assert line.yref == "y2"  # the accuracy panel, not the loss
+    assert any(a.text == "chance 20%" for a in fig.layout.annotations)
 
 
 def test_latest_group_and_latest_race_pick_what_to_compare():

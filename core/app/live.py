@@ -31,6 +31,7 @@ class LiveRun:
     summary: Dict = field(default_factory=dict)
     error: str = ""
     plan: Dict = field(default_factory=dict)  # a planned race's prediction for this run (core.training.planner)
+    num_classes: int = 0  # known once the run has started (0 while queued)
 
     @property
     def active(self) -> bool:
@@ -55,6 +56,54 @@ def latest_race(runs: List[RunRecord], fallback: int = 4) -> List[str]:
     if group is not None:
         return [r.run_id for r in runs if r.config.get("group") == group]
     return [r.run_id for r in runs if r.status == "finished"][:fallback]
+
+
+def shown_launches(runs: List[RunRecord], owner: str) -> List[str]:
+    """The launch groups the Train page shows: every launch with a run queued or training, ``owner``'s first,
+    then the newest first; with none active, the newest launch alone (its results); [] for an empty store."""
+    active = {r.config.get("group") for r in runs if r.active} - {None, ""}
+    if not active:
+        newest = latest_group(runs)
+        return [newest] if newest else []
+    mine = {r.config.get("group") for r in runs if owner and r.owner == owner} & active
+    newest_first = sorted(active, reverse=True)  # group ids sort by time
+    return sorted(newest_first, key=lambda g: g not in mine)  # stable: the owner's first, each part newest first
+
+
+def launch_owner(runs: List[LiveRun]) -> str:
+    """The browser session that launched a group ("" from the command line)."""
+    return next((r.owner for r in runs if r.owner), "")
+
+
+def chance_level(runs: List[LiveRun]) -> Optional[float]:
+    """Chance accuracy (1 / classes) for a launch's runs, once one of them knows its classes."""
+    n = max((r.num_classes for r in runs), default=0)
+    return 1.0 / n if n else None
+
+
+AT_CHANCE_MARGIN = 0.1  # "at chance": less than a tenth of the way from chance to perfect accuracy
+
+
+def at_chance(run: LiveRun, chance: Optional[float]) -> bool:
+    """An ended run whose accuracy stayed at chance: its test accuracy (else its best validation accuracy) is
+    less than ``AT_CHANCE_MARGIN`` of the way from chance to 100%."""
+    if chance is None or run.active:
+        return False
+    acc = run.summary.get("test_acc")
+    if acc is None:
+        acc = max((m.get("val_acc") or 0.0 for m in run.metrics), default=None)
+    return acc is not None and acc < chance + AT_CHANCE_MARGIN * (1 - chance)
+
+
+def chance_note(run: LiveRun, chance: float) -> str:
+    """One sentence on why a run sat at chance."""
+    if run.regime == "scratch":
+        return (
+            f"{run.label} stayed at chance ({chance:.0%}, a guess among {round(1 / chance)} classes): a network from "
+            "random weights must first learn to see edges and shapes, which takes many more epochs than the "
+            "others get here, as they start from ImageNet's."
+        )
+    return f"{run.label} stayed at chance ({chance:.0%}): it learned nothing; try a lower learning rate."
 
 
 def queue_positions(runs: List[RunRecord]) -> Dict[str, int]:
@@ -86,6 +135,7 @@ def group_view(group: str, runs: List[RunRecord]) -> List[LiveRun]:
                 summary=rec.summary,
                 error=rec.error,
                 plan=rec.config.get("plan") or {},
+                num_classes=len((rec.config.get("resolved") or {}).get("classes") or ()),
             )
         )
     return out

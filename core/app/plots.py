@@ -87,15 +87,16 @@ class Traces:
 _race_figures: LockedLRU[go.Figure] = LockedLRU(maxsize=16)
 
 
-def race_figure_cached(runs: Sequence[CurveSeries], key: Hashable) -> go.Figure:
+def race_figure_cached(runs: Sequence[CurveSeries], key: Hashable, chance: Optional[float] = None) -> go.Figure:
     """:func:`race_figure`, built once per ``key`` (which must change when the curves do, e.g. the run ids and
     their numbers of epochs) for every viewer: building one costs the server more than anything else a live
     panel does."""
-    return _race_figures.get_or_build(key, lambda: race_figure(runs))
+    return _race_figures.get_or_build((key, chance), lambda: race_figure(runs, chance=chance))
 
 
-def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
-    """Loss and accuracy against each run's own clock: what each regime reaches, and what it costs."""
+def race_figure(runs: Sequence[CurveSeries], height: int = 380, chance: Optional[float] = None) -> go.Figure:
+    """Loss and accuracy against each run's own clock: what each regime reaches, and what it costs. ``chance``
+    (1 / classes) draws the accuracy of guessing as a dotted line on the accuracy panel."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
     traces = Traces()
     for i, run in enumerate(runs):
@@ -129,6 +130,15 @@ def race_figure(runs: Sequence[CurveSeries], height: int = 380) -> go.Figure:
     fig.update_xaxes(title_text="seconds of training", rangemode="tozero")
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=2)
+    if chance is not None:
+        fig.add_hline(
+            y=chance,
+            line=dict(color="#7f7f7f", dash="dot", width=1.5),
+            annotation_text=f"chance {chance:.0%}",
+            annotation_position="bottom right",
+            row=1,
+            col=2,
+        )
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=40, b=10),

@@ -56,6 +56,12 @@ class Listing:
                 self._at = time.monotonic()
             return self._runs
 
+    def expire(self) -> None:
+        """The next read re-reads the store: after a write through this process (a launch, a Stop), so that the
+        page drawn next shows it."""
+        with self._lock:
+            self._at = -float("inf")
+
     def _refresh(self) -> List[RunRecord]:
         self.refreshes += 1
         try:

@@ -40,7 +40,7 @@ from core.settings import Settings
 settings = Settings.from_env()
 K_MAX = 24  # the most neighbours shown; leave-one-out rankings are computed (and saved) to this depth
 UPLOAD_ROUND = "search_upload_round"  # bumped by "Clear the photo": a new uploader, empty
-THUMBS_CHOSEN = "search_thumbs_chosen"  # set once the user picks a thumbnail size: k no longer decides it
+THUMBS_CHOSEN = "search_thumbs_chosen"  # the thumbnail size the user picked: k no longer decides it
 MATCH, OTHER = "#2ca02c", "#d9d9d9"
 AUTO_MEASURE_UP_TO = 1000  # datasets this small get their precision@k measured without asking
 COLUMN_HELP = {
@@ -109,15 +109,27 @@ def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
     return out
 
 
+def new_uploader() -> None:
+    st.session_state[UPLOAD_ROUND] = st.session_state.get(UPLOAD_ROUND, 0) + 1
+
+
 def keep_upload(key: str, root: str, dataset: str) -> None:
-    """The uploader's on_change: its new photo becomes the kept query; removing it (its ✖) drops the query."""
+    """The uploader's on_change: its photo becomes the kept query, and a new, empty uploader takes the next one.
+    The uploader never shows a photo of its own, so it has none to lose: a browser re-mounting an uploader
+    (after a run without it) re-sends, then withdraws, the file it held, which would otherwise read as a new
+    upload and then as the user removing it."""
     up = st.session_state.get(key)
-    st.session_state[QUERY_KEY] = KeptQuery.upload(up.name, up.getvalue(), root, dataset) if up is not None else None
+    if up is None:
+        return
+    kept, new = st.session_state.get(QUERY_KEY), KeptQuery.upload(up.name, up.getvalue(), root, dataset)
+    if kept is None or (kept.tag, kept.name) != (new.tag, new.name):  # the same photo keeps where it came from
+        st.session_state[QUERY_KEY] = new
+    new_uploader()
 
 
 def clear_query() -> None:
     st.session_state[QUERY_KEY] = None
-    st.session_state[UPLOAD_ROUND] = st.session_state.get(UPLOAD_ROUND, 0) + 1  # and a new, empty uploader
+    new_uploader()
 
 
 def kept_query_panel(kept: KeptQuery, root: str, classes: list):
@@ -335,19 +347,21 @@ deep_key = controls[0].selectbox(
 )
 
 
-def follow_k() -> None:
-    """Until the user picks a thumbnail size, k picks it: larger thumbnails for a few neighbours."""
-    if not st.session_state.get(THUMBS_CHOSEN):
-        st.session_state["search_thumbs"] = default_thumb_size(st.session_state["search_k"])
+def choose_size(key: str) -> None:
+    st.session_state[THUMBS_CHOSEN] = st.session_state[key]
 
 
-k = controls[1].slider("Neighbours (k)", 1, K_MAX, 8, key="search_k", on_change=follow_k)
-st.session_state.setdefault("search_thumbs", default_thumb_size(k))
+k = controls[1].slider("Neighbours (k)", 1, K_MAX, 8, key="search_k")
+size = st.session_state.get(THUMBS_CHOSEN) or default_thumb_size(k)
 size = controls[2].select_slider(
     "Thumbnails",
     list(THUMB_SIZES),
-    key="search_thumbs",
-    on_change=lambda: st.session_state.update({THUMBS_CHOSEN: True}),
+    value=size,
+    # keyed by the size it starts at, so that k's default reaches it; its value is never set through the
+    # session state: a browser re-mounting the slider (after a run without it) would send its default instead
+    key=f"search_thumbs-{size}",
+    on_change=choose_size,
+    args=(f"search_thumbs-{size}",),
     help=" · ".join(f"{name}: {n} a row" for name, (n, _) in THUMB_SIZES.items())
     + f". Until you choose, {default_thumb_size(1)} for a few neighbours, {default_thumb_size(K_MAX)} for many.",
 )

@@ -458,3 +458,63 @@ def test_browser_a_student_cannot_stop_another_students_run(browser_page, classr
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     assert not _visible_problems(alice) and not _visible_problems(bob), _log_tail(log_path)
     assert not js_errors, js_errors
+
+
+@pytest.mark.timeout(300)
+def test_browser_search_keeps_an_uploaded_photo_across_dataset_changes(browser_page, app_server, tiny_folder, tmp_path):
+    """Search: the first build of the three indexes shows one bar with the step and the counts; an uploaded photo
+    stays the query when the sidebar goes through "Local folder" (no dataset: the page stops before its uploader)
+    to a shared folder, is searched there with a note, is searched again back on the sample, and "✖ Clear the
+    photo" drops it."""
+    from playwright.sync_api import expect
+
+    from core.app.search import default_thumb_size
+    from core.data.sample import ensure_sample
+
+    base_url, _, log_path = app_server
+    page, js_errors = browser_page
+    try:
+        page.goto(f"{base_url}/search", wait_until="domcontentloaded")
+        bar = page.locator('[data-testid="stProgress"]')
+        expect(
+            bar.filter(has_text=re.compile(r"Step 3/3, Deep features: embedding images.* — [\d,]+ / 300 photos"))
+        ).to_be_visible(timeout=120_000)
+        images = page.locator('[data-testid="stImage"]')
+        expect(images).to_have_count(1 + 3 * 8, timeout=120_000)
+        expect(bar).to_have_count(0)  # built: the bar is gone
+
+        photo = next(iter(sorted((ensure_sample(tmp_path / "cache") / "tulips").iterdir())))  # same as the app's
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(photo))
+        query = page.get_by_text(f"Query: {photo.name}")
+        expect(query).to_be_visible()
+        expect(images.nth(1)).to_contain_text("mean |Δ| 0.0")  # L1 finds the sample photo itself first
+
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text("Local folder", exact=True).click()
+        page.get_by_text("Choose a dataset in the sidebar").wait_for()
+        expect(page.locator('[data-testid="stMain"] [data-testid="stFileUploader"]')).to_have_count(0)
+        folder = sidebar.get_by_label("Folder with one sub-folder per class")
+        folder.fill(str(tiny_folder))
+        folder.press("Enter")
+        sidebar.get_by_text("5 classes, 80 images").wait_for()
+        expect(query).to_be_visible(timeout=120_000)  # the indexes of the folder are built, then searched
+        expect(page.get_by_text("was uploaded while the dataset Built-in sample was chosen")).to_be_visible()
+        expect(images).to_have_count(1 + 3 * 8)
+        expect(images.nth(1)).not_to_contain_text("mean |Δ| 0.0")  # another dataset: not the photo itself
+
+        sidebar.get_by_text("Built-in sample", exact=True).click()
+        sidebar.get_by_text(re.compile(r"5 classes, 300 images")).wait_for()
+        expect(images.nth(1)).to_contain_text("mean |Δ| 0.0")  # searched on the sample again
+        expect(query).to_be_visible()
+        expect(page.get_by_text("was uploaded while the dataset")).to_have_count(0)
+
+        page.get_by_role("button", name="✖ Clear the photo").click()
+        expect(query).to_have_count(0)  # the dataset's own photo is the query again
+        expect(page.get_by_text(re.compile(r"^Query: .+ — (daisy|dandelion|roses|sunflowers|tulips)$"))).to_be_visible()
+        expect(images).to_have_count(1 + 3 * 8)
+        thumbs = page.locator('[data-testid="stSlider"]', has_text="Thumbnails")
+        expect(thumbs).to_contain_text(default_thumb_size(8))  # the page's widgets came back as they were
+        assert not _visible_problems(page), _visible_problems(page) + _log_tail(log_path)
+        assert not js_errors, js_errors
+    finally:
+        _screenshot_all_of_main(page, Path("/tmp/browser_search_kept.png"))

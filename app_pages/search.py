@@ -39,7 +39,7 @@ from core.settings import Settings
 
 settings = Settings.from_env()
 K_MAX = 24  # the most neighbours shown; leave-one-out rankings are computed (and saved) to this depth
-UPLOAD_ROUND = "search_upload_round"  # bumped by "Clear the photo": a new uploader, empty
+UPLOAD_ROUND = "search_upload_round"  # bumped after each upload and by "Clear the photo": a new, empty uploader
 THUMBS_CHOSEN = "search_thumbs_chosen"  # the thumbnail size the user picked: k no longer decides it
 MATCH, OTHER = "#2ca02c", "#d9d9d9"
 AUTO_MEASURE_UP_TO = 1000  # datasets this small get their precision@k measured without asking

@@ -19,7 +19,7 @@ import streamlit as st
 
 from core.app.jobs import shared_training
 from core.app.machine import PREFERRED_BACKBONE, nothing_downloaded
-from core.app.warmup import warm_up
+from core.app.warmup import is_loaded, warm_up
 from core.data.download import flowers_available
 from core.data.flowers import FLOWERS_PHOTOS, FLOWERS_SIZE
 from core.data.imagefolder import scan_image_folder
@@ -258,5 +258,8 @@ page = st.navigation(
         st.Page("app_pages/search.py", title="Search", icon="🔎"),
     ]
 )
+if page.title != "Home" and not is_loaded("torch"):  # the other pages import torch: wait for it, with words
+    with st.spinner("Loading PyTorch… (once per server start, a few seconds)"):
+        warm_up().join()
 page.run()
 warm_up()  # after the page has painted: load torch, timm and faiss in the background for Train and Search

@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -39,6 +40,8 @@ CHROMIUM_ARGS = [
     "--no-proxy-server",
 ]
 SCREENSHOT = Path("/tmp/browser_train.png")
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots of the pages at the issue's size (git-ignored)
+VIEWPORT = {"width": 1400, "height": 900}  # a classroom projector
 HOST = "127.0.0.1"
 SERVER_START_TIMEOUT = 60.0  # s, until /_stcore/health answers "ok"
 UI_TIMEOUT_MS = 60_000  # page loads, sidebar dataset preparation, reruns
@@ -155,6 +158,19 @@ def _visible_problems(page) -> str:
     return "\n---\n".join(page.locator(PROBLEMS).all_inner_texts())
 
 
+def _artifact(page, name: str, top=None) -> None:
+    """A screenshot of what a 1400x900 screen shows, from the page's top or from the element ``top``, saved as
+    tests/artifacts/<name>.png (README's come from these)."""
+    page.set_viewport_size(VIEWPORT)
+    page.wait_for_function("h => window.innerHeight === h", arg=VIEWPORT["height"], timeout=10_000)
+    if top is None:
+        page.evaluate("document.querySelectorAll('*').forEach((e) => { if (e.scrollTop) e.scrollTop = 0; })")
+    else:
+        top.evaluate("(e) => e.scrollIntoView({block: 'start'})")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
 def _screenshot_all_of_main(page, path: Path) -> None:
     """A debugging aid, never a failure: Streamlit scrolls inside the page, not the page, so grow the window to the
     content's height, wait until the page has been laid out at that size, then take the screenshot."""
@@ -175,7 +191,7 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
     from playwright.sync_api import expect
 
     page, js_errors = browser_page
-    finished = page.locator('[data-testid="stMarkdownContainer"]', has_text="test accuracy")
+    finished = page.locator('[data-testid="stMarkdownContainer"]', has_text=re.compile(r"· test accuracy \d"))  # rows
     try:
         page.goto(base_url, wait_until="domcontentloaded")
         # the sidebar has prepared the offline defaults: the built-in sample and EfficientNet-Lite0
@@ -188,7 +204,7 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
         # the default preset is a time budget: a first visit measures this machine (a progress bar), then
         # shows the plan and the buttons
         page.get_by_text(re.compile(r"predicted \d.* of the 5 min 00 s budget")).wait_for(timeout=PROBE_TIMEOUT_MS)
-        assert page.url.rstrip("/").endswith("/train"), page.url
+        assert urlsplit(page.url).path.rstrip("/").endswith("/train"), page.url
         expect(page.locator('[data-testid="stMain"]').get_by_role("radio", name="5 minutes")).to_be_checked()
         run_all = page.get_by_role("button", name="Run all four")
         run_all.wait_for()
@@ -204,7 +220,7 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
         expect(run_all).to_have_count(1)
         run_all.click()
 
-        page.get_by_role("heading", name="The race").wait_for()
+        page.get_by_role("heading", name="Your race").wait_for()
         # until the fourth run shows its test accuracy, or the page shows an error (then fail at once)
         try:
             finished.nth(3).or_(page.locator(PROBLEMS)).first.wait_for(timeout=RACE_TIMEOUT * 1000)
@@ -219,6 +235,8 @@ def test_browser_run_all_four(browser_page, app_server):  # browser first: it sk
 
         # the finished race: four ✅ rows with their test accuracy and planned vs actual time, the chart, the link
         page.get_by_role("link", name="Compare these runs with earlier ones").wait_for()
+        verdict = page.locator('[data-testid="stAlertContentSuccess"]').first.inner_text()  # which regime won
+        assert re.search(r"wins: \d+\.\d% test accuracy| tie at \d+\.\d% test accuracy", verdict), verdict
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
         assert finished.count() == 4
         main_text = page.locator('[data-testid="stMain"]').inner_text()
@@ -319,6 +337,7 @@ def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(
             metrics = [json.loads(line) for line in (runs_dir / run_id / "metrics.jsonl").read_text().splitlines()]
             assert group["val_acc"].tolist() == [m["val_acc"] for m in metrics]
 
+        _artifact(page, "compare")
         # the confusion tab shows the newest run first; click its fullest cell
         page.get_by_role("tab", name="🧩 Confusion matrix").click()
         newest = summaries[max(summaries)]
@@ -388,6 +407,7 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
         expect(images).to_have_count(1 + 3 * 8)
         first_l1 = images.nth(1).inner_text()
         assert first_l1.startswith("1.") and "tulips" in first_l1 and "mean |Δ| 0.0" in first_l1, first_l1
+        _artifact(page, "search", top=page.get_by_role("heading", name="L1 pixels"))
 
         from PIL import Image
 
@@ -423,40 +443,112 @@ def classroom(monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_TEACHER_PASSWORD", "tulips")
 
 
-@pytest.mark.timeout(300)
-def test_browser_a_student_cannot_stop_another_students_run(browser_page, classroom, app_server):
+# A teacher's shared link to the notebook recipe, made short: only "Fine-tune everything", 64 px, 30 epochs (a
+# long run: it must still be training when the test stops it).
+SHARED_TRAIN_SETTINGS = (
+    "preset=notebook+recipe&epochs-notebook=30&px-notebook=64&regime-scratch=false&regime-transfer=false"
+    "&regime-finetune=false"
+)
+
+
+def _classroom_page(browser, base_url: str, path: str):
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(f"{base_url}/{path}", wait_until="domcontentloaded")
+    return page
+
+
+@pytest.mark.timeout(420)
+def test_browser_two_students_race_at_once_and_each_stops_only_their_own(browser_page, classroom, app_server):
+    """Two browsers at 1400x900: Alice opens the teacher's shared link (its settings restored) and launches; Bob,
+    idle on Train, sees her race start. Then he launches too: both screens show both races, each its own first,
+    with its chart above the fold and the chance line; each Stop all stops its owner's launch only."""
     from playwright.sync_api import expect
 
     base_url, runs_dir, log_path = app_server
-    alice, js_errors = browser_page
-    bob_context = alice.context.browser.new_context(viewport={"width": 1440, "height": 1000})
-    bob = bob_context.new_page()
-    bob.set_default_timeout(UI_TIMEOUT_MS)
-    bob.goto(f"{base_url}/train", wait_until="domcontentloaded")
+    first, js_errors = browser_page
+    bob = _classroom_page(first.context.browser, base_url, "train")
     bob.get_by_text("Nothing launched yet").wait_for()  # he is on Train first, idle
 
-    alice.goto(f"{base_url}/train", wait_until="domcontentloaded")
-    alice.get_by_text("notebook recipe").click()  # the course's settings: a long run, no machine measurement
-    alice.get_by_label("Epochs").wait_for()  # the notebook's knobs, and no plan table any more
-    expect(alice.locator('[data-testid="stMain"] [data-testid="stDataFrame"]')).to_have_count(0)
-    for title in ("From scratch", "Transfer learning", "Fine-tune (first N frozen)"):
-        alice.get_by_text(title, exact=True).click()  # only "Fine-tune everything" stays checked
+    alice = _classroom_page(first.context.browser, base_url, f"train?{SHARED_TRAIN_SETTINGS}")
+    expect(alice.get_by_label("Epochs")).to_have_value("30")  # the link's settings, restored
+    expect(alice.get_by_label("Image size (px)")).to_have_value("64")
+    for title, checked in (("From scratch", False), ("Transfer learning", False), ("Fine-tune everything", True)):
+        expect(alice.get_by_role("checkbox", name=title)).to_be_checked(checked=checked)
     alice.get_by_role("button", name="Train selected").click()
-    alice.get_by_role("heading", name="The race").wait_for()
-    alice.get_by_text(re.compile(r"epoch \d+/\d+ · batch")).wait_for(timeout=120_000)  # training, in the worker
-    expect(alice.get_by_role("button", name="Stop")).to_have_count(1)  # her run: she may stop it
+    alice.get_by_role("heading", name="Your race").wait_for()
+    alice.get_by_text(re.compile(r"epoch \d+/30 · batch")).wait_for(timeout=120_000)  # training, in the worker
+    expect(alice.get_by_label("Epochs")).not_to_be_visible()  # the settings folded away at launch
+    # the race comes first: its chart (with the chance line) inside the first 900 px, while it trains
+    chart = alice.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for(timeout=120_000)  # after the first epoch
+    box = chart.bounding_box()
+    assert box is not None and box["y"] + box["height"] / 2 < VIEWPORT["height"], box
+    expect(chart.get_by_text("chance 20%")).to_be_visible()
+    alice.get_by_text(re.compile(r"epoch [3-9]/30 · batch")).wait_for(timeout=120_000)  # a few points drawn
+    _artifact(alice, "train-mid-race")
+    alice.get_by_text("Settings: preset, regimes and plan").click()  # unfolded: one launch at a time, said why
+    expect(alice.get_by_role("button", name="Run all four")).to_be_disabled()
+    expect(alice.get_by_text("Your race is still running")).to_be_visible()
 
-    # without touching anything, he sees her race start and go on, live...
-    bob.get_by_text(re.compile(r"epoch \d+/\d+ · batch")).wait_for()
-    bob.get_by_text("another browser's").wait_for()
-    expect(bob.get_by_role("button", name="Stop")).to_have_count(0)  # ...without a Stop button
+    # without touching anything, he sees her race start and go on, live, without a Stop button
+    bob.get_by_role("heading", name="A race from another browser").wait_for()
+    bob.get_by_text(re.compile(r"epoch \d+/30 · batch")).wait_for()
+    bob.get_by_text("another browser's").first.wait_for()
+    expect(bob.get_by_role("button", name=re.compile("Stop"))).to_have_count(0)
 
-    alice.get_by_role("button", name="Stop").click()
-    for page in (alice, bob):  # the run ends as interrupted, on both screens
-        page.get_by_text("⏹️").wait_for(timeout=60_000)
-    [run] = [d for d in runs_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    bob.goto(f"{base_url}/train?{SHARED_TRAIN_SETTINGS}", wait_until="domcontentloaded")
+    bob.get_by_role("button", name="Train selected").click()  # his own launch: queued behind hers
+    for page in (alice, bob):  # both races on both screens, each browser's own first, Stop all on its own only
+        expect(page.locator("h3", has_text=re.compile("race"))).to_have_text(
+            ["Your race", "A race from another browser"]
+        )
+        expect(page.get_by_role("button", name="Stop all")).to_have_count(1)
+
+    bob.get_by_role("button", name="Stop all").click()  # his launch only: queued, so cancelled at once
+    bob.get_by_text("🚫").wait_for()
+    alice.get_by_text(re.compile(r"epoch \d+/30 · batch")).wait_for()  # hers trains on
+    alice.get_by_role("button", name="Stop all").click()
+    for page in (alice, bob):  # her run ends as interrupted, on both screens
+        page.get_by_text("⏹️").first.wait_for(timeout=60_000)
+    from core.runs.store import RunStore
+
+    statuses = {run.owner: run.status for run in RunStore(runs_dir).list_runs()}
+    assert sorted(statuses.values()) == ["cancelled", "interrupted"], statuses
     assert not _visible_problems(alice) and not _visible_problems(bob), _log_tail(log_path)
+    assert not js_errors, js_errors
+
+
+def _finished_run(runs_dir: Path, regime: str, group: str, test_acc: float, train_seconds: float) -> None:
+    """A finished run written straight into the store, as the worker leaves one."""
+    from core.runs.store import RunStore
+
+    w = RunStore(runs_dir).create(regime, "efficientnet_lite0")
+    w.write_config({"data": {"source": "sample", "img_size": 64}, "train": {"epochs": 2, "seed": 0},
+                    "model": {"regime": regime, "backbone": "efficientnet_lite0"}, "group": group,
+                    "resolved": {"classes": ["daisy", "dandelion", "roses", "sunflowers", "tulips"]}})  # fmt: skip
+    for epoch in (1, 2):
+        w.append_metrics({"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "train_acc": 0.5,
+                          "val_acc": test_acc, "seconds": train_seconds / 2})  # fmt: skip
+    w.write_summary({"status": "finished", "test_acc": test_acc, "best_val_acc": test_acc, "best_epoch": 2,
+                     "train_seconds": train_seconds})  # fmt: skip
+    w.release()
+
+
+@pytest.mark.timeout(180)
+def test_browser_a_tied_race_names_the_cheaper_regime(browser_page, app_server):
+    base_url, runs_dir, log_path = app_server
+    page, js_errors = browser_page
+    group = "g-01796231809150091776-0001"
+    _finished_run(runs_dir, "full", group, test_acc=0.9, train_seconds=60.0)
+    _finished_run(runs_dir, "transfer", group, test_acc=0.9, train_seconds=10.0)
+    page.goto(f"{base_url}/train", wait_until="domcontentloaded")
+    verdict = page.locator('[data-testid="stAlertContentSuccess"]', has_text="tie")
+    verdict.wait_for()
+    text = verdict.inner_text()
+    assert "Transfer learning" in text and "Fine-tune everything" in text and "90.0%" in text, text
+    assert "Transfer learning is the better buy" in text, text
+    assert not _visible_problems(page), _visible_problems(page) + _log_tail(log_path)
     assert not js_errors, js_errors
 
 

@@ -102,8 +102,13 @@ def test_the_train_page_shows_every_active_launch_its_own_first():
     assert shown_launches(runs, "alice") == [alices, newer, oldest]
     assert shown_launches(runs, "bob") == [newer, alices, oldest]
     assert shown_launches(runs, "") == [newer, alices, oldest]  # a session that launched nothing
+    # carol's launch has ended while the others train: her results stay in view, after the live races
+    assert shown_launches(runs, "carol") == [newer, alices, oldest, newest]
     ended = [replace(r, status="finished") for r in runs]
-    assert shown_launches(ended, "alice") == [newest]  # none active: the newest launch's results
+    # none active: this browser's newest launch, then the newest of anyone else's (the class's last race)
+    assert shown_launches(ended, "alice") == [alices, newest]
+    assert shown_launches(ended, "carol") == [newest, newer]
+    assert shown_launches(ended, "") == [newest]
     assert shown_launches([], "alice") == []
 
 

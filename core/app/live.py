@@ -60,14 +60,17 @@ def latest_race(runs: List[RunRecord], fallback: int = 4) -> List[str]:
 
 def shown_launches(runs: List[RunRecord], owner: str) -> List[str]:
     """The launch groups the Train page shows: every launch with a run queued or training, ``owner``'s first,
-    then the newest first; with none active, the newest launch alone (its results); [] for an empty store."""
+    then the newest first, and after them ``owner``'s newest launch if it has ended (its results stay in view).
+    With none active: ``owner``'s newest launch, then the newest launch of anyone else; [] for an empty store."""
     active = {r.config.get("group") for r in runs if r.active} - {None, ""}
+    own = {r.config.get("group") for r in runs if owner and r.owner == owner} - {None, ""}
+    own_newest = max(own, default=None)
     if not active:
-        newest = latest_group(runs)
-        return [newest] if newest else []
-    mine = {r.config.get("group") for r in runs if owner and r.owner == owner} & active
+        others_newest = latest_group([r for r in runs if not owner or r.owner != owner])
+        return [g for g in (own_newest, others_newest) if g]
     newest_first = sorted(active, reverse=True)  # group ids sort by time
-    return sorted(newest_first, key=lambda g: g not in mine)  # stable: the owner's first, each part newest first
+    shown = sorted(newest_first, key=lambda g: g not in own)  # stable: the owner's first, each part newest first
+    return shown + ([own_newest] if own_newest is not None and own_newest not in active else [])
 
 
 def launch_owner(runs: List[LiveRun]) -> str:

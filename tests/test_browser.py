@@ -548,6 +548,10 @@ def test_browser_a_tied_race_names_the_cheaper_regime(browser_page, app_server):
     text = verdict.inner_text()
     assert "Transfer learning" in text and "Fine-tune everything" in text and "90.0%" in text, text
     assert "Transfer learning is the better buy" in text, text
+    # a classroom sees no developer tools: no Deploy button (client.toolbarMode = "minimal")
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
     assert not _visible_problems(page), _visible_problems(page) + _log_tail(log_path)
     assert not js_errors, js_errors
 

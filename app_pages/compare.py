@@ -180,10 +180,11 @@ def summary_section(summary: pd.DataFrame, view: pd.DataFrame) -> None:
         return
     left, right = st.columns([3, 2])
     shown = readable_summary(summary, hidden=constant_columns(view))  # those the runs table's caption states
+    # as text: st.dataframe draws a missing number (the std of one run) as "None", whatever the Styler says
+    shown["std"] = shown["std"].map(lambda v: "—" if pd.isna(v) else f"{v:.1%}")
     left.dataframe(
         shown.style.format(
-            {"mean test acc": "{:.1%}", "std": "{:.1%}", "min": "{:.1%}", "max": "{:.1%}", "mean train s": "{:.1f}"},
-            na_rep="—",
+            {"mean test acc": "{:.1%}", "min": "{:.1%}", "max": "{:.1%}", "mean train s": "{:.1f}"}, na_rep="—"
         ),
         hide_index=True,
         width="stretch",

@@ -178,9 +178,9 @@ def test_headline_and_summary_pool_seeds(store, compare_page):
     transfer = summary[summary["regime"] == "Transfer learning (transfer)"].iloc[0]
     assert transfer["runs"] == 2 and transfer["seeds"] == "0, 1"
     assert transfer["mean test acc"] == pytest.approx(sum(accs) / 2)
-    assert transfer["std"] == pytest.approx(pd.Series(accs).std(ddof=1))
+    assert transfer["std"] == f"{pd.Series(accs).std(ddof=1):.1%}"  # shown as text, to the shown precision
     finetune = summary[summary["regime"] == display_name("finetune", with_cli=True)].iloc[0]
-    assert finetune["runs"] == 1 and math.isnan(finetune["std"])
+    assert finetune["runs"] == 1 and finetune["std"] == "—"  # one run has no spread (not "None")
     assert len(summary) == 2 and summary["runs"].sum() == 3  # the interrupted, killed and running runs are left out
     verdict = at.success[0].value
     assert " wins: " in verdict or " tie " in verdict  # tiny test splits: a tie at 0.1% is possible

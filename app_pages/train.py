@@ -91,7 +91,8 @@ def stop_launch(group: str) -> None:
 
 def shown_races() -> tuple:
     """(the launches shown, {launch: its runs}, whether any run of them is queued or training): every active
-    launch, this browser's first, or the newest launch's results when none is active (core.app.live)."""
+    launch, this browser's first, then its own ended one; with none active, its newest launch and the class's
+    newest (core.app.live.shown_launches)."""
     stored = training.runs()  # the server's shared listing: one read of what changed, for every tab
     groups = shown_launches(stored, owner)
     views = {group: group_view(group, stored) for group in groups}
@@ -100,9 +101,9 @@ def shown_races() -> tuple:
 
 @st.fragment(run_every=LIVE_REFRESH_SECONDS)
 def live_panel(group: str, shown: list) -> None:
-    groups, views, active = shown_races()
-    if groups != shown or not active:  # a launch started or ended: the whole page again (its order, its buttons)
-        st.rerun()
+    groups, views, _ = shown_races()
+    if groups != shown or not any(run.active for run in views.get(group, ())):
+        st.rerun()  # a launch started, or this one ended: the whole page again (order, buttons, verdict)
     race_rows(group, views[group])
 
 

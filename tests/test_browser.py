@@ -536,18 +536,23 @@ def _finished_run(runs_dir: Path, regime: str, group: str, test_acc: float, trai
 
 
 @pytest.mark.timeout(180)
-def test_browser_a_tied_race_names_the_cheaper_regime(browser_page, app_server):
+def test_browser_a_tied_race_names_the_cheaper_regime_and_scratch_at_chance_says_why(browser_page, app_server):
     base_url, runs_dir, log_path = app_server
     page, js_errors = browser_page
     group = "g-01796231809150091776-0001"
     _finished_run(runs_dir, "full", group, test_acc=0.9, train_seconds=60.0)
     _finished_run(runs_dir, "transfer", group, test_acc=0.9, train_seconds=10.0)
+    _finished_run(runs_dir, "scratch", group, test_acc=0.2, train_seconds=30.0)  # a guess among 5 classes
     page.goto(f"{base_url}/train", wait_until="domcontentloaded")
     verdict = page.locator('[data-testid="stAlertContentSuccess"]', has_text="tie")
     verdict.wait_for()
     text = verdict.inner_text()
     assert "Transfer learning" in text and "Fine-tune everything" in text and "90.0%" in text, text
     assert "Transfer learning is the better buy" in text, text
+    # scratch sat at chance: the dotted line on the chart, and one sentence of why
+    page.locator('[data-testid="stPlotlyChart"]').get_by_text("chance 20%").wait_for()
+    why = page.get_by_text("From scratch stayed at chance (20%")
+    assert "random weights" in why.inner_text() and "many more epochs" in why.inner_text()
     # a classroom sees no developer tools: no Deploy button (client.toolbarMode = "minimal")
     from playwright.sync_api import expect
 

@@ -222,6 +222,7 @@ class BackboneSpec:
     offline: bool = False  # weights available without network
 
 
+IMAGENET_CLASSES = 1000
 RESNET18_TENSORS = 62
 NOTEBOOK_FREEZE_RESNET18 = 50  # the notebook freezes 50 of ResNet18's 62 tensors: up to mid-layer4
 
@@ -259,7 +260,9 @@ def get_backbone(name: str) -> BackboneSpec:
 def create_model(
     backbone: str, num_classes: int, pretrained: bool, settings: Optional[Settings] = None, allow_download: bool = True
 ) -> Tuple[Classifier, str]:
-    """A :class:`Classifier` for ``num_classes``; ImageNet-initialised body when ``pretrained``.
+    """A :class:`Classifier` for ``num_classes``; ImageNet-initialised body when ``pretrained``, with a new head,
+    except for ``num_classes=IMAGENET_CLASSES`` with ``pretrained``: the backbone's own ImageNet classifier, whole
+    (what it already sees, :mod:`core.app.imagenet`).
 
     Returns the model and where its body's weights came from ("random init" when not pretrained).
     """
@@ -272,8 +275,9 @@ def create_model(
     source = "random init"
     if pretrained:
         source = spec.load_imagenet(raw, settings or Settings.from_env(), allow_download=allow_download)
+    imagenet_head = getattr(raw, spec.head_attr)
     setattr(raw, spec.head_attr, nn.Identity())
-    head = nn.Linear(spec.feature_dim, num_classes)
+    head = imagenet_head if num_classes == IMAGENET_CLASSES and pretrained else nn.Linear(spec.feature_dim, num_classes)
     return Classifier(raw, head, spec.mean, spec.std, spec.stages), source
 
 

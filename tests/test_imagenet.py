@@ -1,0 +1,39 @@
+"""What a pretrained backbone already sees: its own ImageNet top-5, named offline (core.app.imagenet)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.app.imagenet import imagenet_names, imagenet_top
+from core.models.backbones import IMAGENET_CLASSES, create_model
+from core.runs.predictions import load_photo
+from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
+
+
+def test_imagenet_names_come_offline_in_the_classifiers_order():
+    names = imagenet_names()
+    assert len(names) == IMAGENET_CLASSES
+    assert {"daisy", "tench", "goldfish"} <= set(names) and names.index("tench") == 0  # ImageNet's first class
+    assert all(name and "," not in name for name in names)  # short names, one each
+
+
+def test_a_thousand_class_pretrained_model_keeps_its_own_imagenet_head(settings):
+    a, source = create_model("efficientnet_lite0", IMAGENET_CLASSES, pretrained=True, settings=settings)
+    b, _ = create_model("efficientnet_lite0", IMAGENET_CLASSES, pretrained=True, settings=settings)
+    assert "efficientnet-lite0" in source
+    assert torch.equal(a.head.weight, b.head.weight)  # loaded, not a new random layer
+    c, _ = create_model("efficientnet_lite0", 5, pretrained=True, settings=settings)
+    assert c.head.out_features == 5  # any other number of classes: a new head, as the regimes train
+
+
+@pytest.mark.real_data
+@needs_shared_flowers()
+def test_imagenet_already_sees_daisies_before_any_training(settings):
+    photos = sorted((SHARED_FLOWERS / "daisy").glob("*.jpg"))[:10]
+    tops = [imagenet_top("efficientnet_lite0", load_photo(p), settings) for p in photos]
+    for top in tops:
+        probs = [p for _, p in top]
+        assert len(top) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    found = sum("daisy" in [name for name, _ in top] for top in tops)
+    assert found >= 8, tops  # ImageNet has a "daisy" class: most daisy photos land in it untrained

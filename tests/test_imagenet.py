@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.app.imagenet import imagenet_names, imagenet_top
-from core.models.backbones import IMAGENET_CLASSES, create_model
+from core.models.backbones import IMAGENET_CLASSES, create_model, imagenet_classifier
 from core.runs.predictions import load_photo
 from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
 
@@ -18,13 +18,15 @@ def test_imagenet_names_come_offline_in_the_classifiers_order():
     assert all(name and "," not in name for name in names)  # short names, one each
 
 
-def test_a_thousand_class_pretrained_model_keeps_its_own_imagenet_head(settings):
-    a, source = create_model("efficientnet_lite0", IMAGENET_CLASSES, pretrained=True, settings=settings)
-    b, _ = create_model("efficientnet_lite0", IMAGENET_CLASSES, pretrained=True, settings=settings)
-    assert "efficientnet-lite0" in source
+def test_the_imagenet_classifier_keeps_its_own_head_and_a_regime_model_gets_a_new_one(settings):
+    a, source = imagenet_classifier("efficientnet_lite0", settings)
+    b, _ = imagenet_classifier("efficientnet_lite0", settings)
+    assert "efficientnet-lite0" in source and a.head.out_features == IMAGENET_CLASSES
     assert torch.equal(a.head.weight, b.head.weight)  # loaded, not a new random layer
     c, _ = create_model("efficientnet_lite0", 5, pretrained=True, settings=settings)
-    assert c.head.out_features == 5  # any other number of classes: a new head, as the regimes train
+    assert c.head.out_features == 5  # the regimes train a new head...
+    d, _ = create_model("efficientnet_lite0", IMAGENET_CLASSES, pretrained=True, settings=settings)
+    assert not torch.equal(a.head.weight, d.head.weight)  # ...whatever their number of classes
 
 
 @pytest.mark.real_data

@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 from PIL import Image
 
 from core.lru import LockedLRU
-from core.models.backbones import IMAGENET_CLASSES, create_model
+from core.models.backbones import imagenet_classifier
 from core.models.classifier import Classifier
 from core.runs.predictions import predict_image
 from core.settings import Settings
@@ -36,12 +36,7 @@ def imagenet_model(backbone: str, settings: Settings, allow_download: bool = Tru
     """``backbone`` with its ImageNet weights and its own 1,000-class head, for inference; and where the weights
     came from. Built once per process (per backbone)."""
     key = (backbone, str(settings.cache_dir))
-    return _models.get_or_build(
-        key,
-        lambda: create_model(
-            backbone, IMAGENET_CLASSES, pretrained=True, settings=settings, allow_download=allow_download
-        ),  # fmt: skip
-    )
+    return _models.get_or_build(key, lambda: imagenet_classifier(backbone, settings, allow_download))
 
 
 def imagenet_top(

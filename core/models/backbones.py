@@ -257,12 +257,23 @@ def get_backbone(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
+def _body_and_imagenet_head(spec: BackboneSpec, pretrained: bool, settings: Optional[Settings], allow_download: bool):
+    """(the body with its head removed, that ImageNet head, where the weights came from)."""
+    from torch import nn  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
+
+    raw = spec.build()
+    source = "random init"
+    if pretrained:
+        source = spec.load_imagenet(raw, settings or Settings.from_env(), allow_download=allow_download)
+    imagenet_head = getattr(raw, spec.head_attr)
+    setattr(raw, spec.head_attr, nn.Identity())
+    return raw, imagenet_head, source
+
+
 def create_model(
     backbone: str, num_classes: int, pretrained: bool, settings: Optional[Settings] = None, allow_download: bool = True
 ) -> Tuple[Classifier, str]:
-    """A :class:`Classifier` for ``num_classes``; ImageNet-initialised body when ``pretrained``, with a new head,
-    except for ``num_classes=IMAGENET_CLASSES`` with ``pretrained``: the backbone's own ImageNet classifier, whole
-    (what it already sees, :mod:`core.app.imagenet`).
+    """A :class:`Classifier` for ``num_classes`` with a new head; ImageNet-initialised body when ``pretrained``.
 
     Returns the model and where its body's weights came from ("random init" when not pretrained).
     """
@@ -271,14 +282,20 @@ def create_model(
     from core.models.classifier import Classifier  # noqa: PLC0415 (lazy, as torch: it defines an nn.Module)
 
     spec = get_backbone(backbone)
-    raw = spec.build()
-    source = "random init"
-    if pretrained:
-        source = spec.load_imagenet(raw, settings or Settings.from_env(), allow_download=allow_download)
-    imagenet_head = getattr(raw, spec.head_attr)
-    setattr(raw, spec.head_attr, nn.Identity())
-    head = imagenet_head if num_classes == IMAGENET_CLASSES and pretrained else nn.Linear(spec.feature_dim, num_classes)
-    return Classifier(raw, head, spec.mean, spec.std, spec.stages), source
+    body, _, source = _body_and_imagenet_head(spec, pretrained, settings, allow_download)
+    return Classifier(body, nn.Linear(spec.feature_dim, num_classes), spec.mean, spec.std, spec.stages), source
+
+
+def imagenet_classifier(
+    backbone: str, settings: Optional[Settings] = None, allow_download: bool = True
+) -> Tuple[Classifier, str]:
+    """The backbone with its ImageNet weights and its own ImageNet head (``IMAGENET_CLASSES`` outputs): what it
+    sees before any training (:mod:`core.app.imagenet`). Returns the model and where its weights came from."""
+    from core.models.classifier import Classifier  # noqa: PLC0415 (lazy, as torch: it defines an nn.Module)
+
+    spec = get_backbone(backbone)
+    body, head, source = _body_and_imagenet_head(spec, True, settings, allow_download)
+    return Classifier(body, head, spec.mean, spec.std, spec.stages), source
 
 
 def pick_pretrained_backbone(settings: Settings, preferred: str = "resnet18") -> Tuple[str, str]:

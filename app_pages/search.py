@@ -2,7 +2,7 @@
 
 The indexes are built once per dataset and method (under one progress bar), saved in the cache and reused;
 everything here comes from ``core.retrieval.index`` and ``core.retrieval.metrics``. The query is kept in the
-session (:class:`core.app.search.KeptQuery`), so a change of dataset in the sidebar searches it again there.
+session (:class:`core.app.photos.KeptPhoto`), so a change of dataset in the sidebar searches it again there.
 """
 
 import random
@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.app.photos import KeptPhoto
 from core.app.plots import retrieval_quality_figure
 from core.app.search import (
     QUERY_KEY,
     THUMB_SIZES,
-    KeptQuery,
     build_progress,
     class_key,
     deep_sources,
@@ -121,7 +121,7 @@ def keep_upload(key: str, root: str, dataset: str) -> None:
     up = st.session_state.get(key)
     if up is None:
         return
-    kept, new = st.session_state.get(QUERY_KEY), KeptQuery.upload(up.name, up.getvalue(), root, dataset)
+    kept, new = st.session_state.get(QUERY_KEY), KeptPhoto.upload(up.name, up.getvalue(), root, dataset)
     if kept is None or (kept.tag, kept.name) != (new.tag, new.name):  # the same photo keeps where it came from
         st.session_state[QUERY_KEY] = new
     new_uploader()
@@ -132,7 +132,7 @@ def clear_query() -> None:
     new_uploader()
 
 
-def kept_query_panel(kept: KeptQuery, root: str, classes: list):
+def kept_query_panel(kept: KeptPhoto, root: str, classes: list):
     """The kept upload, or a photo of another dataset: a note, a way to drop it, and what is in the photo."""
     note = kept.note(root, classes)
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
@@ -189,7 +189,7 @@ def choose_query(root: str, dataset: str, classes: list):
         return None
     rel = c2.selectbox("Photo", files, key=file_key(root, cls), format_func=lambda f: Path(f).name)
     c3.button("🎲 Random", on_click=pick_random, key="search_random", width="stretch")
-    st.session_state[QUERY_KEY] = KeptQuery.dataset_photo(root, rel, cls, dataset)
+    st.session_state[QUERY_KEY] = KeptPhoto.dataset_photo(root, rel, cls, dataset)
     return Path(root) / rel, Path(rel).name, cls, rel
 
 

@@ -8,9 +8,9 @@ import io
 import pytest
 from PIL import Image
 
+from core.app.photos import KeptPhoto
 from core.app.search import (
     THUMB_SIZES,
-    KeptQuery,
     build_progress,
     class_key,
     deep_sources,
@@ -176,7 +176,7 @@ def test_thumbnails_are_larger_by_default_for_a_few_neighbours():
 
 def test_a_kept_upload_is_searched_on_any_dataset_with_a_note_on_another(tmp_path):
     sample, other = tmp_path / "sample", tmp_path / "other"
-    kept = KeptQuery.upload("rose.jpg", b"photo bytes", sample, "Built-in sample").with_truth("roses")
+    kept = KeptPhoto.upload("rose.jpg", b"photo bytes", sample, "Built-in sample").with_truth("roses")
     assert kept.uploaded and kept.readable() and kept.source().read() == b"photo bytes"
     assert kept.is_from(sample) and kept.is_from(str(sample)) and not kept.is_from(other)
     assert kept.note(sample, ["roses"]) == ""
@@ -185,14 +185,14 @@ def test_a_kept_upload_is_searched_on_any_dataset_with_a_note_on_another(tmp_pat
     assert "uploaded while the dataset **Built-in sample** was chosen" in note and "not one of" not in note
     assert "Its class, *roses*, is not one of this dataset's classes." in kept.note(other, ["daisy"])
     assert kept.with_truth("").truth is None and kept.with_truth("").tag == kept.tag
-    assert KeptQuery.upload("rose.jpg", b"other bytes", sample, "x").tag != kept.tag
+    assert KeptPhoto.upload("rose.jpg", b"other bytes", sample, "x").tag != kept.tag
 
 
 def test_a_kept_dataset_photo_is_its_file_while_it_is_there(tiny_folder):
     rel = files_by_class(tiny_folder)["tulips"][0]
-    kept = KeptQuery.dataset_photo(tiny_folder, rel, "tulips", "tiny")
+    kept = KeptPhoto.dataset_photo(tiny_folder, rel, "tulips", "tiny")
     assert not kept.uploaded and kept.source() == tiny_folder / rel and kept.readable()
     assert kept.name == rel.split("/")[-1] and kept.truth == "tulips"
     assert "comes from the dataset **tiny**" in kept.note(tiny_folder.parent, ["tulips"])
-    gone = KeptQuery.dataset_photo(tiny_folder, "tulips/not-there.png", "tulips", "tiny")
+    gone = KeptPhoto.dataset_photo(tiny_folder, "tulips/not-there.png", "tulips", "tiny")
     assert not gone.readable() and gone.tag != kept.tag

@@ -1,7 +1,7 @@
 """The Search page through streamlit's AppTest, on the built-in sample (the app's offline default).
 
 Uploads cannot be driven by AppTest; they are covered in real Chromium in ``test_browser.py``. Here an upload is
-seeded as the page keeps it (:class:`core.app.search.KeptQuery` in the session), as the uploader's callback does.
+seeded as the page keeps it (:class:`core.app.photos.KeptPhoto` in the session), as the uploader's callback does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app.search import QUERY_KEY, THUMB_SIZES, KeptQuery, class_key, default_thumb_size, file_key, root_tag
+from core.app.photos import KeptPhoto
+from core.app.search import QUERY_KEY, THUMB_SIZES, class_key, default_thumb_size, file_key, root_tag
 from core.models.regimes import display_name
 from core.retrieval.index import clear_memory_cache, open_index
 from core.retrieval.methods import METHODS
@@ -180,7 +181,7 @@ def test_an_upload_is_kept_and_searched_again_when_the_dataset_changes(sample_fo
     photo = sorted((sample_folder / "tulips").iterdir())[0]
     at = search_page()
     # what the uploader's callback keeps: the photo's bytes, where it was uploaded, and (chosen) its class
-    at.session_state[QUERY_KEY] = KeptQuery.upload(photo.name, photo.read_bytes(), _root(at), "Built-in sample")
+    at.session_state[QUERY_KEY] = KeptPhoto.upload(photo.name, photo.read_bytes(), _root(at), "Built-in sample")
     at.run()
     truth = f"search_truth-{root_tag(_root(at))}-{at.session_state[QUERY_KEY].tag}"
     at.selectbox(key=truth).set_value("tulips").run()

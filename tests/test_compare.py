@@ -761,3 +761,24 @@ def test_a_large_camera_photo_is_read_at_a_reduced_scale_not_refused(tmp_path):
         assert decode_bytes(im) > MAX_DECODE_BYTES  # at full scale it would be refused
     photo = load_photo(tmp_path / "big.jpg", "big.jpg")
     assert PHOTO_PX <= min(photo.size) < 8000 and photo.getpixel((10, 10))[0] > 150
+
+
+def test_hardest_puts_confident_mistakes_first_then_unsure_right_answers():
+    from core.runs.predictions import SplitPredictions
+
+    preds = SplitPredictions(
+        root="/data",
+        classes=["daisy", "roses", "tulips"],
+        files=["daisy/sure.jpg", "daisy/wrong.jpg", "roses/unsure.jpg", "tulips/hopeless.jpg"],
+        labels=[0, 0, 1, 2],
+        probabilities=[[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.3, 0.4, 0.3], [0.5, 0.5, 0.0]],
+        predictions=[0, 1, 1, 0],
+    )
+    hardest = preds.hardest(3)
+    assert [h["file"] for h in hardest] == ["tulips/hopeless.jpg", "daisy/wrong.jpg", "roses/unsure.jpg"]
+    losses = [h["loss"] for h in hardest]
+    assert losses == sorted(losses, reverse=True) and all(math.isfinite(x) for x in losses)  # 0.0 saved: finite
+    wrong = hardest[1]
+    assert (wrong["true"], wrong["predicted"], wrong["confidence"]) == ("daisy", "roses", 0.9)
+    assert wrong["path"].endswith("daisy/wrong.jpg") and wrong["loss"] > hardest[2]["loss"] > 0
+    assert SplitPredictions("/d", ["a"], ["a/x.jpg"], [0], [0]).hardest() == []  # an old file: no probabilities

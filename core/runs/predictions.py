@@ -9,6 +9,7 @@ interrupted runs get them computed from their best checkpoint on first use
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -21,6 +22,8 @@ from core.files import write_json_atomic
 from core.models.classifier import Classifier
 
 PREDICTIONS_FILE = "predictions.json"
+PROB_DECIMALS = 5  # probabilities are saved rounded: a true class at 0.0 counts as the smallest saved value
+PROB_FLOOR = 10.0**-PROB_DECIMALS
 
 
 @dataclass
@@ -82,6 +85,28 @@ class SplitPredictions:
         """Every misclassified image, most confident mistakes first."""
         return self.images(wrong_only=True)
 
+    def hardest(self, n: int = 12) -> List[Dict]:
+        """The ``n`` images with the highest loss (cross-entropy, ``-ln p(true class)``), highest first, as
+        :meth:`images` gives them plus ``loss`` and ``true_prob``: fast.ai's "top losses". Mostly confident
+        mistakes, and right answers given with little confidence. Needs the probabilities (saved since they
+        were added; older files have none: then ``[]``)."""
+        if not self.probabilities:
+            return []
+        true_probs = [max(self.probabilities[i][t], PROB_FLOOR) for i, t in enumerate(self.labels)]
+        order = sorted(range(self.n), key=lambda i: true_probs[i])[:n]
+        return [
+            {
+                "file": self.files[i],
+                "path": str(Path(self.root) / self.files[i]),
+                "true": self.classes[self.labels[i]],
+                "predicted": self.classes[self.predictions[i]],
+                "confidence": self.probabilities[i][self.predictions[i]],
+                "true_prob": true_probs[i],
+                "loss": -math.log(true_probs[i]),
+            }
+            for i in order
+        ]
+
     @classmethod
     def from_tensors(
         cls, root, classes: Sequence[str], files: Sequence[str], labels: torch.Tensor, probabilities: torch.Tensor
@@ -92,7 +117,7 @@ class SplitPredictions:
             files=list(files),
             labels=[int(x) for x in labels],
             predictions=[int(x) for x in probabilities.argmax(1)],
-            probabilities=[[round(float(p), 5) for p in row] for row in probabilities],
+            probabilities=[[round(float(p), PROB_DECIMALS) for p in row] for row in probabilities],
         )
 
 

@@ -10,7 +10,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.app.inside import PAGE as LOOK_PAGE
+from core.app.inside import PHOTO_KEY as LOOK_PHOTO
 from core.app.live import latest_race
+from core.app.photos import KeptPhoto
 from core.app.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
 from core.data.imagefolder import PHOTO_TYPES
 from core.data.sources import check_allowed
@@ -30,7 +33,7 @@ from core.runs.compare import (
     url_choice,
     url_values,
 )
-from core.runs.evaluate import evaluate_run, load_run_model, run_test_predictions
+from core.runs.evaluate import cached_run_model, evaluate_run, run_test_predictions
 from core.runs.listing import shared_listing
 from core.runs.predictions import SplitPredictions, load_photo, predict_image
 from core.runs.store import STATUSES, load_run
@@ -58,18 +61,9 @@ def _stamp(*files: Path) -> tuple:
     return tuple(out)
 
 
-@st.cache_resource(max_entries=8, show_spinner="Loading the run's model…")
-def cached_model(run_dir: str, stamp: tuple):
-    return load_run_model(load_run(Path(run_dir)))
-
-
 @st.cache_data(max_entries=32, show_spinner="Predicting the run's test split…")
 def cached_test_predictions(run_dir: str, stamp: tuple) -> SplitPredictions:
     return run_test_predictions(load_run(Path(run_dir)), settings)
-
-
-def run_model(run):
-    return cached_model(str(run.dir), _stamp(run.dir / "best.pt"))
 
 
 def own_test_predictions(run) -> SplitPredictions:
@@ -238,7 +232,7 @@ def _cell_label(cell, preds: SplitPredictions) -> str:
     return f"true {true} → predicted {pred} ({n})" + (" — correct" if true == pred else "")
 
 
-def thumbnails(items: list) -> None:
+def thumbnails(items: list, preds: SplitPredictions) -> None:
     if not items:
         st.caption("No images in this cell.")
         return
@@ -249,6 +243,10 @@ def thumbnails(items: list) -> None:
             caption = f"true **{item['true']}** → {item['predicted']}{conf}"
             if Path(item["path"]).is_file():
                 col.image(item["path"], caption=caption, width="stretch")
+                if col.button("🔬 Look inside", key=f"cm_look-{item['file']}", width="stretch"):
+                    photo = KeptPhoto.dataset_photo(preds.root, item["file"], item["true"], "a test split")
+                    st.session_state[LOOK_PHOTO] = photo
+                    st.switch_page(LOOK_PAGE)
             else:
                 col.caption(f"{caption} — file no longer at {item['path']}")
     if len(items) > MAX_THUMBS:
@@ -313,7 +311,7 @@ def confusion_tab(chosen: list, labels: dict) -> None:
             key=f"per_class-{run.run_id}",
         )
     cell = st.selectbox("Show the photos of", cells, format_func=lambda c: _cell_label(c, preds), key=cell_key)
-    thumbnails(preds.mistakes() if cell is None else preds.images(*cell))
+    thumbnails(preds.mistakes() if cell is None else preds.images(*cell), preds)
 
 
 def predict_tab(chosen: list, labels: dict) -> None:
@@ -347,7 +345,8 @@ def predict_tab(chosen: list, labels: dict) -> None:
         with cols[i % len(cols)]:
             st.markdown(f"**{labels[run.run_id]}**")
             try:
-                model = run_model(run)
+                with st.spinner("Loading the run's model…"):
+                    model = cached_run_model(run)
             except TransferLabError as e:
                 st.error(str(e))
                 continue

@@ -11,12 +11,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.app.inside import PAGE as LOOK_PAGE
+from core.app.inside import PHOTO_KEY as LOOK_PHOTO
 from core.app.photos import KeptPhoto
 from core.app.plots import retrieval_quality_figure
 from core.app.search import (
     QUERY_KEY,
     THUMB_SIZES,
-    build_progress,
     class_key,
     deep_sources,
     default_thumb_size,
@@ -29,13 +30,13 @@ from core.app.tasks import shared_tasks
 from core.data.decode import ImageDecodeError
 from core.data.imagefolder import PHOTO_TYPES, scan_image_folder
 from core.errors import TransferLabError
-from core.progress import Pace
 from core.retrieval.embedders import EmbedderConfig
 from core.retrieval.index import IndexConfig, open_index
 from core.retrieval.methods import METHODS
 from core.retrieval.metrics import evaluate_index
 from core.runs.predictions import load_photo
 from core.settings import Settings
+from widgets.progress import StepBar
 
 settings = Settings.from_env()
 K_MAX = 24  # the most neighbours shown; leave-one-out rankings are computed (and saved) to this depth
@@ -61,29 +62,6 @@ def cached_files_by_class(root: str) -> dict:
 def cached_thumbnail(path: str, colour: str, stamp: int, px: int) -> bytes:
     """``stamp``: the file's mtime, so edits show."""
     return framed_thumbnail(path, colour, px)
-
-
-class StepBar:
-    """One progress bar over several background tasks waited for one after another: the step, the counts and
-    the time left (the bar appears only if a task is slow enough to be polled)."""
-
-    def __init__(self, steps: int, title: str = ""):
-        self.holder, self.steps, self.title, self.bar = st.empty(), steps, title, None
-
-    def poller(self, step: int, label: str):
-        pace = Pace()
-
-        def poll(task):
-            if self.bar is None:
-                self.bar = self.holder.progress(0.0, text=self.title)
-            left = pace.time_left(task.done, task.total, task.message)
-            fraction, text = build_progress(step, self.steps, label, task.done, task.total, task.message, left)
-            self.bar.progress(fraction, text=f"{self.title} {text}" if self.title else text)
-
-        return poll
-
-    def close(self) -> None:
-        self.holder.empty()
 
 
 def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
@@ -230,6 +208,10 @@ def results_section(opened: dict, source, name: str, truth, own_file, k: int, si
         shown = load_photo(source, name)
         shown.thumbnail((640, 640))  # an upload may be 100 megapixels: send the browser a small copy
         st.image(shown, caption=f"Query: {name}" + (f" — {truth}" if truth else ""), width="stretch")
+        kept = st.session_state.get(QUERY_KEY)
+        if kept is not None and st.button("🔬 Look inside with it", key="search_look", width="stretch"):
+            st.session_state[LOOK_PHOTO] = kept
+            st.switch_page(LOOK_PAGE)
     with right:
         if truth is not None and results:
             cols = st.columns(len(results))

@@ -12,6 +12,7 @@ from core.data.sources import resolve_source
 from core.data.splits import SplitTensors
 from core.data.tensor_cache import load_images
 from core.errors import DataError
+from core.lru import LockedLRU
 from core.models.backbones import create_model
 from core.models.classifier import Classifier
 from core.models.device import compute_setup
@@ -38,6 +39,20 @@ def load_run_model(run: RunRecord) -> Classifier:
         raise DataError(f"Run {run.run_id}'s checkpoint best.pt cannot be read ({reason}). It was damaged after "
                         f"training; train the run again.") from e  # fmt: skip
     return model.eval()
+
+
+_models: LockedLRU[Classifier] = LockedLRU(maxsize=8)  # the app's pages share them (Compare, Look inside)
+
+
+def cached_run_model(run: RunRecord) -> Classifier:
+    """:func:`load_run_model`, kept loaded (a few at a time) until the run's checkpoint changes. Shared between
+    threads: use it for inference only, or under a lock (:mod:`core.explain.cam` hooks its layers)."""
+    path = run.dir / "best.pt"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return load_run_model(run)  # says there is no checkpoint
+    return _models.get_or_build((str(run.dir.resolve()), stamp), lambda: load_run_model(run))
 
 
 def _section(run: RunRecord, name: str) -> Dict:

@@ -2,7 +2,9 @@
 
 * :mod:`core.cli.training`: ``train`` (one run), ``race`` (the four regimes, planned to a time budget);
 * :mod:`core.cli.runs`: ``evaluate`` (a saved run), ``runs`` (the run store), ``settings``;
-* :mod:`core.cli.retrieval`: ``index``, ``search``, ``retrieval-eval``.
+* :mod:`core.cli.retrieval`: ``index``, ``search``, ``retrieval-eval``;
+* :mod:`core.cli.zoo`: ``zoo`` (every backbone: size, accuracy, latency here);
+* :mod:`core.cli.explain`: ``explain`` (a run's CAM heat map and feature maps of one photo).
 
 Each module registers its sub-commands with ``set_defaults(handler=...)``; shared argument types live in
 :mod:`core.cli.args`. Progress goes to stderr (tqdm); the last line on stdout is one JSON object, for
@@ -16,12 +18,12 @@ import argparse
 import sys
 from typing import List, Optional
 
-from core.cli import retrieval, runs, training
+from core.cli import explain, retrieval, runs, training, zoo
 from core.errors import TransferLabError
 from core.files import remove_stale_temporaries
 from core.settings import Settings
 
-COMMAND_GROUPS = (training, runs, retrieval)
+COMMAND_GROUPS = (training, runs, retrieval, zoo, explain)
 
 
 def build_parser() -> argparse.ArgumentParser:

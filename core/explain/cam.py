@@ -18,8 +18,9 @@ The photo is explained as the run predicts it (:func:`core.runs.predictions.pred
 the run's own image size unless another is asked for. The pass is fp32 on the model's device (the app's models
 are fp32 on the CPU). The model is put in eval mode with its parameters frozen for the pass and given back as it
 came: training flag, ``requires_grad``, no gradients and no hooks left (pytorch_grad_cam's context manager
-removes its own). Cached models are shared by the app's sessions, so hooking one is serialised by
-:data:`HOOKS_LOCK` (also taken by :mod:`core.explain.features`).
+removes its own). Cached models are shared by the app's sessions: :func:`explain_photo` hooks a private copy
+(:func:`private_copy`), and hooked passes take :data:`HOOKS_LOCK` (as :mod:`core.explain.features` does), one at a
+time on 2 cores.
 
 The ``grad-cam`` package loads matplotlib and takes about a second to import: it is imported on first use.
 """
@@ -27,6 +28,7 @@ The ``grad-cam`` package loads matplotlib and takes about a second to import: it
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import math
 import threading
@@ -90,6 +92,14 @@ def get_method(name: str) -> CamMethod:
     if name not in CAM_METHODS:
         raise ConfigError(f"Unknown CAM method '{name}'. Choose one of: {', '.join(CAM_METHODS)}.")
     return CAM_METHODS[name]
+
+
+def private_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` to hook for one pass. The app's cached models are shared by its sessions' threads, and
+    :data:`HOOKS_LOCK` only serialises hooked passes: an unhooked one on another thread (Compare's predictions)
+    would run through the hooks of a shared model, and they would record (or cut) its activations too. About
+    20 ms for EfficientNet-Lite0."""
+    return copy.deepcopy(model)
 
 
 def target_layer(model: nn.Module, backbone: str) -> Tuple[str, nn.Module]:
@@ -280,6 +290,7 @@ def explain_photo(
         if px == img_size
         else f"{px} px, as asked (the run was trained at {img_size} px)"
     )
+    model = private_copy(model)
     layer_name, layer = target_layer(model, backbone)
     seen = resize_square(photo, px)
     x = to_float(torch.from_numpy(seen).permute(2, 0, 1).unsqueeze(0))

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from core.data.decode import resize_square, to_float
-from core.explain.cam import HOOKS_LOCK
+from core.explain.cam import HOOKS_LOCK, private_copy
 from core.models.backbones import get_backbone
 
 DEPTH_LABELS = ("early", "middle", "late")
@@ -86,6 +86,7 @@ def activations(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> List
     """The outputs of ``model.body``'s modules ``names`` for ``x``, with forward hooks removed after."""
     got = {}
     handles = []
+    model = private_copy(model)  # hooked: not the shared one
 
     def keep(name: str):
         def hook(module, inputs, output) -> None:  # returning anything would replace the output

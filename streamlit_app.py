@@ -256,6 +256,7 @@ page = st.navigation(
         st.Page("app_pages/train.py", title="Train", icon="🏋️"),
         st.Page("app_pages/compare.py", title="Compare", icon="📊"),
         st.Page("app_pages/search.py", title="Search", icon="🔎"),
+        st.Page("app_pages/look_inside.py", title="Look inside", icon="🔬"),
     ]
 )
 if page.title != "Home" and not is_loaded("torch"):  # the other pages import torch: wait for it, with words

@@ -619,3 +619,49 @@ def test_browser_search_keeps_an_uploaded_photo_across_dataset_changes(browser_p
         assert not js_errors, js_errors
     finally:
         _screenshot_all_of_main(page, Path("/tmp/browser_search_kept.png"))
+
+
+def _hover_a_dot(page, chart, nth: int = 0):
+    """Move the mouse onto a dot of the map (Vega draws them as SVG paths) until Vega's tooltip shows; returns
+    (x, y, tooltip locator) there."""
+    from playwright.sync_api import expect
+
+    dots = chart.locator(".mark-symbol").first.locator("path")
+    expect(dots.first).to_be_attached()
+    tooltip = page.locator("#vg-tooltip-element.visible")
+    box = dots.nth(nth).bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    tooltip.wait_for()
+    return x, y, tooltip
+
+
+@pytest.mark.timeout(300)
+def test_browser_look_inside_a_click_on_the_map_makes_that_photo_the_page_s_photo(browser_page, app_server):
+    """Look inside on the built-in sample: the map is drawn on request with a progress bar, hovering a dot shows its
+    photo, and clicking it makes that photo the page's photo (section 1 shows it, the URL names it)."""
+    from playwright.sync_api import expect
+
+    base_url, _, log_path = app_server
+    page, js_errors = browser_page
+    try:
+        page.goto(f"{base_url}/look_inside", wait_until="domcontentloaded")
+        page.get_by_role("heading", name="1 · What ImageNet sees").wait_for(timeout=120_000)
+        page.get_by_role("button", name=re.compile("Draw the map")).click()
+        chart = page.locator('[data-testid="stVegaLiteChart"]').first
+        chart.wait_for(timeout=180_000)
+        expect(page.get_by_text(re.compile(r"^UMAP of 300 photos"))).to_be_visible(timeout=180_000)
+        _artifact(page, "look-inside-map", top=page.get_by_role("heading", name="4 · The embedding map"))
+
+        x, y, tooltip = _hover_a_dot(page, chart, nth=7)
+        expect(tooltip.locator("img")).to_have_count(1)  # the photo under the mouse
+        file = re.search(r"\b(\w+/[^\s]+\.(?:jpg|png))", tooltip.inner_text()).group(1)
+        page.mouse.click(x, y)
+        name = file.split("/")[-1]
+        page.locator('[data-testid="stImage"]', has_text=name).first.wait_for()  # section 1's photo is now it
+        page.wait_for_url(re.compile(r"look=" + re.escape(file.replace("/", "%2F"))))
+        assert not _visible_problems(page), _visible_problems(page) + _log_tail(log_path)
+        assert not js_errors, js_errors
+    finally:
+        _screenshot_all_of_main(page, Path("/tmp/browser_look_inside.png"))

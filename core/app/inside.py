@@ -78,7 +78,9 @@ def map_chart(frame, classes: Sequence[str], selected: Optional[str] = None, hei
             x=alt.X("x:Q", axis=axis, scale=alt.Scale(zero=False)),
             y=alt.Y("y:Q", axis=axis, scale=alt.Scale(zero=False)),
             color=alt.Color(
-                "label:N", scale=alt.Scale(domain=list(classes)), legend=alt.Legend(title=None, orient="bottom")
+                "label:N",
+                scale=alt.Scale(domain=list(classes), scheme="tableau10"),
+                legend=alt.Legend(title=None, orient="bottom"),
             ),
             tooltip=[alt.Tooltip("image:N"), alt.Tooltip("label:N", title="class"), alt.Tooltip("file:N")],
         )

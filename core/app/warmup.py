@@ -1,9 +1,10 @@
-"""The heavy libraries (torch, torchvision, timm, faiss), loaded in the background once per server process.
+"""The heavy libraries (torch, torchvision, timm, faiss, grad-cam), loaded in the background once per server process.
 
 Importing them takes seconds on a laptop (torch alone about 3 s), so the router, the sidebar and Home import
 nothing that needs them and paint at once. After the first page has painted, :func:`warm_up` starts a daemon
 thread that imports them, so that Train and Search find them loaded. A page that needs one before the thread
 is done simply imports it: Python's import lock makes it wait for the thread's import rather than do it twice.
+(grad-cam loads matplotlib and OpenCV: imported here, it spares Look inside's first heat map about 1.4 s.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import threading
 from typing import Optional
 
-HEAVY_MODULES = ("torch", "torchvision", "timm", "faiss")
+HEAVY_MODULES = ("torch", "torchvision", "timm", "faiss", "pytorch_grad_cam")
 
 _lock = threading.Lock()
 _thread: Optional[threading.Thread] = None

@@ -93,7 +93,9 @@ def _garbage_checkpoint(folder):
 PAGE_DAMAGE = {**WRONG_SHAPE_OR_TORN, "best.pt is garbage": _garbage_checkpoint}
 
 
-@pytest.mark.parametrize("page", ["app_pages/train.py", "app_pages/compare.py", "app_pages/search.py"])
+@pytest.mark.parametrize(
+    "page", ["app_pages/train.py", "app_pages/compare.py", "app_pages/search.py", "app_pages/look_inside.py"]
+)
 @pytest.mark.parametrize(
     "damage",
     ["summary.json is a list", "config.json sections of the wrong shape", "metrics.jsonl holds other JSON",
@@ -106,7 +108,7 @@ def test_pages_work_next_to_a_damaged_run(page, damage, good_run, settings, monk
     at.session_state["preset"] = "notebook recipe"
     at.switch_page(page).run()
     assert not at.exception, at.exception
-    if page.endswith("compare.py") and damage == "best.pt is garbage":  # its tabs say so in an error box
+    if page.endswith(("compare.py", "look_inside.py")) and damage == "best.pt is garbage":  # said in an error box
         assert any("best.pt cannot be read" in e.value for e in at.error), [e.value for e in at.error]
 
 

@@ -146,3 +146,15 @@ def test_compare_hands_a_mistake_over_to_look_inside(race, page):
     kept = at.session_state[PHOTO_KEY]
     assert kept.rel == file and kept.truth == file.split("/")[0]
     assert any(file.split("/")[-1] in i.caption for el in at.get("image") for i in el.proto.imgs)
+
+
+def test_a_run_whose_config_does_not_say_what_it_is_is_not_offered(tmp_path):
+    writer = RunStore(tmp_path / "runs").create("full", BACKBONE)
+    writer.write_config(
+        {"data": {"source": "sample", "img_size": 32}, "model": {"regime": "full", "backbone": BACKBONE}}
+    )
+    writer.save_checkpoint({})  # a checkpoint, but no resolved classes: nothing to name its outputs with
+    writer.write_summary({"status": "finished"})
+    run = RunStore(tmp_path / "runs").get(writer.run_id)
+    assert run.has_checkpoint and run.status == "finished"
+    assert explainable([run]) == [] and default_runs([run], owner="") == []

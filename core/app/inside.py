@@ -30,8 +30,17 @@ def in_regime_order(runs: Sequence[RunRecord]) -> List[RunRecord]:
 
 
 def explainable(runs: Sequence[RunRecord]) -> List[RunRecord]:
-    """The runs a model can be loaded from: readable, with a checkpoint (a run saves one after its first epoch)."""
-    return [r for r in runs if r.status != "corrupt" and r.has_checkpoint]
+    """The runs a model can be loaded from: readable, with a checkpoint (a run saves one after its first epoch) and
+    the config that says what it is (:func:`run_data`)."""
+    return [r for r in runs if r.status != "corrupt" and r.has_checkpoint and _described(r)]
+
+
+def _described(run: RunRecord) -> bool:
+    try:
+        run_data(run)
+        return True
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
 
 
 def default_runs(runs: Sequence[RunRecord], owner: str) -> List[str]:

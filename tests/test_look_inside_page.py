@@ -150,9 +150,8 @@ def test_compare_hands_a_mistake_over_to_look_inside(race, page):
 
 def test_a_run_whose_config_does_not_say_what_it_is_is_not_offered(tmp_path):
     writer = RunStore(tmp_path / "runs").create("full", BACKBONE)
-    writer.write_config(
-        {"data": {"source": "sample", "img_size": 32}, "model": {"regime": "full", "backbone": BACKBONE}}
-    )
+    model = {"regime": "full", "backbone": BACKBONE}
+    writer.write_config({"data": {"source": "sample", "img_size": 32}, "model": model, "train": {"seed": 0}})
     writer.save_checkpoint({})  # a checkpoint, but no resolved classes: nothing to name its outputs with
     writer.write_summary({"status": "finished"})
     run = RunStore(tmp_path / "runs").get(writer.run_id)

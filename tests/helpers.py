@@ -1,4 +1,6 @@
-"""Paths and markers shared by the tests."""
+"""Paths, markers and page openers shared by the tests."""
+
+from __future__ import annotations
 
 import time
 from pathlib import Path
@@ -22,3 +24,19 @@ def wait_until(predicate, timeout: float = 120.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def open_app_page(page: str, state: dict | None = None, query: dict | None = None, timeout: int = 120):
+    """The app (router and sidebar) in streamlit's AppTest, switched to ``page`` ("app_pages/compare.py"), with the
+    session ``state`` and the URL parameters ``query`` set before its first run; it has raised no exception."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=timeout)
+    for key, value in (state or {}).items():
+        at.session_state[key] = value
+    for name, value in (query or {}).items():
+        at.query_params[name] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at

@@ -46,9 +46,8 @@ from core.settings import ENV_CACHE_DIR, ENV_RESNET18_WEIGHTS, ENV_RUNS_DIR, Set
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.training.events import EpochEnd
 from core.training.train import train_run
-from tests.helpers import ROOT
+from tests.helpers import open_app_page
 
-APP = str(ROOT / "streamlit_app.py")
 BACKBONE = "efficientnet_lite0"
 
 
@@ -118,13 +117,7 @@ def compare_page(store, monkeypatch):
 
     def open_page(query: dict | None = None) -> AppTest:
         """The Compare page, opened from a link with ``query`` (URL parameters) when given."""
-        at = AppTest.from_file(APP, default_timeout=120)
-        for name, value in (query or {}).items():
-            at.query_params[name] = value
-        at.run()
-        at.switch_page("app_pages/compare.py").run()
-        assert not at.exception, at.exception
-        return at
+        return open_app_page("app_pages/compare.py", query=query)
 
     return open_page
 

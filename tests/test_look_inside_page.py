@@ -18,9 +18,8 @@ from core.runs.store import RunStore
 from core.settings import ENV_CACHE_DIR, ENV_RUNS_DIR, Settings
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.training.train import train_run
-from tests.helpers import ROOT
+from tests.helpers import open_app_page
 
-APP = str(ROOT / "streamlit_app.py")
 BACKBONE = "efficientnet_lite0"
 
 
@@ -51,13 +50,7 @@ def page(race, monkeypatch):
     monkeypatch.setenv(ENV_RUNS_DIR, str(race["runs_dir"]))
 
     def open_page(**state) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=300)
-        for key, value in state.items():
-            at.session_state[key] = value
-        at.run()
-        at.switch_page("app_pages/look_inside.py").run()
-        assert not at.exception, at.exception
-        return at
+        return open_app_page("app_pages/look_inside.py", state, timeout=300)
 
     return open_page
 

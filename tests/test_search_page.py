@@ -18,16 +18,13 @@ from core.retrieval.index import clear_memory_cache, open_index
 from core.retrieval.methods import METHODS
 from core.retrieval.metrics import evaluate_index
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tests.helpers import ROOT
+from tests.helpers import ROOT, open_app_page
 
 APP = str(ROOT / "streamlit_app.py")
 
 
 def search_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300).run()
-    at.switch_page("app_pages/search.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page("app_pages/search.py", timeout=300)
 
 
 def _root(at) -> str:

@@ -50,6 +50,7 @@ UPLOAD_ROUND = "look_upload_round"  # bumped after each upload: a new, empty upl
 HARDEST = 12  # test photos in "Hardest mistakes"
 PER_ROW = 6
 MAP_STARTED = "look_map_started"  # the maps being drawn (their task key)
+FINE_PX = 224  # "finer maps": the size ImageNet backbones were trained at
 THUMB_PX = 48  # the map's hover photos: 2,919 of them are about 2.4 MB a chart at 48 px (4.6 MB at 64)
 
 
@@ -70,7 +71,9 @@ def cached_imagenet_top(backbone: str, tag: str, _photo) -> list:
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def cached_explanation(run_dir: str, stamp: int, tag: str, method: str, truth: str | None, _run, _photo):
+def cached_explanation(
+    run_dir: str, stamp: int, tag: str, method: str, truth: str | None, at_size: int | None, _run, _photo
+):
     data = run_data(_run)
     return explain_photo(
         cached_run_model(_run),
@@ -80,6 +83,7 @@ def cached_explanation(run_dir: str, stamp: int, tag: str, method: str, truth: s
         _photo,
         method=method,
         true_class=truth if truth in data["classes"] else None,
+        at_size=at_size,
     )
 
 
@@ -143,7 +147,7 @@ def photo_from_link(dataset: dict | None) -> KeptPhoto | None:
     cls = rel.split("/", 1)[0]
     if rel in files_by_class(dataset["root"]).get(cls, ()):
         return KeptPhoto.dataset_photo(dataset["root"], rel, cls, dataset["label"])
-    st.caption(f"The link's photo *{rel}* is not in this dataset; ignored.")
+    st.caption("The link's photo is not one of this dataset's; ignored.")
     return None
 
 
@@ -189,7 +193,9 @@ def imagenet_section(kept: KeptPhoto, photo, backbone: str) -> None:
         "what its features already know."
     )
     left, right = st.columns([1, 2])
-    left.image(photo, caption=kept.name + (f" — {kept.truth}" if kept.truth else ""), width="stretch")
+    shown = photo.copy()
+    shown.thumbnail((640, 640))  # an upload may be 100 megapixels: send the browser a small copy
+    left.image(shown, caption=kept.name + (f" — {kept.truth}" if kept.truth else ""), width="stretch")
     try:
         with st.spinner("Asking the ImageNet model…"):
             top = cached_imagenet_top(backbone, kept.tag, photo)
@@ -227,6 +233,15 @@ def cam_section(kept: KeptPhoto, photo, runs: list) -> None:
     )
     method = method or methods[0]
     c2.caption(CAM_METHODS[method].note)
+    small = min(run_data(r)["img_size"] for r in runs)
+    at_size = None
+    if small < FINE_PX and st.toggle(
+        f"Finer maps: explain at {FINE_PX} px",
+        key="look_cam_fine",
+        help=f"A run trained at {small} px has a map of a few cells only at its last conv block. At {FINE_PX} px "
+        "the map is finer, but the run sees the photo at a size it never trained on, so its answer may change.",
+    ):
+        at_size = FINE_PX
     truth = kept.truth
     cols = st.columns(len(runs))
     layers = set()
@@ -236,18 +251,18 @@ def cam_section(kept: KeptPhoto, photo, runs: list) -> None:
             st.caption(run_facts(run))
             try:
                 with st.spinner("Grad-CAM…"):
-                    ex = cached_explanation(str(run.dir), _stamp(run), kept.tag, method, truth, run, photo)
+                    ex = cached_explanation(str(run.dir), _stamp(run), kept.tag, method, truth, at_size, run, photo)
             except TransferLabError as e:
                 st.error(str(e))
                 continue
-            layers.add(ex.target_layer)
+            layers.add(f"{ex.target_layer} at {ex.size_note}")
             for cam in ex.cams:
                 right = " ✅" if cam.role == "predicted" and truth and cam.label == truth else ""
                 st.image(cam.overlay, caption=f"{cam.role}: {cam.label} ({cam.prob:.0%}){right}", width="stretch")
             _top3(ex)
     if layers:
         st.caption(
-            f"Heat maps from the target layer {', '.join(sorted(layers))} (the backbone's last conv block): red is "
+            f"Heat maps from the target layer {'; '.join(sorted(layers))} (the backbone's last conv block): red is "
             "where the evidence for that class is. A run that is right for the wrong reason looks at the background."
         )
 
@@ -287,7 +302,7 @@ def features_section(kept: KeptPhoto, photo, runs: list, backbone: str) -> None:
     if scratch is not None:
         pairs.append(
             (
-                f"From scratch — {run_label(scratch)}",
+                run_label(scratch),
                 str(scratch.dir),
                 _stamp(scratch),
                 run_data(scratch)["backbone"],

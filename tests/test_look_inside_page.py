@@ -90,6 +90,12 @@ def test_the_page_explains_the_latest_race_side_by_side(race, page):
     # ImageNet's top 5 (Lite0's weights ship offline), then top-3 of each run
     assert len(at.get("progress")) >= 5 + 3 * len(REGIMES)
     assert not at.error
+    # finer maps: the runs (32 px) explained at 224 px, and the page says at which size
+    at.toggle(key="look_cam_fine").set_value(True).run()
+    assert not at.exception and not at.error
+    assert any("body.bn2 at 224 px, as asked (the run was trained at 32 px)" in c.value for c in at.caption)
+    cams = [el for el in at.get("image") for i in el.proto.imgs if "predicted:" in i.caption]
+    assert len(cams) == len(REGIMES)
 
 
 @pytest.mark.slow

@@ -373,10 +373,17 @@ def map_section(kept: KeptPhoto | None, runs: list, backbone: str, dataset: dict
         "(UMAP of its features; PCA until UMAP is ready). Hover a dot to see its photo, click it to look inside "
         "with it. The features are the search index's: a dataset is embedded once for Search and the map."
     )
-    maps = {
-        title: cached_map(dataset["root"], cfg, settings, "umap") or cached_map(dataset["root"], cfg, settings, "pca")
-        for title, cfg in sources.items()
-    }
+    maps = {}
+    for title, cfg in list(sources.items()):
+        try:
+            maps[title] = cached_map(dataset["root"], cfg, settings, "umap") or cached_map(
+                dataset["root"], cfg, settings, "pca"
+            )
+        except TransferLabError as e:  # a run's checkpoint damaged since, weights gone…
+            st.error(f"{title}: {e}")
+            del sources[title]
+    if not sources:
+        return
     button_slot = st.empty()
     slots = {title: col.empty() for title, col in zip(sources, st.columns(len(sources)))}
     for title, m in maps.items():

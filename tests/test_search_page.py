@@ -108,6 +108,20 @@ def test_k_random_pick_and_choosing_a_photo(sample_folder, settings):
 
 
 @pytest.mark.slow
+def test_look_inside_takes_the_query_to_the_next_page(sample_folder, settings):
+    from core.app.inside import PHOTO_KEY
+
+    at = search_page()
+    cls, rel = _query(at)
+    at.button(key="search_look").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "🔬 Look inside"
+    kept = at.session_state[PHOTO_KEY]
+    assert (kept.rel, kept.truth) == (rel, cls)
+    assert at.query_params["look"] == rel  # the view's link names the photo
+
+
+@pytest.mark.slow
 def test_deep_features_from_a_finished_run(sample_folder, tiny_folder, settings):
     from core.training.train import train_run
 

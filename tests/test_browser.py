@@ -419,6 +419,8 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
             ("cut.jpg", "damaged or cut short"),
             ("huge.png", "too large"),
         ):
+            # a refused upload re-keys the uploader to empty it; wait until the old one has left the page
+            expect(upload).to_have_count(1)
             upload.set_input_files(str(tmp_path / name))
             expect(
                 page.get_by_text(f"'{name}' cannot be used as a photo: the image")

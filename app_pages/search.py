@@ -18,6 +18,8 @@ from core.app.plots import retrieval_quality_figure
 from core.app.search import (
     QUERY_KEY,
     THUMB_SIZES,
+    TRAIL_KEY,
+    QueryTrail,
     class_key,
     deep_sources,
     default_thumb_size,
@@ -110,6 +112,46 @@ def clear_query() -> None:
     new_uploader()
 
 
+def show_photo(kept: KeptPhoto, root: str) -> None:
+    """Make ``kept`` the query (a callback: it runs before the pickers are drawn). A photo of this dataset goes
+    back into the class and photo pickers; an upload, or a photo of another dataset, is kept as it is."""
+    if not kept.uploaded and kept.is_from(root):
+        st.session_state[class_key(root)] = kept.truth
+        st.session_state[file_key(root, kept.truth)] = kept.rel
+    st.session_state[QUERY_KEY] = kept
+
+
+def more_like_this(root: str, dataset: str, rel: str, label: str) -> None:
+    """A neighbour's button: that photo becomes the query, and the query it replaces goes on the trail."""
+    kept = KeptPhoto.dataset_photo(root, rel, label, dataset)
+    st.session_state[TRAIL_KEY] = st.session_state.get(TRAIL_KEY, QueryTrail()).visit(kept)
+    show_photo(kept, root)
+
+
+def step_back(root: str, i: int) -> None:
+    """A breadcrumb's button: back to the ``i``-th earlier query."""
+    trail = st.session_state.get(TRAIL_KEY, QueryTrail()).back_to(i)
+    st.session_state[TRAIL_KEY] = trail
+    show_photo(trail.current, root)
+
+
+def breadcrumb(root: str) -> None:
+    """The earlier queries, oldest first, each a button back to it."""
+    trail = st.session_state.get(TRAIL_KEY, QueryTrail())
+    if not trail.earlier:
+        return
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption("Earlier queries:")
+        for i, kept in enumerate(trail.earlier):
+            st.button(
+                f"↩ {kept.name}" if len(kept.name) <= 28 else f"↩ {kept.name[:25]}…",
+                key=f"search_back-{i}-{kept.tag}",
+                on_click=step_back,
+                args=(root, i),
+                help=f"Search with {kept.name} again" + (f" ({kept.truth})" if kept.truth else ""),
+            )
+
+
 def kept_query_panel(kept: KeptPhoto, root: str, classes: list):
     """The kept upload, or a photo of another dataset: a note, a way to drop it, and what is in the photo."""
     note = kept.note(root, classes)
@@ -171,7 +213,8 @@ def choose_query(root: str, dataset: str, classes: list):
     return Path(root) / rel, Path(rel).name, cls, rel
 
 
-def neighbour_grid(index, result, truth, size: str) -> None:
+def neighbour_grid(index, result, truth, size: str, root: str, dataset: str) -> None:
+    """The neighbours as framed thumbnails (green: the query's class), each with a "more like this" button."""
     per_row, px = THUMB_SIZES[size]
     rows = [result.neighbours[i : i + per_row] for i in range(0, len(result.neighbours), per_row)]
     for row in rows:
@@ -190,9 +233,21 @@ def neighbour_grid(index, result, truth, size: str) -> None:
                 )
             except (OSError, ImageDecodeError):  # moved, deleted or damaged since the index was built
                 col.caption(f"{caption} — the file is no longer readable at {n.path}")
+                continue
+            col.button(
+                "🔁 More like this",
+                key=f"search_more-{index.method.name}-{n.rank}",
+                on_click=more_like_this,
+                args=(root, dataset, n.file, n.label),
+                help=f"Search with {Path(n.file).name} ({n.label})",
+                width="stretch",
+            )
 
 
-def results_section(opened: dict, source, name: str, truth, own_file, k: int, size: str) -> None:
+def results_section(
+    opened: dict, source, name: str, truth, own_file, k: int, size: str, root: str, dataset: str
+) -> bool:
+    """The query and its neighbours by each method; False (with an error box) when the photo cannot be searched."""
     results = {}
     for method, got in opened.items():
         if isinstance(got, tuple):
@@ -200,7 +255,7 @@ def results_section(opened: dict, source, name: str, truth, own_file, k: int, si
                 results[method] = got[0].search(source, k, exclude_file=own_file, name=name)
             except TransferLabError as e:
                 st.error(str(e))
-                return
+                return False
     left, right = st.columns([1, 3], vertical_alignment="center")
     with left:
         if hasattr(source, "seek"):
@@ -231,7 +286,8 @@ def results_section(opened: dict, source, name: str, truth, own_file, k: int, si
             st.caption(
                 f"{index.embedder.description} · {len(index):,} images · {results[method].seconds * 1000:.0f} ms"
             )
-            neighbour_grid(index, results[method], truth, size)
+            neighbour_grid(index, results[method], truth, size, root, dataset)
+    return True
 
 
 def quality_section(opened: dict, root: str, k: int) -> None:
@@ -350,8 +406,14 @@ size = controls[2].select_slider(
 
 opened = open_indexes(dataset["root"], sources[deep_key][1])
 query = choose_query(dataset["root"], dataset["label"], dataset["classes"])
-if query is not None:
-    results_section(opened, *query, k=k, size=size)
+crumbs = st.container()  # drawn once the query is searched: a photo that cannot be searched stays off the trail
+searched = query is not None and results_section(
+    opened, *query, k=k, size=size, root=dataset["root"], dataset=dataset["label"]
+)
+if searched:
+    st.session_state[TRAIL_KEY] = st.session_state.get(TRAIL_KEY, QueryTrail()).visit(st.session_state[QUERY_KEY])
+with crumbs:
+    breadcrumb(dataset["root"])
 quality_section(opened, dataset["root"], k)
 
 with st.expander("About the indexes"):

@@ -377,14 +377,17 @@ def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(
 
 
 @pytest.mark.timeout(300)
-def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_page, app_server, tmp_path):
+def test_browser_search_more_like_this_upload_and_non_photos(browser_page, app_server, tmp_path):
     """Search in a real browser: a first visit builds the indexes under a progress bar, then shows a dataset
-    photo searched three ways; an uploaded copy of a
+    photo searched three ways; "More like this" under a neighbour searches with it, and the breadcrumb steps
+    back; an uploaded copy of a
     sample photo finds itself first by L1 (distance 0); a text file named .jpg, a truncated JPEG and a
     120-megapixel PNG each get a clear message, and the page stays."""
     from playwright.sync_api import expect
 
     from core.data.sample import ensure_sample
+    from core.retrieval.index import open_index
+    from core.settings import Settings
 
     base_url, runs_dir, log_path = app_server
     page, js_errors = browser_page
@@ -400,7 +403,20 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
         expect(images).to_have_count(1 + 3 * 8, timeout=120_000)  # first visit: the indexes are built
         expect(page.get_by_text("Query time")).to_be_visible()
 
-        photo = next(iter(sorted((ensure_sample(tmp_path / "cache") / "tulips").iterdir())))  # same as the app's
+        # "More like this" under the best L1 neighbour makes it the query; the breadcrumb brings the first back
+        sample = ensure_sample(tmp_path / "cache")  # the app's own sample (same cache)
+        first = images.first.inner_text().removeprefix("Query: ")
+        name, cls = first.split(" — ")
+        l1, _ = open_index(sample, "l1", settings=Settings.from_env({ENV_CACHE_DIR: str(tmp_path / "cache")}))
+        top = l1.search(sample / cls / name, 1, exclude_file=f"{cls}/{name}").neighbours[0]
+        page.locator(".st-key-search_more-l1-1").get_by_role("button").click()
+        expect(page.get_by_text(f"Query: {Path(top.file).name} — {top.label}")).to_be_visible()
+        expect(images).to_have_count(1 + 3 * 8)
+        page.get_by_role("button", name=f"↩ {name}").click()
+        expect(page.get_by_text(f"Query: {first}")).to_be_visible()
+        expect(page.get_by_role("button", name=f"↩ {name}")).to_have_count(0)
+
+        photo = next(iter(sorted((sample / "tulips").iterdir())))  # same as the app's
         upload = page.locator('[data-testid="stFileUploader"] input[type="file"]')
         upload.set_input_files(str(photo))
         expect(page.get_by_text(f"Query: {photo.name}")).to_be_visible()
@@ -429,6 +445,7 @@ def test_browser_search_upload_finds_the_photo_and_rejects_a_non_photo(browser_p
             ).to_be_visible()
             assert reason in page.locator('[data-testid="stAlertContentError"]').first.inner_text()
             expect(page.get_by_role("heading", name="🔎 Search")).to_be_visible()
+            expect(page.get_by_role("button", name=f"↩ {name}")).to_have_count(0)  # not on the trail
         assert not page.locator('[data-testid="stException"]').count(), _log_tail(log_path)
         assert not js_errors, js_errors
     finally:

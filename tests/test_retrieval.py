@@ -453,6 +453,22 @@ def test_cli_index_search_and_eval(noise, settings, capsys):
     assert result["methods"]["l1"]["precision_at_k"] == pytest.approx(evaluate_index(index, 5).precision_at_k)
 
 
+def test_cli_search_more_like_a_photo_in_the_index(noise, settings, capsys):
+    """``--query-id`` names a photo by its path in the index: the same neighbours as its file, itself left out."""
+    l1 = ("--method", "l1", "--pixel-size", "12x16", "-k", "5", "--quiet")
+    code, by_file, _ = _cli(capsys, "search", "--data", str(noise), "--query", str(noise / "b" / "2.png"), *l1)
+    assert code == 0
+    code, by_id, err = _cli(capsys, "search", "--data", str(noise), "--query-id", "./b/2.png", *l1)
+    assert code == 0 and by_id.splitlines()[-1] == by_file.splitlines()[-1]
+    assert "left out of its own results" in err
+    assert str((noise / "b" / "2.png").resolve()) not in by_id
+    code, out, err = _cli(capsys, "search", "--data", str(noise), "--query-id", "b/99.png", *l1)
+    assert code == 2 and "'b/99.png' is not a photo in the index" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):  # one query, not two
+        main(["search", "--data", str(noise), "--query", "x.png", "--query-id", "b/2.png"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_cli_mistakes_exit_2_with_a_message(noise, settings, capsys, tmp_path):
     (tmp_path / "q.png").write_bytes(b"not a png")
     l1 = ("--method", "l1", "--pixel-size", "12x16", "--quiet")

@@ -11,6 +11,8 @@ from PIL import Image
 from core.app.photos import KeptPhoto
 from core.app.search import (
     THUMB_SIZES,
+    TRAIL_LENGTH,
+    QueryTrail,
     build_progress,
     class_key,
     deep_sources,
@@ -196,3 +198,24 @@ def test_a_kept_dataset_photo_is_its_file_while_it_is_there(tiny_folder):
     assert "comes from the dataset **tiny**" in kept.note(tiny_folder.parent, ["tulips"])
     gone = KeptPhoto.dataset_photo(tiny_folder, "tulips/not-there.png", "tulips", "tiny")
     assert not gone.readable() and gone.tag != kept.tag
+
+
+def _photo(name: str) -> KeptPhoto:
+    return KeptPhoto.dataset_photo("/data", f"daisy/{name}", "daisy", "Flowers")
+
+
+def test_the_query_trail_is_a_breadcrumb_without_repeats():
+    a, b, c, d = (_photo(n) for n in "abcd")
+    trail = QueryTrail().visit(a)
+    assert trail.earlier == () and trail.current == a
+    assert trail.visit(a.with_truth("roses")).earlier == ()  # the same photo relabelled is not a new query
+    trail = trail.visit(b).visit(c)
+    assert trail.earlier == (a, b) and trail.current == c
+    assert trail.visit(a).earlier == (b, c)  # back to a photo already on the trail: it moves, no repeat
+    back = trail.visit(d).back_to(1)  # a, b, c -> d, then back to b: c and d are dropped
+    assert back.earlier == (a,) and back.current == b
+    assert trail.back_to(-1).current == b
+    many = QueryTrail()
+    for i in range(20):
+        many = many.visit(_photo(str(i)))
+    assert [p.name for p in many.earlier] == [str(i) for i in range(19 - TRAIL_LENGTH, 19)]  # the latest, in order

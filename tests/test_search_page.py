@@ -275,3 +275,30 @@ def test_thumbnail_size_follows_k_until_chosen(settings):
     at.slider(key="search_k").set_value(20).run()
     assert _size(at).value == "Large"
     assert not at.exception
+
+
+@pytest.mark.slow
+def test_more_like_this_searches_with_a_neighbour_and_the_trail_steps_back(sample_folder, settings):
+    """A neighbour's "More like this" makes it the query (in the pickers too, left out of its own results); the
+    earlier query goes on the breadcrumb, and its button brings it back."""
+    at = search_page()
+    at.slider(key="search_k").set_value(3).run()
+    first = _query(at)
+    index, _ = open_index(sample_folder, "deep", settings=settings)
+    top = index.search(sample_folder / first[1], 3, exclude_file=first[1]).neighbours[0]
+    at.button(key="search_more-deep-1").click().run()
+    assert not at.exception, at.exception
+    assert _query(at) == (top.label, top.file)
+    assert _captions(at)[0] == f"Query: {top.file.split('/')[-1]} — {top.label}"
+    # its own neighbours now, without itself
+    shown = _captions(at)[1 + 2 * 3 :]  # the deep column
+    expected = index.search(sample_folder / top.file, 3, exclude_file=top.file).neighbours
+    assert [c.split("**")[1] for c in shown] == [n.label for n in expected]
+    back = [b for b in at.button if b.key and b.key.startswith("search_back-")]
+    assert [b.label for b in back] == [f"↩ {first[1].split('/')[-1]}"]
+    back[0].click().run()
+    assert _query(at) == first
+    assert _captions(at)[0].startswith(f"Query: {first[1].split('/')[-1]}")
+    # stepping back dropped the way forward: the trail now holds nothing before the first query
+    assert not [b for b in at.button if b.key and b.key.startswith("search_back-")]
+    assert not at.exception

@@ -1,19 +1,21 @@
 """The Search page's helpers (no streamlit here: the page keeps the widgets and the caching).
 
 Where deep features can come from, a dataset's files per class, framed thumbnails of neighbours and their
-sizes, the text of the indexes' progress bar, and the per-dataset tag
-in the page's widget keys.
+sizes, the text of the indexes' progress bar, the per-dataset tag in the page's widget keys, and the trail
+of earlier queries ("more like this" and back).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from PIL import ImageOps
 
+from core.app.photos import KeptPhoto
 from core.data.decode import open_rgb
 from core.data.imagefolder import ImageFolderListing, scan_image_folder
 from core.models.backbones import BACKBONES, pick_pretrained_backbone
@@ -25,7 +27,9 @@ from core.settings import Settings
 FRAME_PX = 6  # the coloured frame around a neighbour's thumbnail
 # the thumbnail sizes a user can choose: {name: (thumbnails per row in a method's column, pixels a side)}
 THUMB_SIZES: Dict[str, Tuple[int, int]] = {"Small": (3, 150), "Medium": (2, 240), "Large": (1, 420)}
-QUERY_KEY = "search_query"  # the session key of the kept :class:`KeptQuery`
+QUERY_KEY = "search_query"  # the session key of the kept :class:`KeptPhoto`
+TRAIL_KEY = "search_trail"  # the session key of the :class:`QueryTrail`
+TRAIL_LENGTH = 6  # earlier queries kept to step back to
 
 
 def deep_sources(settings: Settings) -> Dict[str, Tuple[str, EmbedderConfig]]:
@@ -104,3 +108,29 @@ def build_progress(step: int, steps: int, label: str, done: int, total: Optional
     if left:
         text += f" · about {left} left" + (" in this step" if step < steps else "")
     return (step - 1 + part) / steps, text
+
+
+@dataclass(frozen=True)
+class QueryTrail:
+    """The queries searched before the current one, oldest first: a breadcrumb to step back along. A new
+    query pushes the one it replaces (a photo already on the trail moves to its end: no repeats); stepping
+    back to an earlier query drops it and everything after it, as a browser's back button does."""
+
+    earlier: Tuple[KeptPhoto, ...] = ()
+    current: Optional[KeptPhoto] = None
+
+    def visit(self, kept: Optional[KeptPhoto], keep: int = TRAIL_LENGTH) -> QueryTrail:
+        """The trail once ``kept`` is the query (unchanged when it already is: the same photo, whatever its
+        class label says)."""
+        if kept is None or (self.current is not None and self.current.tag == kept.tag):
+            return QueryTrail(self.earlier, kept if kept is not None else self.current)
+        earlier = self.earlier
+        if self.current is not None:
+            earlier = tuple(p for p in earlier if p.tag != self.current.tag) + (self.current,)
+        earlier = tuple(p for p in earlier if p.tag != kept.tag)[-keep:]
+        return QueryTrail(earlier, kept)
+
+    def back_to(self, i: int) -> QueryTrail:
+        """The trail once the ``i``-th earlier query (from 0, oldest first; -1 for the last) is the query."""
+        i = range(len(self.earlier))[i]
+        return QueryTrail(self.earlier[:i], self.earlier[i])

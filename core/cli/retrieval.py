@@ -67,7 +67,14 @@ def add_parsers(sub) -> None:
 
     s = sub.add_parser("search", help="the nearest neighbours of a photo in a dataset")
     _add_common(s, "how to compare images (default: deep)", "deep")
-    s.add_argument("--query", required=True, help="the photo to search with (JPEG, PNG, WebP…)")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--query", help="the photo to search with (JPEG, PNG, WebP…)")
+    q.add_argument(
+        "--query-id",
+        metavar="PATH",
+        help="a photo in the index, as its path inside the dataset folder (e.g. daisy/5547758_eea9edfd54_n.jpg, "
+        "as search prints it): more like this one",
+    )
     s.add_argument("-k", type=a.positive_int, default=8, help="how many neighbours (default 8)")
     s.set_defaults(handler=cmd_search)
 
@@ -119,14 +126,16 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    query = Path(args.query).expanduser()
-    if not query.is_file():
+    query = Path(args.query).expanduser() if args.query else None
+    if query is not None and not query.is_file():
         raise ConfigError(f"Query image not found: {query}")
     bars = TqdmListener(args.quiet)
     try:
         [(index, _)] = _open(args, [args.method], bars.progress)
     finally:
         bars.close()
+    if query is None:
+        query = _indexed_photo(index, args.query_id)
     own = None
     try:
         own = query.resolve().relative_to(index.root.resolve()).as_posix()
@@ -149,6 +158,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     print(json.dumps([n.as_json() for n in result.neighbours]))
     return 0
+
+
+def _indexed_photo(index, query_id: str) -> Path:
+    """The file of the photo ``query_id`` (a path inside the dataset folder) when the index holds it."""
+    rel = Path(query_id).as_posix()  # "./daisy/x.jpg" reads as "daisy/x.jpg"
+    if index.id_of(rel) is None:
+        some = index.files[0] if index.files else "class/photo.jpg"
+        raise ConfigError(
+            f"'{query_id}' is not a photo in the index of {index.root}. Give its path inside the dataset folder, "
+            f"as search prints it (e.g. {some}), or search with any photo file with --query."
+        )
+    return index.root / rel
 
 
 def cmd_retrieval_eval(args: argparse.Namespace) -> int:

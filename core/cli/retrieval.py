@@ -72,7 +72,7 @@ def add_parsers(sub) -> None:
     q.add_argument(
         "--query-id",
         metavar="PATH",
-        help="a photo in the index, as its path inside the dataset folder (e.g. daisy/5547758_eea9edfd54_n.jpg, "
+        help="a photo in the index, as its path inside the dataset folder (e.g. daisy/100080576_f52e8ee070_n.jpg, "
         "as search prints it): more like this one",
     )
     s.add_argument("-k", type=a.positive_int, default=8, help="how many neighbours (default 8)")

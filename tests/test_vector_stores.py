@@ -1,12 +1,15 @@
 """Vector stores: Milvus (here Milvus Lite, embedded) finds what FAISS finds; what Milvus cannot do it refuses
 with a message (no L1, at most 32,768 numbers a vector); an unreachable server or a Milvus Lite file held by
-another process is one clear line, never a traceback or a silent fallback to FAISS.
+another process is one clear line (exit status 2 in the CLI), never a traceback or a silent fallback to FAISS.
 The reuse and invalidation rules on both stores are in test_retrieval.py (parametrised by store)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.cli import main
 from core.errors import ConfigError, DataError
 from core.retrieval import milvus
 from core.retrieval.embedders import EmbedderConfig, PixelEmbedder
@@ -22,6 +26,7 @@ from core.retrieval.index import clear_memory_cache, open_index
 from core.retrieval.metrics import evaluate_index
 from core.retrieval.stores import FaissStore, StoreConfig, check_store, refusal
 from core.settings import Settings
+from tests.helpers import ROOT
 
 SMALL = EmbedderConfig(pixel_height=12, pixel_width=16)
 
@@ -280,6 +285,32 @@ def test_an_unreachable_server_is_one_clear_line_offering_faiss(tmp_path, settin
         check_store(StoreConfig("milvus", uri), settings)
 
 
+def test_the_cli_says_so_and_exits_2_without_a_traceback(tmp_path, settings, capfd, monkeypatch):
+    noise = _noise_folder(tmp_path / "noise", 2)
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    query = noise / "a" / "0.png"
+    small = ("--pixel-size", "12x16", "--quiet")
+    flags = ["--store", "milvus", "--milvus-uri", uri]
+    from_env = {"TRANSFERLAB_STORE": "milvus", "TRANSFERLAB_MILVUS_URI": uri}
+    for argv, env in (
+        (["search", "--data", noise, "--query", query, "--method", "cosine", *flags], {}),
+        (["index", "--data", noise, "--method", "cosine"], from_env),
+        (["retrieval-eval", "--data", noise, *flags], {}),  # every method: l1 left out, cosine tried
+    ):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        code = main([*map(str, argv), *small])
+        out, err = capfd.readouterr()
+        for k in env:
+            monkeypatch.delenv(k)
+        assert code == 2 and out == "" and "Traceback" not in err and "RPC error" not in err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and lines[0].startswith(f"error: Cannot reach the Milvus server at {uri}")
+    code = main(["search", "--data", str(noise), "--query", str(query), "--method", "l1", "--store", "milvus", *small])
+    out, err = capfd.readouterr()
+    assert code == 2 and "error: Milvus has no L1 metric" in err and "Traceback" not in err
+
+
 def test_a_milvus_lite_file_held_by_another_process_is_named(tmp_path, settings):
     fcntl = pytest.importorskip("fcntl")
     noise = _noise_folder(tmp_path / "noise", 2)
@@ -297,3 +328,59 @@ def test_a_milvus_lite_file_held_by_another_process_is_named(tmp_path, settings)
         assert r.action == "built"  # free again: it opens
     finally:
         milvus.close_clients()
+
+
+@pytest.mark.slow
+def test_from_the_command_line_a_held_file_is_one_line_not_a_logged_traceback(tmp_path, settings):
+    """Milvus Lite logs its failure to start with a traceback; a real ``python -m core`` shows only the error."""
+    fcntl = pytest.importorskip("fcntl")
+    noise = _noise_folder(tmp_path / "noise", 2)
+    db = tmp_path / "held.db"
+    db.mkdir()
+    with open(db / "LOCK", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        p = subprocess.run(
+            [sys.executable, "-m", "core", "index", "--data", str(noise), "--method", "cosine", "--pixel-size", "8x8"]
+            + ["--store", "milvus", "--milvus-uri", str(db), "--quiet"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == [
+        f"error: The Milvus Lite file {db} is in use by another process (one process at a time: the app or another "
+        "command): stop it, give another file with --milvus-uri (TRANSFERLAB_MILVUS_URI), or use the FAISS store: "
+        "--store faiss (TRANSFERLAB_STORE=faiss)."
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_index_search_and_eval_on_milvus_lite(tmp_path, settings, milvus_lite, capfd):
+    noise = _noise_folder(tmp_path / "noise", 4)
+    flags = ("--store", "milvus", "--milvus-uri", milvus_lite.uri, "--pixel-size", "12x16", "--quiet")
+    assert main(["index", "--data", str(noise), "--method", "cosine", *flags]) == 0
+    out, _ = capfd.readouterr()
+    [built] = json.loads(out.strip().splitlines()[-1])
+    assert built["action"] == "built" and built["store"] == "milvus" and "in Milvus" in out
+    query = noise / "b" / "2.png"
+    assert main(["search", "--data", str(noise), "--query", str(query), "--method", "cosine", "-k", "3", *flags]) == 0
+    out, err = capfd.readouterr()
+    hits = json.loads(out.strip().splitlines()[-1])
+    assert len(hits) == 3 and "left out of its own results" in err and all(h["path"] != str(query) for h in hits)
+    want = open_index(noise, "cosine", SMALL, settings=settings)[0].search(query, 3, exclude_file="b/2.png")
+    assert [h["path"] for h in hits] == [n.path for n in want.neighbours]
+    assert [h["score"] for h in hits] == pytest.approx([n.score for n in want.neighbours], abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cli_every_method_on_milvus_leaves_out_l1_and_says_why(tmp_path, settings, milvus_lite, capfd):
+    noise = _noise_folder(tmp_path / "noise", 4)
+    argv = ["retrieval-eval", "--data", str(noise), "--store", "milvus", "--milvus-uri", milvus_lite.uri, "--quiet"]
+    assert main([*argv, "--pixel-size", "12x16", "-k", "3"]) == 0
+    out, err = capfd.readouterr()
+    assert set(json.loads(out.strip().splitlines()[-1])["methods"]) == {"cosine", "deep"}
+    assert "l1 left out: Milvus has no L1 metric" in err

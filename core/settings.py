@@ -8,6 +8,9 @@
 | ``TRANSFERLAB_DATA_ROOTS``      | folders the app may open by path (``:``-joined) | unset (see core.data.sources)   |
 | ``TRANSFERLAB_UPLOAD_BUDGET``   | room for uploaded zips and their extractions    | ``5GB`` (see core.data.uploads) |
 | ``TRANSFERLAB_TEACHER_PASSWORD``| unlocks teacher mode (Stop on every run)        | unset (secrets.toml, or local)  |
+| ``TRANSFERLAB_STORE``           | the search index store: ``faiss`` or ``milvus`` | ``faiss`` (core.retrieval.stores)|
+| ``TRANSFERLAB_MILVUS_URI``      | Milvus: a Milvus Lite ``.db`` file or server URL| a Milvus Lite file in the cache |
+| ``TRANSFERLAB_MILVUS_TOKEN``    | Milvus server: ``user:password`` or an API key  | unset                           |
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ ENV_RESNET18_WEIGHTS = "TRANSFERLAB_RESNET18_WEIGHTS"
 ENV_DATA_ROOTS = "TRANSFERLAB_DATA_ROOTS"
 ENV_UPLOAD_BUDGET = "TRANSFERLAB_UPLOAD_BUDGET"
 ENV_TEACHER_PASSWORD = "TRANSFERLAB_TEACHER_PASSWORD"
+ENV_STORE = "TRANSFERLAB_STORE"
+ENV_MILVUS_URI = "TRANSFERLAB_MILVUS_URI"
+ENV_MILVUS_TOKEN = "TRANSFERLAB_MILVUS_TOKEN"
+STORE_KINDS = ("faiss", "milvus")  # the values of TRANSFERLAB_STORE (see core.retrieval.stores)
 # Room for one of the largest uploads (a 200 MB zip, see .streamlit/config.toml, unpacking to at most
 # core.data.download.MAX_ZIP_BYTES = 4 GiB) and then some; what is over it is evicted, least recently used first.
 DEFAULT_UPLOAD_BUDGET = "5GB"
@@ -58,6 +65,12 @@ def parse_bytes(text: str, name: str = ENV_UPLOAD_BUDGET) -> int:
     return int(float(m.group(1)) * unit)
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` without the credentials it may carry (``https://user:password@host:19530``), for showing it."""
+    m = re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*@", uri)
+    return f"{uri[: uri.index('://') + 3]}…@{uri[m.end() :]}" if m else uri
+
+
 @dataclass(frozen=True)
 class Settings:
     cache_dir: Path
@@ -66,6 +79,9 @@ class Settings:
     data_roots: Optional[Tuple[Path, ...]] = None  # folders the app may open by path; None: not set
     upload_budget: int = parse_bytes(DEFAULT_UPLOAD_BUDGET)  # bytes of uploaded zips and their extractions
     teacher_password: Optional[str] = field(default=None, repr=False)  # never printed
+    store: str = "faiss"  # the vector store of search indexes; checked by core.retrieval.stores
+    milvus_uri: str = ""  # "": a Milvus Lite file in the cache
+    milvus_token: str = field(default="", repr=False)  # never printed
 
     @classmethod
     def from_env(cls, environ: Optional[dict] = None) -> Settings:
@@ -81,6 +97,9 @@ class Settings:
             data_roots=None if roots is None else tuple(Path(r).expanduser() for r in roots.split(os.pathsep) if r),
             upload_budget=parse_bytes(env.get(ENV_UPLOAD_BUDGET) or DEFAULT_UPLOAD_BUDGET),
             teacher_password=env.get(ENV_TEACHER_PASSWORD) or None,
+            store=(env.get(ENV_STORE) or "faiss").strip().lower(),
+            milvus_uri=(env.get(ENV_MILVUS_URI) or "").strip(),
+            milvus_token=env.get(ENV_MILVUS_TOKEN) or "",
         )
 
     def written_folders(self) -> list:
@@ -98,4 +117,7 @@ class Settings:
             ENV_DATA_ROOTS: os.pathsep.join(map(str, self.data_roots)) if self.data_roots is not None else "(unset)",
             ENV_UPLOAD_BUDGET: f"{self.upload_budget / 1e9:g} GB",
             ENV_TEACHER_PASSWORD: "(set)" if self.teacher_password else "(unset)",
+            ENV_STORE: self.store,
+            ENV_MILVUS_URI: redact_uri(self.milvus_uri) or "(unset)",
+            ENV_MILVUS_TOKEN: "(set)" if self.milvus_token else "(unset)",
         }

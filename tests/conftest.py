@@ -56,3 +56,21 @@ def sample_folder(session_cache) -> Path:
     from core.data.sample import ensure_sample
 
     return ensure_sample(session_cache)
+
+
+@pytest.fixture
+def milvus_lite(tmp_path, settings):
+    """The Milvus store in a new Milvus Lite file (Milvus embedded in this process, no server); skips when Milvus
+    Lite cannot start here. Its server is stopped afterwards, which frees the file."""
+    from core.errors import DataError
+    from core.retrieval import milvus
+    from core.retrieval.stores import StoreConfig, check_store
+
+    store = StoreConfig("milvus", str(tmp_path / "milvus.db")).resolved(settings)
+    try:
+        check_store(store, settings)
+    except (ImportError, DataError) as e:
+        milvus.close_clients()
+        pytest.skip(f"Milvus Lite cannot start here: {e}")
+    yield store
+    milvus.close_clients()

@@ -101,7 +101,11 @@ def test_settings_from_environment_and_defaults(tmp_path):
         "TRANSFERLAB_DATA_ROOTS",
         "TRANSFERLAB_UPLOAD_BUDGET",
         "TRANSFERLAB_TEACHER_PASSWORD",
+        "TRANSFERLAB_STORE",
+        "TRANSFERLAB_MILVUS_URI",
+        "TRANSFERLAB_MILVUS_TOKEN",
     }
+    assert (d.store, d.milvus_uri, d.milvus_token) == ("faiss", "", "")  # FAISS unless told otherwise
     assert Settings.from_env({"TRANSFERLAB_TEACHER_PASSWORD": "s3cret"}).describe()["TRANSFERLAB_TEACHER_PASSWORD"] == (
         "(set)"
     )  # never shown

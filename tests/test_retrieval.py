@@ -1,5 +1,6 @@
 """Image retrieval (core): FAISS search against brute-force numpy, the index cache (reuse, invalidation,
-incremental updates), bad queries, the approximate index's recall, precision@k / mAP@k, and the CLI."""
+incremental updates, on both vector stores), bad queries, the approximate index's recall, precision@k / mAP@k,
+and the CLI. Milvus against FAISS, and what only Milvus does, is in test_vector_stores.py."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from core.errors import DataError
 from core.retrieval.embedders import EmbedderConfig, PixelEmbedder
 from core.retrieval.index import IndexConfig, clear_memory_cache, measure_recall, open_index
 from core.retrieval.metrics import evaluate_index, quality_from_relevance
+from core.retrieval.stores import StoreConfig
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
 
@@ -44,6 +46,25 @@ def _pixels(path, h=12, w=16):
 @pytest.fixture
 def noise(tmp_path):
     return _noise_folder(tmp_path / "noise")
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def store(request):
+    """``(store, method)``: each vector store, with a method it has: l1 on FAISS, cosine on Milvus (no L1 there)."""
+    if request.param == "faiss":
+        return StoreConfig("faiss"), "l1"
+    return request.getfixturevalue("milvus_lite"), "cosine"
+
+
+def _held(method, path, h=12, w=16):
+    """The vector an index of ``method`` holds for the image at ``path``: pixels, L2-normalised for cosine."""
+    v = _pixels(path, h, w)
+    return v / np.linalg.norm(v) if method == "cosine" else v
+
+
+def _is_itself(method, score):
+    """Whether ``score`` is that of an image found by its own vector: L1 distance 0, cosine similarity 1."""
+    return score == 0.0 if method == "l1" else abs(score - 1.0) < 1e-5
 
 
 @pytest.fixture(autouse=True)
@@ -189,14 +210,15 @@ def _count_embeds(monkeypatch):
     return calls
 
 
-def test_index_is_saved_and_reused_until_a_file_changes(noise, settings, monkeypatch):
+def test_index_is_saved_and_reused_until_a_file_changes(noise, settings, monkeypatch, store):
+    store, method = store
     calls = _count_embeds(monkeypatch)
-    first, r1 = open_index(noise, "l1", SMALL, settings=settings)
-    assert r1.action == "built" and r1.embedded == 18 and len(calls) == 1
-    again, r2 = open_index(noise, "l1", SMALL, settings=settings)
+    first, r1 = open_index(noise, method, SMALL, settings=settings, store=store)
+    assert r1.action == "built" and r1.embedded == 18 and len(calls) == 1 and r1.store == store.kind
+    again, r2 = open_index(noise, method, SMALL, settings=settings, store=store)
     assert r2.action == "reused" and again is first and len(calls) == 1  # from memory
     clear_memory_cache()  # as after a restart
-    disk, r3 = open_index(noise, "l1", SMALL, settings=settings)
+    disk, r3 = open_index(noise, method, SMALL, settings=settings, store=store)
     assert r3.action == "reused" and len(calls) == 1 and disk is not first
     np.testing.assert_array_equal(disk.vectors(), first.vectors())
     assert "reused the cached index" in r3.describe()
@@ -205,31 +227,35 @@ def test_index_is_saved_and_reused_until_a_file_changes(noise, settings, monkeyp
     changed = noise / "b" / "2.png"
     Image.new("RGB", (24, 32), (5, 250, 5)).save(changed)
     os.utime(changed, ns=(1, 10**18))
-    upd, r4 = open_index(noise, "l1", SMALL, settings=settings)
+    upd, r4 = open_index(noise, method, SMALL, settings=settings, store=store)
     assert r4.action == "updated" and r4.embedded == 1 and r4.reused_vectors == 17 and calls[-1] == ["2.png"]
-    np.testing.assert_array_equal(upd.vectors()[upd.files.index("b/2.png")], _pixels(changed))
+    np.testing.assert_allclose(upd.vectors()[upd.files.index("b/2.png")], _held(method, changed), rtol=1e-6)
     hit = upd.search(changed, k=1).neighbours[0]
-    assert hit.file == "b/2.png" and hit.score == 0.0
+    assert hit.file == "b/2.png" and _is_itself(method, hit.score)
 
     # photos added: embedded on their own and added to the saved index
     Image.new("RGB", (30, 30), (250, 5, 5)).save(noise / "a" / "new.png")
     (noise / "d").mkdir()
     Image.new("RGB", (30, 30), (5, 5, 250)).save(noise / "d" / "x.png")
-    add, r5 = open_index(noise, "l1", SMALL, settings=settings)
+    add, r5 = open_index(noise, method, SMALL, settings=settings, store=store)
     assert r5.action == "added" and r5.embedded == 2 and calls[-1] == ["new.png", "x.png"] and len(add) == 20
     assert add.classes == ("a", "b", "c", "d") and add.search(noise / "d" / "x.png", 1).neighbours[0].label == "d"
-    # ... and it equals a from-scratch build, file for file
+    # ... and it equals a from-scratch build (in FAISS files), file for file
     clear_memory_cache()
     scratch_settings = type(settings)(cache_dir=settings.cache_dir / "elsewhere", runs_dir=settings.runs_dir)
-    ref, _ = open_index(noise, "l1", SMALL, settings=scratch_settings)
+    ref, _ = open_index(noise, method, SMALL, settings=scratch_settings)
     by_file = dict(zip(ref.files, ref.vectors()))
     for f, v in zip(add.files, add.vectors()):
         np.testing.assert_array_equal(v, by_file[f])
 
     # a photo removed: nothing to embed, the index shrinks
     (noise / "c" / "0.png").unlink()
-    rem, r6 = open_index(noise, "l1", SMALL, settings=settings)
+    rem, r6 = open_index(noise, method, SMALL, settings=settings, store=store)
     assert r6.action == "updated" and r6.embedded == 0 and len(rem) == 19 and "c/0.png" not in rem.files
+    assert sorted(n.file for n in rem.search(noise / "c" / "1.png", k=19).neighbours) == sorted(rem.files)
+    clear_memory_cache()
+    again, r7 = open_index(noise, method, SMALL, settings=settings, store=store)
+    assert r7.action == "reused" and again.files == rem.files  # what was removed is gone from the store too
 
 
 def test_building_reports_progress_and_reusing_does_not(noise, settings):
@@ -246,12 +272,14 @@ def test_building_reports_progress_and_reusing_does_not(noise, settings):
     )
 
 
-def test_another_embedder_gets_its_own_index(noise, settings, monkeypatch):
-    small, _ = open_index(noise, "cosine", SMALL, settings=settings)
-    other, r = open_index(noise, "cosine", EmbedderConfig(pixel_height=8, pixel_width=10), settings=settings)
+def test_another_embedder_gets_its_own_index(noise, settings, store):
+    store, method = store
+    small, _ = open_index(noise, method, SMALL, settings=settings, store=store)
+    other, r = open_index(noise, method, EmbedderConfig(pixel_height=8, pixel_width=10), settings=settings, store=store)
     assert r.action == "built" and other.path != small.path and other.embedder.dim == 8 * 10 * 3
+    assert other.store.location != small.store.location  # another file, or another collection
     clear_memory_cache()
-    assert open_index(noise, "cosine", SMALL, settings=settings)[1].action == "reused"  # both kept on disk
+    assert open_index(noise, method, SMALL, settings=settings, store=store)[1].action == "reused"  # both kept
 
 
 def test_a_damaged_index_file_is_rebuilt(noise, settings):
@@ -262,23 +290,26 @@ def test_a_damaged_index_file_is_rebuilt(noise, settings):
     assert r.action == "built" and len(again) == 18
 
 
-def test_unreadable_files_are_skipped_once(noise, settings, monkeypatch):
+def test_unreadable_files_are_skipped_once(noise, settings, monkeypatch, store):
+    store, method = store
     (noise / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     calls = _count_embeds(monkeypatch)
-    index, r = open_index(noise, "l1", SMALL, settings=settings)
+    index, r = open_index(noise, method, SMALL, settings=settings, store=store)
     assert r.skipped == ["a/broken.jpg"] and len(index) == 18 and "1 unreadable file(s) skipped" in r.describe()
+    assert "a/broken.jpg" not in index.files and len(index.search(noise / "a" / "1.png", k=50).neighbours) == 18
     clear_memory_cache()
-    again, r2 = open_index(noise, "l1", SMALL, settings=settings)
+    again, r2 = open_index(noise, method, SMALL, settings=settings, store=store)
     assert r2.action == "reused" and r2.skipped == ["a/broken.jpg"] and len(calls) == 1
 
 
-def test_a_folder_without_readable_images_is_a_clear_error(tmp_path, settings):
+def test_a_folder_without_readable_images_is_a_clear_error(tmp_path, settings, store):
+    store, method = store
     (tmp_path / "d" / "a").mkdir(parents=True)
     (tmp_path / "d" / "a" / "x.jpg").write_bytes(b"nope")
     with pytest.raises(DataError, match="could be read as an image"):
-        open_index(tmp_path / "d", "l1", SMALL, settings=settings)
+        open_index(tmp_path / "d", method, SMALL, settings=settings, store=store)
     with pytest.raises(DataError, match="not found"):
-        open_index(tmp_path / "missing", "l1", SMALL, settings=settings)
+        open_index(tmp_path / "missing", method, SMALL, settings=settings, store=store)
 
 
 # --------------------------------------------------------------------------------------------- bad queries

@@ -18,7 +18,7 @@ from core.errors import ConfigError
 from core.models.backbones import BACKBONES
 from core.models.device import PRECISIONS
 from core.retrieval.methods import METHOD_NAMES
-from core.settings import Settings
+from core.settings import ENV_MILVUS_TOKEN, ENV_MILVUS_URI, ENV_STORE, STORE_KINDS, Settings
 
 
 def _add_common(p: argparse.ArgumentParser, method_help: str, method_default=None) -> None:
@@ -57,7 +57,30 @@ def _add_common(p: argparse.ArgumentParser, method_help: str, method_default=Non
         metavar="N",
         help="use an approximate HNSW index above N images (default 50000)",
     )
+    _add_store(p)
     a.add_quiet(p)
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        choices=STORE_KINDS,
+        default=None,
+        help=f"where the index's vectors live: FAISS files in the cache, or Milvus (default: ${ENV_STORE} or faiss)",
+    )
+    p.add_argument(
+        "--milvus-uri",
+        default=None,
+        metavar="URI",
+        help="Milvus: a Milvus Lite file (a path ending in .db; no server) or a server, http://host:19530 "
+        f"(default: ${ENV_MILVUS_URI}, or a Milvus Lite file in the cache)",
+    )
+    p.add_argument(
+        "--milvus-token",
+        default=None,
+        metavar="TOKEN",
+        help=f"Milvus server: user:password or an API key (default: ${ENV_MILVUS_TOKEN})",
+    )
 
 
 def add_parsers(sub) -> None:
@@ -105,12 +128,25 @@ def _open(args, methods: List[str], progress) -> list:
     from core.data.imagefolder import scan_image_folder  # noqa: PLC0415 (lazy, as in _configs)
     from core.data.sources import resolve_source  # noqa: PLC0415 (lazy, as in _configs)
     from core.retrieval.index import open_index  # noqa: PLC0415 (lazy, as in _configs)
+    from core.retrieval.stores import StoreConfig, refusal  # noqa: PLC0415 (lazy, as in _configs)
 
     settings = Settings.from_env()
+    store = StoreConfig.from_settings(settings, args.store, args.milvus_uri, args.milvus_token)
     root = Path(resolve_source(args.data, settings, progress)).resolve()
     emb, idx = _configs(args)
+    if store.kind == "milvus" and args.approx_threshold is not None:
+        raise ConfigError("--approx-threshold is for the FAISS store: the Milvus store always searches exactly.")
+    if not args.method:  # every method by default: those the store can hold, saying why not the others
+        refused = {method: refusal(store, method, emb) for method in methods}
+        for method, why in refused.items():
+            if why:
+                print(f"{method} left out: {why}", file=sys.stderr)
+        methods = [method for method in methods if not refused[method]]
     listing = scan_image_folder(root, min_classes=1)
-    return [open_index(root, method, emb, idx, settings, on_progress=progress, listing=listing) for method in methods]
+    return [
+        open_index(root, method, emb, idx, settings, on_progress=progress, listing=listing, store=store)
+        for method in methods
+    ]
 
 
 def cmd_index(args: argparse.Namespace) -> int:

@@ -1,4 +1,6 @@
-"""Image retrieval indexes: one FAISS index per dataset and method (:mod:`core.retrieval.methods`), cached on disk.
+"""Image retrieval indexes: one index per dataset and method (:mod:`core.retrieval.methods`) in a vector store
+(:mod:`core.retrieval.stores`): a FAISS file on disk, the default and what follows describes, or a Milvus
+collection (:mod:`core.retrieval.milvus`, same reuse rules, kept row by row).
 
 Collections above :attr:`IndexConfig.approx_threshold` images get an HNSW graph instead of a flat index;
 its recall against exact search is measured after every build and saved with it.
@@ -30,8 +32,10 @@ from core.errors import ConfigError, DataError
 from core.files import atomic_write
 from core.lru import LockedLRU
 from core.progress import ProgressFn, no_progress
+from core.retrieval import milvus
 from core.retrieval.embedders import Embedder, EmbedderConfig, get_embedder
 from core.retrieval.methods import MethodSpec, get_method
+from core.retrieval.stores import FaissStore, StoreConfig, VectorStore
 from core.settings import Settings
 
 INDEX_VERSION = 1
@@ -95,9 +99,10 @@ class BuildReport:
     skipped: List[str]  # files that could not be read as images
     kind: str  # "flat" or "hnsw"
     embedder: str
-    path: str
+    path: str  # where the index is: its FAISS file, or a Milvus URI and collection
     seconds: float
     recall: Optional[dict] = None
+    store: str = "faiss"  # "faiss", "milvus"
 
     def describe(self) -> str:
         what = {
@@ -108,8 +113,10 @@ class BuildReport:
             "built": f"built a new index: embedded {self.embedded} image(s)",
         }[self.action]
         kind = "exact search" if self.kind == "flat" else "approximate HNSW search"
+        store = "FAISS" if self.store == "faiss" else "Milvus"
         text = (
-            f"{self.method}: {what} — {self.images} images, {self.embedder}, {kind}, {self.seconds:.1f} s; {self.path}"
+            f"{self.method}: {what} — {self.images} images, {self.embedder}, {kind} in {store}, "
+            f"{self.seconds:.1f} s; {self.path}"
         )
         if self.recall:
             text += (
@@ -132,10 +139,10 @@ class ImageIndex:
     classes: Tuple[str, ...]
     files: List[str]  # relative paths, in index id order
     labels: np.ndarray  # int64 class index per id
-    index: faiss.Index
+    store: VectorStore  # the vectors, searched (ids are positions in files)
     embedder: Embedder
     meta: dict
-    path: Path
+    path: Path  # the FAISS file; for Milvus, the name of the local files kept beside it (leave-one-out ids)
     _loo: Optional[np.ndarray] = field(default=None, repr=False)
     _loo_partial: Optional[Tuple[np.ndarray, int]] = field(default=None, repr=False)  # (ids, rows done)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -148,7 +155,7 @@ class ImageIndex:
         return self.meta["kind"]
 
     def vectors(self) -> np.ndarray:
-        return self.index.reconstruct_n(0, self.index.ntotal)
+        return self.store.vectors()
 
     def embed(self, source, name: str = "") -> np.ndarray:
         """The query vector ``(1, dim)`` of a path or file-like object (rewound first: one upload can be
@@ -170,7 +177,7 @@ class ImageIndex:
 
     def search_vectors(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """Scores and ids ``(m, k)`` of the ``k`` nearest (closest first; id -1 where fewer exist)."""
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self)))
+        return self.store.search(queries, min(k, len(self)))
 
     def neighbours(
         self, scores: np.ndarray, ids: np.ndarray, exclude: Optional[int] = None, k: Optional[int] = None
@@ -242,7 +249,7 @@ class ImageIndex:
             ids, start = self._loo_partial
             while start < n:
                 stop = min(n, start + batch)
-                q = self.index.reconstruct_n(start, stop - start)
+                q = self.store.vectors(start, stop)
                 _, found = self.search_vectors(q, k + 1)
                 for row, i in enumerate(range(start, stop)):
                     hits = [j for j in found[row] if j != i and j >= 0][:k]  # the query itself, wherever ties put it
@@ -259,11 +266,19 @@ class ImageIndex:
 # --------------------------------------------------------------------------------------------- building
 
 
-def index_path(root: Path, method: str, embedder_key: str, settings: Settings) -> Path:
-    folder = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
-    return (
-        settings.cache_dir / "indexes" / folder / f"{method}-{hashlib.sha1(embedder_key.encode()).hexdigest()[:12]}.npz"
-    )
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def index_path(
+    root: Path, method: str, embedder_key: str, settings: Settings, store: Optional[StoreConfig] = None
+) -> Path:
+    """The index's FAISS file; with a Milvus ``store``, the name its local side files take (never written itself)."""
+    folder = _short_hash(str(Path(root).resolve()))
+    name = f"{method}-{_short_hash(embedder_key)}"
+    if store is not None and store.kind == "milvus":
+        name += f".milvus-{_short_hash(store.uri)}"
+    return settings.cache_dir / "indexes" / folder / f"{name}.npz"
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -335,23 +350,32 @@ def open_index(
     settings: Optional[Settings] = None,
     on_progress: ProgressFn = no_progress,
     listing: Optional[ImageFolderListing] = None,
+    store: Optional[StoreConfig] = None,
 ) -> Tuple[ImageIndex, BuildReport]:
     """The index of the images under ``root`` (one sub-folder per class) for ``method``: from memory, from
     disk, updated incrementally, or built — whichever the dataset's files and the embedder allow.
 
-    ``listing``: ``root`` just scanned by :func:`scan_image_folder` (opening several methods scans once)."""
+    ``listing``: ``root`` just scanned by :func:`scan_image_folder` (opening several methods scans once).
+    ``store``: where the vectors live (default: the environment's, see :mod:`core.retrieval.stores`). A Milvus
+    store refuses what it cannot do (:class:`core.retrieval.milvus.StoreUnsupported`) before any work."""
     spec = get_method(method)
     settings = settings or Settings.from_env()
     index_cfg = (index_cfg or IndexConfig()).validate()
+    store = StoreConfig.from_settings(settings) if store is None else store.resolved(settings)
+    on_milvus = store.kind == "milvus"
+    if on_milvus:
+        milvus.check_method(spec)  # l1 has no Milvus metric: said before scanning or embedding anything
     root = Path(root).expanduser().resolve()
     with lease_source(root, settings):  # an uploaded dataset is not evicted while its index is read
         started = time.perf_counter()
         listing = listing or scan_image_folder(root, min_classes=1)
         embedder = get_embedder(spec.embedder, embedder_cfg, settings)
-        path = index_path(root, method, embedder.key, settings)
+        if on_milvus:
+            milvus.check_method(spec, embedder.dim)
+        path = index_path(root, method, embedder.key, settings, store)
         entries = file_stats(root, listing.files)
         fingerprint = stats_fingerprint(root, entries)
-        kind = index_cfg.kind_for(len(entries))
+        kind = "flat" if on_milvus else index_cfg.kind_for(len(entries))  # Milvus: always exact (FLAT)
         cfg_dict = asdict(index_cfg)
 
         def fresh(meta: dict) -> bool:
@@ -372,25 +396,14 @@ def open_index(
                 skipped=[e[0] for e in index.meta["skipped"]],
                 kind=index.kind,
                 embedder=embedder.description,
-                path=str(path),
+                path=index.store.location,
                 seconds=time.perf_counter() - started,
                 recall=index.meta.get("recall"),
+                store=index.store.kind,
             )
 
-        cached = _open.get(str(path))
-        with _build_locks_lock:
-            lock = _build_locks.setdefault(str(path), threading.Lock())
-        if cached is not None and fresh(cached.meta):
-            _remember(cached)
-            return cached, report("reused", cached, 0, 0)
-        with lock:  # one build per index at a time; a second caller then finds the first one's result
-            saved = _load(path)
-            if saved is not None and saved[1]["embedder_key"] == embedder.key and fresh(saved[1]):
-                index = _wrap(spec, root, listing.classes, saved[0], saved[1], embedder, path)
-                _remember(index)
-                return index, report("reused", index, 0, 0)
-            b = _build(spec, root, entries, saved, embedder, kind, index_cfg, on_progress)
-            meta = {
+        def meta_of(entries_kept: List[list], skipped: List[list]) -> dict:
+            return {
                 "version": INDEX_VERSION,
                 "method": method,
                 "root": str(root),
@@ -401,25 +414,71 @@ def open_index(
                 "kind": kind,
                 "dim": embedder.dim,
                 "fingerprint": fingerprint,
-                "entries": b.entries,
-                "skipped": b.skipped,
+                "entries": entries_kept,
+                "skipped": skipped,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "recall": None,
             }
+
+        cached = _open.get(str(path))
+        with _build_locks_lock:
+            lock = _build_locks.setdefault(str(path), threading.Lock())
+        if cached is not None and fresh(cached.meta):
+            _remember(cached)
+            return cached, report("reused", cached, 0, 0)
+        with lock:  # one build per index at a time; a second caller then finds the first one's result
+            if on_milvus:
+                synced = _sync_milvus(spec, root, entries, embedder, store, on_progress)
+                meta = meta_of(synced.entries, synced.skipped)
+                index = _wrap(spec, root, listing.classes, synced.store, meta, embedder, path)
+                _remember(index)
+                return index, report(synced.action, index, synced.embedded, synced.reused)
+            saved = _load(path)
+            if saved is not None and saved[1]["embedder_key"] == embedder.key and fresh(saved[1]):
+                index = _wrap(spec, root, listing.classes, FaissStore(saved[0], path), saved[1], embedder, path)
+                _remember(index)
+                return index, report("reused", index, 0, 0)
+            b = _build(spec, root, entries, saved, embedder, kind, index_cfg, on_progress)
+            meta = meta_of(b.entries, b.skipped)
             if kind == "hnsw":
                 on_progress(0, None, "measuring the approximate index's recall")
                 meta["recall"] = measure_recall(b.index, spec.metric, index_cfg.recall_k, index_cfg.recall_queries)
             _save(path, b.index, meta)
-            built = _wrap(spec, root, listing.classes, b.index, meta, embedder, path)
+            built = _wrap(spec, root, listing.classes, FaissStore(b.index, path), meta, embedder, path)
             _remember(built)
             return built, report(b.action, built, b.embedded, b.reused)
 
 
+def _sync_milvus(
+    spec: MethodSpec,
+    root: Path,
+    entries: List[Tuple[str, int, int]],
+    embedder: Embedder,
+    store: StoreConfig,
+    on_progress: ProgressFn,
+) -> milvus.Synced:
+    """The dataset's Milvus collection, brought in line with its files (see :func:`core.retrieval.milvus.sync`)."""
+
+    def embed(todo: List[Tuple[str, int, int]]) -> Tuple[np.ndarray, np.ndarray]:
+        vectors, ok = embedder.embed_files([root / e[0] for e in todo], on_progress)
+        return spec.prepare(vectors), np.array(ok, dtype=bool)
+
+    name = milvus.collection_name(spec.name, _short_hash(str(root)), _short_hash(embedder.key))
+    metric = milvus.check_method(spec, embedder.dim)
+    return milvus.sync(store.uri, store.token, name, str(root), metric, embedder.dim, entries, embed, on_progress)
+
+
 def _wrap(
-    spec: MethodSpec, root: Path, classes: Sequence[str], index: faiss.Index, meta: dict, embedder: Embedder, path: Path
+    spec: MethodSpec,
+    root: Path,
+    classes: Sequence[str],
+    store: VectorStore,
+    meta: dict,
+    embedder: Embedder,
+    path: Path,
 ) -> ImageIndex:
-    if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efSearch = meta["index_config"]["hnsw_ef_search"]
+    if isinstance(store, FaissStore) and isinstance(store.index, faiss.IndexHNSW):
+        store.index.hnsw.efSearch = meta["index_config"]["hnsw_ef_search"]
     position = {c: i for i, c in enumerate(classes)}
     files = [e[0] for e in meta["entries"]]
     labels = np.array([position[f.split("/", 1)[0]] for f in files], dtype=np.int64)
@@ -429,7 +488,7 @@ def _wrap(
         classes=tuple(classes),
         files=files,
         labels=labels,
-        index=index,
+        store=store,
         embedder=embedder,
         meta=meta,
         path=path,

@@ -36,6 +36,7 @@ from core.retrieval.embedders import EmbedderConfig
 from core.retrieval.index import IndexConfig, open_index
 from core.retrieval.methods import METHODS
 from core.retrieval.metrics import evaluate_index
+from core.retrieval.stores import StoreConfig, check_store, refusal
 from core.runs.predictions import load_photo
 from core.settings import Settings
 from widgets.progress import StepBar
@@ -43,6 +44,7 @@ from widgets.progress import StepBar
 settings = Settings.from_env()
 K_MAX = 24  # the most neighbours shown; leave-one-out rankings are computed (and saved) to this depth
 UPLOAD_ROUND = "search_upload_round"  # bumped after each upload and by "Clear the photo": a new, empty uploader
+STORE_KIND, STORE_URI = "search_store", "search_milvus_uri"  # the page's store settings (the teacher's)
 THUMBS_CHOSEN = "search_thumbs_chosen"  # the thumbnail size the user picked: k no longer decides it
 MATCH, OTHER = "#2ca02c", "#d9d9d9"
 AUTO_MEASURE_UP_TO = 1000  # datasets this small get their precision@k measured without asking
@@ -66,7 +68,11 @@ def cached_thumbnail(path: str, colour: str, stamp: int, px: int) -> bytes:
     return framed_thumbnail(path, colour, px)
 
 
-def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
+class Refused(str):
+    """Why the chosen store does not hold a method (not an error: a fact about the store)."""
+
+
+def open_indexes(root: str, deep_cfg: EmbedderConfig, store: StoreConfig) -> dict:
     """``{method: (index, report) or error message}``. Building runs as a background task, so a click
     during a first build does not throw the work away: the rerun finds the task and shows its progress."""
     bar = StepBar(len(METHODS), "Building the search indexes (once; saved for next time).")
@@ -77,16 +83,77 @@ def open_indexes(root: str, deep_cfg: EmbedderConfig) -> dict:
         return {method: str(e) for method in METHODS}
     for step, (method, spec) in enumerate(METHODS.items(), 1):
         cfg = deep_cfg if method == "deep" else EmbedderConfig()
+        refused = refusal(store, method, cfg)
+        if refused:  # this store cannot hold this method: said in its column, and no time spent
+            out[method] = Refused(refused)
+            continue
 
         def build(progress, method=method, cfg=cfg):
-            return open_index(Path(root), method, cfg, settings=settings, on_progress=progress, listing=listing)
+            return open_index(
+                Path(root), method, cfg, settings=settings, on_progress=progress, listing=listing, store=store
+            )
 
         try:
-            out[method] = shared_tasks().run(f"index|{root}|{method}|{cfg}", build, bar.poller(step, spec.display))
+            key = f"index|{root}|{method}|{cfg}|{store.kind}|{store.uri}"
+            out[method] = shared_tasks().run(key, build, bar.poller(step, spec.display))
         except TransferLabError as e:
             out[method] = str(e)
     bar.close()
     return out
+
+
+@st.cache_data(ttl=20, show_spinner=False)
+def reach_store(kind: str, uri: str) -> tuple:
+    """``(True, what answered)`` or ``(False, why not)``: checked at most every 20 s, so that an unreachable
+    server costs its connect timeout once, not on every click."""
+    try:
+        return True, check_store(StoreConfig.from_settings(settings, kind=kind, uri=uri), settings)
+    except TransferLabError as e:
+        return False, str(e)
+
+
+def use_faiss() -> None:
+    st.session_state[STORE_KIND] = "faiss"
+
+
+def choose_store(where) -> StoreConfig:
+    """The vector store this session searches in, from the page's settings (the teacher's to change: a class
+    shares the server) or else the environment; a clear error and a way to the FAISS store when Milvus cannot be
+    reached, never a silent switch."""
+    teacher = bool(st.session_state.get("teacher"))
+    kinds = {"faiss": "FAISS files (default, this machine)", "milvus": "Milvus (Lite file or server)"}
+    st.session_state.setdefault(STORE_KIND, settings.store if settings.store in kinds else "faiss")
+    st.session_state.setdefault(STORE_URI, settings.milvus_uri)
+    with where.popover(f"⚙ Store: {'FAISS' if st.session_state[STORE_KIND] == 'faiss' else 'Milvus'}"):
+        st.radio("Where the vectors live", list(kinds), format_func=kinds.get, key=STORE_KIND, disabled=not teacher)
+        if st.session_state[STORE_KIND] == "milvus":
+            st.text_input(
+                "Milvus URI",
+                key=STORE_URI,
+                placeholder="empty: a Milvus Lite file in the cache",
+                help="A Milvus Lite file (a path ending in .db: Milvus embedded in this app, no server) or a server, "
+                "http://host:19530. A server's token comes from TRANSFERLAB_MILVUS_TOKEN.",
+                disabled=not teacher,
+            )
+        if not teacher:
+            st.caption("The teacher chooses the store (teacher mode, in the sidebar).")
+        st.caption(
+            "FAISS keeps one file per dataset and method in the cache: what one laptop needs. Milvus is a vector "
+            "database: a collection can outgrow one machine. Milvus has no L1 metric, and takes at most 32,768 "
+            "numbers a vector, so only deep features are searched there at the default pixel size."
+        )
+    try:
+        store = StoreConfig.from_settings(settings, kind=st.session_state[STORE_KIND], uri=st.session_state[STORE_URI])
+    except TransferLabError as e:
+        st.error(str(e))
+        st.stop()
+    if store.kind == "milvus":
+        ok, said = reach_store(store.kind, store.uri)
+        if not ok:
+            st.error(said)
+            st.button("Use the FAISS store", on_click=use_faiss, key="search_use_faiss", disabled=not teacher)
+            st.stop()
+    return store
 
 
 def new_uploader() -> None:
@@ -280,7 +347,7 @@ def results_section(
         with col:
             st.markdown(f"#### {METHODS[method].display}", help=COLUMN_HELP[method])
             if not isinstance(got, tuple):
-                st.error(got)
+                (st.info if isinstance(got, Refused) else st.error)(got)
                 continue
             index, _ = got
             st.caption(
@@ -374,7 +441,7 @@ if not dataset:
 sources = deep_sources(settings)
 keys = list(sources)
 sidebar_key = f"imagenet:{st.session_state.get('backbone')}"
-controls = st.columns([3, 2, 2], vertical_alignment="bottom")
+controls = st.columns([3, 2, 2, 1.4], vertical_alignment="bottom")
 deep_key = controls[0].selectbox(
     "Deep features from",
     keys,
@@ -404,7 +471,8 @@ size = controls[2].select_slider(
     + f". Until you choose, {default_thumb_size(1)} for a few neighbours, {default_thumb_size(K_MAX)} for many.",
 )
 
-opened = open_indexes(dataset["root"], sources[deep_key][1])
+store = choose_store(controls[3])
+opened = open_indexes(dataset["root"], sources[deep_key][1], store)
 query = choose_query(dataset["root"], dataset["label"], dataset["classes"])
 crumbs = st.container()  # drawn once the query is searched: a photo that cannot be searched stays off the trail
 searched = query is not None and results_section(
@@ -420,8 +488,9 @@ with st.expander("About the indexes"):
     for method, got in opened.items():
         st.markdown(f"- {got[1].describe()}" if isinstance(got, tuple) else f"- {method}: {got}")
     st.caption(
-        "Exact FAISS flat indexes (L1: `METRIC_L1`; cosine: inner product of L2-normalised vectors). Above "
-        f"{IndexConfig().approx_threshold:,} images an approximate HNSW index is used and its recall against "
-        "exact search is shown here. Indexes are rebuilt only when the dataset's files or the embedder change; "
-        "added photos are embedded and added on their own."
+        f"Store: {store.describe()}. FAISS: exact flat indexes (L1: `METRIC_L1`; cosine: inner product of "
+        f"L2-normalised vectors); above {IndexConfig().approx_threshold:,} images an approximate HNSW index is used "
+        "and its recall against exact search is shown here. Milvus: a FLAT collection per dataset, method and "
+        "embedder, searched by inner product. Indexes are rebuilt only when the dataset's files or the embedder "
+        "change; added photos are embedded and added on their own."
     )

@@ -243,11 +243,12 @@ def test_a_dataset_photo_is_searched_in_the_next_dataset_and_comes_back_to_its_p
 
 
 def _thumbs_per_row(at) -> set:
-    """How many neighbour thumbnails each row shows, from the widths of the columns that hold one each."""
+    """How many neighbour thumbnails each row shows, from the widths of the columns that hold one each (with its
+    "More like this" button)."""
     out = set()
     for col in at.columns:
         kids = list(col.children.values())
-        if len(kids) == 1 and kids[0].type == "image" and kids[0].proto.imgs[0].caption[:1].isdigit():
+        if len(kids) == 2 and kids[0].type == "image" and kids[0].proto.imgs[0].caption[:1].isdigit():
             out.add(round(1 / col.proto.weight))
     return out
 
@@ -302,3 +303,45 @@ def test_more_like_this_searches_with_a_neighbour_and_the_trail_steps_back(sampl
     # stepping back dropped the way forward: the trail now holds nothing before the first query
     assert not [b for b in at.button if b.key and b.key.startswith("search_back-")]
     assert not at.exception
+
+
+@pytest.mark.slow
+def test_the_teacher_searches_in_milvus_and_an_unreachable_server_is_said_once(
+    sample_folder, settings, milvus_lite, monkeypatch
+):
+    """The page's store setting: in Milvus Lite the deep column finds what FAISS finds, the raw-pixel columns say
+    why Milvus cannot hold them; an unreachable server is one error box with a way back to FAISS, never a
+    silent switch."""
+    monkeypatch.setenv("TRANSFERLAB_TEACHER_PASSWORD", "tulips")  # a class's server: the session knows it
+    at = open_app_page(
+        "app_pages/search.py",
+        state={"teacher": True, "search_store": "milvus", "search_milvus_uri": milvus_lite.uri},
+        timeout=300,
+    )
+    at.slider(key="search_k").set_value(3).run()
+    assert not at.exception, at.exception
+    infos = [i.value for i in at.info]
+    assert any("Milvus has no L1 metric" in v for v in infos)
+    assert any("at most 32,768 numbers" in v for v in infos)
+    cls, rel = _query(at)
+    faiss_index, _ = open_index(sample_folder, "deep", settings=settings)
+    expected = faiss_index.search(sample_folder / rel, 3, exclude_file=rel).neighbours
+    assert [c.split("**")[1] for c in _captions(at)[1:]] == [n.label for n in expected]  # only the deep column
+    about = " ".join(m.value for m in at.markdown)
+    assert "in Milvus" in about and "collection transferlab_deep_" in about
+
+    at.session_state["search_milvus_uri"] = "http://127.0.0.1:9"
+    at.run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "Cannot reach the Milvus server at http://127.0.0.1:9" in errors[0]
+    assert "--store faiss" in errors[0] and not _captions(at)  # no results from another store
+    at.button(key="search_use_faiss").click().run()
+    assert not at.error and len(_captions(at)) == 1 + 3 * 3
+    assert not at.exception
+
+
+def test_students_see_the_store_but_only_the_teacher_changes_it(settings):
+    at = open_app_page("app_pages/search.py", state={"teacher": False})
+    radio = at.radio(key="search_store")
+    assert radio.value == "faiss" and radio.disabled
+    assert any("The teacher chooses the store" in c.value for c in at.caption)

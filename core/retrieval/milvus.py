@@ -50,7 +50,8 @@ MAX_ROWS = 16_384  # Milvus's limit on topk, on queries per search and on rows p
 RPC_BYTES = 16 << 20  # vector bytes per request: well under Milvus's 64 MB a request
 METRICS = {faiss.METRIC_INNER_PRODUCT: "IP", faiss.METRIC_L2: "L2"}  # a FAISS metric -> the same Milvus one
 FIELDS = ("id", "path", "label", "size", "mtime_ns", "readable")  # besides "vector"
-_LOGGERS = ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer", "milvus_lite")  # configured by pymilvus
+# pymilvus configures its own; grpc._server logs a traceback for each call Milvus Lite does not implement
+_LOGGERS = ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer", "milvus_lite", "grpc._server")
 OFFER_FAISS = f"or use the FAISS store: --store faiss ({ENV_STORE}=faiss)"
 
 Entry = Tuple[str, int, int]  # (path relative to the dataset, size, mtime_ns), as core.data.tensor_cache.file_stats

@@ -35,7 +35,7 @@ from core.progress import ProgressFn, no_progress
 from core.retrieval import milvus
 from core.retrieval.embedders import Embedder, EmbedderConfig, get_embedder
 from core.retrieval.methods import MethodSpec, get_method
-from core.retrieval.stores import FaissStore, StoreConfig, VectorStore
+from core.retrieval.stores import FaissStore, StoreConfig, VectorStore, faiss_vectors
 from core.settings import Settings
 
 INDEX_VERSION = 1
@@ -317,7 +317,7 @@ def _new_index(kind: str, dim: int, metric: int, cfg: IndexConfig) -> faiss.Inde
 def measure_recall(index: faiss.Index, metric: int, k: int, queries: int, seed: int = 0) -> dict:
     """Recall@k of an approximate index against exact search over the same vectors, on a seeded sample
     of its own vectors as queries: the share of the exact ``k`` nearest that the approximate index finds."""
-    vectors = index.reconstruct_n(0, index.ntotal)
+    vectors = faiss_vectors(index)
     exact = faiss.IndexFlat(vectors.shape[1], metric)
     exact.add(vectors)
     rng = np.random.default_rng(seed)
@@ -549,7 +549,7 @@ def _build(
     pos = {e: i for i, e in enumerate(kept)}
     all_vectors = np.zeros((len(kept), embedder.dim), dtype=np.float32)
     if reuse:
-        old_vectors = old_index.reconstruct_n(0, old_index.ntotal)
+        old_vectors = faiss_vectors(old_index)
         all_vectors[[pos[e] for e in reuse]] = old_vectors[[old_ids[e] for e in reuse]]
     if good:
         all_vectors[[pos[e] for e in good]] = vectors[list(good.values())]

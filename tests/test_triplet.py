@@ -15,6 +15,7 @@ import torch
 
 from core.cli import main
 from core.errors import ConfigError, DataError
+from core.files import remove_stale_temporaries
 from core.retrieval import projection, triplet
 from core.retrieval.embedders import DeepEmbedder
 from core.retrieval.index import clear_memory_cache, open_index
@@ -170,9 +171,14 @@ def test_the_latest_embedder_is_found_and_damaged_ones_are_skipped(tiny_folder, 
     assert latest_embedder(tiny_folder, "auto", settings).id == second.id
     assert latest_embedder(tiny_folder, "mobilenetv3_small", settings) is None
     assert latest_embedder(tiny_folder.parent, "auto", settings) is None
+    assert second.describe().startswith(f"{second.id}: 1 epochs on 65 photos of {tiny_folder.resolve()}")
+    assert "held-out precision@10 deep 0." in second.describe()
     (second.dir / "summary.json").write_text("{ torn")
+    killed = settings.runs_dir / EMBEDDERS / f".{first.id}-again.tmp123"  # a training killed while storing
+    killed.mkdir()
     assert [r.id for r in list_embedders(settings)] == [first.id]
     assert latest_embedder(tiny_folder, "auto", settings).id == first.id
+    assert remove_stale_temporaries(settings.written_folders(), older_than=-1) == 1 and not killed.exists()
 
 
 # ------------------------------------------------------------------------------------- the triplet method
@@ -263,6 +269,9 @@ def test_cli_train_embedder_then_index_search_and_eval(tiny_folder, settings, ca
     code, out, _ = _cli(capsys, "search", *data, "--query", query, "--method", "deep", "--method", "triplet", "-k", "2")
     both = _last(out)
     assert code == 0 and list(both) == ["deep", "triplet"] and all(len(v) == 2 for v in both.values())
+    code, out, _ = _cli(capsys, "search", *data, "--query-id", record.test_files[0], "--method", "deep", "--method",
+                        "triplet", "-k", "2")  # fmt: skip
+    assert code == 0 and _last(out) == both  # a photo of the index by its path: the same neighbours
 
     code, out, err = _cli(capsys, "retrieval-eval", *data, "--method", "triplet", "--method", "deep")
     result = _last(out)

@@ -307,3 +307,17 @@ def test_triplet_beats_its_deep_features_on_held_out_real_flowers(tmp_path, sett
     assert trip["map_at_k"] > deep["map_at_k"] + 0.05
     assert s["fit_seconds"] < 60
     shutil.rmtree(root)
+
+
+def test_the_triplet_method_in_a_milvus_store(tiny_folder, settings, milvus_lite, monkeypatch):
+    """On Milvus too, the triplet index is the deep index's vectors (read from the same store) through the head."""
+    record = train_embedder(tiny_folder, TripletConfig(epochs=1), settings)
+    deep, _ = open_index(tiny_folder, "deep", settings=settings, store=milvus_lite)
+    embedded = []
+    monkeypatch.setattr(DeepEmbedder, "embed_files", lambda self, paths, *a: embedded.append(paths))
+    index, report = open_index(tiny_folder, "triplet", settings=settings, store=milvus_lite)
+    assert embedded == [] and report.store == "milvus" and "transferlab_triplet_" in report.path
+    head, _ = load_head(record)
+    by_file = dict(zip(index.files, index.vectors()))
+    want = project(head, deep.vectors())
+    np.testing.assert_allclose([by_file[f] for f in deep.files], want, atol=1e-5)

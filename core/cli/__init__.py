@@ -3,6 +3,7 @@
 * :mod:`core.cli.training`: ``train`` (one run), ``race`` (the four regimes, planned to a time budget);
 * :mod:`core.cli.runs`: ``evaluate`` (a saved run), ``runs`` (the run store), ``settings``;
 * :mod:`core.cli.retrieval`: ``index``, ``search``, ``retrieval-eval``;
+* :mod:`core.cli.triplet`: ``train-embedder`` (the triplet method's head, on cached deep features);
 * :mod:`core.cli.zoo`: ``zoo`` (every backbone: size, accuracy, latency here);
 * :mod:`core.cli.explain`: ``explain`` (a run's CAM heat map and feature maps of one photo).
 
@@ -18,12 +19,12 @@ import argparse
 import sys
 from typing import List, Optional
 
-from core.cli import explain, retrieval, runs, training, zoo
+from core.cli import explain, retrieval, runs, training, triplet, zoo
 from core.errors import TransferLabError
 from core.files import remove_stale_temporaries
 from core.settings import Settings
 
-COMMAND_GROUPS = (training, runs, retrieval, zoo, explain)
+COMMAND_GROUPS = (training, runs, retrieval, triplet, zoo, explain)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """``python -m core {index,search,retrieval-eval}``: image retrieval from the command line.
 
 Same conventions as every command: progress on stderr, the last line on stdout is JSON, user mistakes
-exit with status 2 and a plain message.
+exit with status 2 and a plain message. ``--method`` may be given more than once; without it, ``index`` and
+``retrieval-eval`` take every method there is (``triplet`` once a head is trained: ``train-embedder``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from core.cli import args as a
 from core.cli.progress import TqdmListener
@@ -21,9 +22,9 @@ from core.retrieval.methods import METHOD_NAMES
 from core.settings import ENV_MILVUS_TOKEN, ENV_MILVUS_URI, ENV_STORE, STORE_KINDS, Settings
 
 
-def _add_common(p: argparse.ArgumentParser, method_help: str, method_default=None) -> None:
+def _add_common(p: argparse.ArgumentParser, method_help: str) -> None:
     a.add_data(p)
-    p.add_argument("--method", choices=METHOD_NAMES, default=method_default, help=method_help)
+    p.add_argument("--method", choices=METHOD_NAMES, action="append", help=method_help + "; may be repeated")
     p.add_argument(
         "--backbone",
         default="auto",
@@ -85,11 +86,11 @@ def _add_store(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub) -> None:
     i = sub.add_parser("index", help="build (or reuse) the cached search index of a dataset")
-    _add_common(i, "one method (default: all three)")
+    _add_common(i, "a method (default: all; triplet once trained)")
     i.set_defaults(handler=cmd_index)
 
     s = sub.add_parser("search", help="the nearest neighbours of a photo in a dataset")
-    _add_common(s, "how to compare images (default: deep)", "deep")
+    _add_common(s, "how to compare images (default: deep)")
     q = s.add_mutually_exclusive_group(required=True)
     q.add_argument("--query", help="the photo to search with (JPEG, PNG, WebP…)")
     q.add_argument(
@@ -102,10 +103,11 @@ def add_parsers(sub) -> None:
     s.set_defaults(handler=cmd_search)
 
     e = sub.add_parser("retrieval-eval", help="precision@k and mAP@k of each method on a labelled dataset")
-    _add_common(e, "one method (default: all three)")
+    _add_common(e, "a method (default: all; triplet once trained)")
     e.add_argument(
         "--queries",
-        help="a folder of query images with the same class folders (default: leave-one-out over the dataset)",
+        help="a folder of query images with the same class folders (default: leave-one-out over the dataset; "
+        "with triplet, its held-out test photos, for every method)",
     )
     e.add_argument("-k", type=a.positive_int, default=10, help="how many neighbours count (default 10)")
     e.set_defaults(handler=cmd_retrieval_eval)
@@ -124,7 +126,24 @@ def _configs(args):
     return emb.validate(), idx.validate()
 
 
-def _open(args, methods: List[str], progress) -> list:
+def _available(root: Path, emb, settings: Settings) -> List[str]:
+    """Every method that can be opened for ``root``: triplet only once a head is trained (a line says so)."""
+    from core.retrieval.projection import latest_embedder  # noqa: PLC0415 (lazy, as in _configs)
+
+    if not emb.run and latest_embedder(root, emb.backbone, settings) is not None:
+        return list(METHOD_NAMES)
+    why = (
+        "it is trained on ImageNet features, not on a run's (--run)"
+        if emb.run
+        else f"no head is trained for this dataset and backbone yet; python -m core train-embedder --data {root} "
+        "trains one (seconds)"
+    )
+    print(f"triplet left out: {why}", file=sys.stderr)
+    return [m for m in METHOD_NAMES if m != "triplet"]
+
+
+def _open(args, methods: Optional[List[str]], progress) -> list:
+    """The opened ``(index, report)`` of each method (given: each once, in order; None: every available one)."""
     from core.data.imagefolder import scan_image_folder  # noqa: PLC0415 (lazy, as in _configs)
     from core.data.sources import resolve_source  # noqa: PLC0415 (lazy, as in _configs)
     from core.retrieval.index import open_index  # noqa: PLC0415 (lazy, as in _configs)
@@ -136,7 +155,10 @@ def _open(args, methods: List[str], progress) -> list:
     emb, idx = _configs(args)
     if store.kind == "milvus" and args.approx_threshold is not None:
         raise ConfigError("--approx-threshold is for the FAISS store: the Milvus store always searches exactly.")
-    if not args.method:  # every method by default: those the store can hold, saying why not the others
+    if methods:
+        methods = list(dict.fromkeys(methods))
+    else:  # every method by default: those trained here and the store can hold, saying why not the others
+        methods = _available(root, emb, settings)
         refused = {method: refusal(store, method, emb) for method in methods}
         for method, why in refused.items():
             if why:
@@ -152,7 +174,7 @@ def _open(args, methods: List[str], progress) -> list:
 def cmd_index(args: argparse.Namespace) -> int:
     bars = TqdmListener(args.quiet)
     try:
-        opened = _open(args, [args.method] if args.method else list(METHOD_NAMES), bars.progress)
+        opened = _open(args, args.method, bars.progress)
     finally:
         bars.close()
     for _, report in opened:
@@ -167,32 +189,38 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"Query image not found: {query}")
     bars = TqdmListener(args.quiet)
     try:
-        [(index, _)] = _open(args, [args.method], bars.progress)
+        opened = _open(args, args.method or ["deep"], bars.progress)
     finally:
         bars.close()
     if query is None:
-        query = _indexed_photo(index, args.query_id)
-    own = None
-    try:
-        own = query.resolve().relative_to(index.root.resolve()).as_posix()
-    except ValueError:
-        pass
-    own = own if own is not None and index.id_of(own) is not None else None
-    result = index.search(query, args.k, exclude_file=own, name=query.name)
-    if own:
-        print(f"(the query is in the dataset as {own}; it is left out of its own results)", file=sys.stderr)
-    for n in result.neighbours:
+        query = _indexed_photo(opened[0][0], args.query_id)
+    found = {}
+    for index, _ in opened:
+        own = None
+        try:
+            own = query.resolve().relative_to(index.root.resolve()).as_posix()
+        except ValueError:
+            pass
+        own = own if own is not None and index.id_of(own) is not None else None
+        result = index.search(query, args.k, exclude_file=own, name=query.name)
+        if own and not found:
+            print(f"(the query is in the dataset as {own}; it is left out of its own results)", file=sys.stderr)
+        spec = index.method
+        if len(opened) > 1:
+            print(f"{spec.display}:", file=sys.stderr)
+        for n in result.neighbours:
+            print(
+                f"{n.rank:3d}. {spec.format_score(n.score, index.embedder.dim):>16s}  {n.label:12s} {n.file}",
+                file=sys.stderr,
+            )
         print(
-            f"{n.rank:3d}. {index.method.format_score(n.score, index.embedder.dim):>16s}  {n.label:12s} {n.file}",
+            f"{spec.display}: {len(result.neighbours)} neighbours in {result.seconds * 1000:.0f} ms; score = "
+            f"{spec.score_name}, {'higher' if spec.higher_is_better else 'lower'} is closer",
             file=sys.stderr,
         )
-    spec = index.method
-    print(
-        f"{spec.display}: {len(result.neighbours)} neighbours in {result.seconds * 1000:.0f} ms; score = "
-        f"{spec.score_name}, {'higher' if spec.higher_is_better else 'lower'} is closer",
-        file=sys.stderr,
-    )
-    print(json.dumps([n.as_json() for n in result.neighbours]))
+        found[spec.name] = [n.as_json() for n in result.neighbours]
+    # one method: its list of neighbours (as always); several: {method: list}
+    print(json.dumps(next(iter(found.values())) if len(found) == 1 else found))
     return 0
 
 
@@ -210,24 +238,31 @@ def _indexed_photo(index, query_id: str) -> Path:
 
 def cmd_retrieval_eval(args: argparse.Namespace) -> int:
     from core.retrieval.metrics import evaluate_index  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
+    from core.retrieval.triplet import compare_held_out  # noqa: PLC0415 (lazy, as above)
 
     if args.queries and not Path(args.queries).expanduser().is_dir():
         raise ConfigError(f"Query folder not found: {args.queries}")
     bars = TqdmListener(args.quiet)
-    methods = [args.method] if args.method else list(METHOD_NAMES)
-    results = {}
     try:
-        for index, _ in _open(args, methods, bars.progress):
-            q = evaluate_index(index, args.k, Path(args.queries).expanduser() if args.queries else None, bars.progress)
-            results[index.method.name] = q
+        opened = {index.method.name: index for index, _ in _open(args, args.method, bars.progress)}
+        if "triplet" in opened and not args.queries:
+            # not leave-one-out over the photos the head was fitted on: its held-out test photos, for every method
+            results = compare_held_out(opened, opened["triplet"].embedder.record, args.k)
+        else:
+            queries = Path(args.queries).expanduser() if args.queries else None
+            results = {name: evaluate_index(index, args.k, queries, bars.progress) for name, index in opened.items()}
     finally:
         bars.close()
     k = min(q.k for q in results.values())
+    protocol = next(iter(results.values())).protocol
+    if protocol.startswith("held-out"):
+        record = opened["triplet"].embedder.record
+        print(f"every method measured the same way, on triplet head {record.id}'s {protocol}", file=sys.stderr)
     for name, q in results.items():
         print(
             f"{name:7s} precision@{q.k} {q.precision_at_k:.3f}  mAP@{q.k} {q.map_at_k:.3f}  "
-            f"({q.queries} queries, {q.protocol}, {q.seconds:.1f} s)",
+            f"({q.queries} queries, {q.protocol.split(':')[0]}, {q.seconds:.1f} s)",
             file=sys.stderr,
         )
-    print(json.dumps({"k": k, "methods": {name: q.as_json() for name, q in results.items()}}))
+    print(json.dumps({"k": k, "protocol": protocol, "methods": {name: q.as_json() for name, q in results.items()}}))
     return 0

@@ -71,6 +71,7 @@ class Embedder:
     key: str  # changes whenever the vectors could change
     dim: int
     description: str  # for people: "raw pixels 86×128", "ImageNet EfficientNet-Lite0 features"…
+    held_out: Optional[List[str]] = None  # a trained embedder's test photos (never fitted on): what measures it
 
     def decode(self, source) -> np.ndarray:
         """One image as the uint8 array the embedder works on (raises ImageDecodeError)."""

@@ -35,7 +35,8 @@ from core.progress import ProgressFn, no_progress
 from core.retrieval import milvus
 from core.retrieval.embedders import Embedder, EmbedderConfig, get_embedder
 from core.retrieval.methods import MethodSpec, get_method
-from core.retrieval.stores import FaissStore, StoreConfig, VectorStore
+from core.retrieval.projection import triplet_embedder
+from core.retrieval.stores import FaissStore, StoreConfig, VectorStore, faiss_vectors
 from core.settings import Settings
 
 INDEX_VERSION = 1
@@ -317,7 +318,7 @@ def _new_index(kind: str, dim: int, metric: int, cfg: IndexConfig) -> faiss.Inde
 def measure_recall(index: faiss.Index, metric: int, k: int, queries: int, seed: int = 0) -> dict:
     """Recall@k of an approximate index against exact search over the same vectors, on a seeded sample
     of its own vectors as queries: the share of the exact ``k`` nearest that the approximate index finds."""
-    vectors = index.reconstruct_n(0, index.ntotal)
+    vectors = faiss_vectors(index)
     exact = faiss.IndexFlat(vectors.shape[1], metric)
     exact.add(vectors)
     rng = np.random.default_rng(seed)
@@ -369,7 +370,7 @@ def open_index(
     with lease_source(root, settings):  # an uploaded dataset is not evicted while its index is read
         started = time.perf_counter()
         listing = listing or scan_image_folder(root, min_classes=1)
-        embedder = get_embedder(spec.embedder, embedder_cfg, settings)
+        embedder = _embedder(spec, root, embedder_cfg, settings, listing, store)
         if on_milvus:
             milvus.check_method(spec, embedder.dim)
         path = index_path(root, method, embedder.key, settings, store)
@@ -468,6 +469,46 @@ def _sync_milvus(
     return milvus.sync(store.uri, store.token, name, str(root), metric, embedder.dim, entries, embed, on_progress)
 
 
+def _embedder(
+    spec: MethodSpec,
+    root: Path,
+    cfg: Optional[EmbedderConfig],
+    settings: Settings,
+    listing: ImageFolderListing,
+    store: StoreConfig,
+) -> Embedder:
+    """The embedder of ``spec``. The triplet one takes the deep vectors of dataset files from the (cached) deep
+    index of the same features in the same store, so building its index projects them instead of embedding the
+    photos again."""
+    if spec.embedder != "triplet":
+        return get_embedder(spec.embedder, cfg, settings)
+    cfg = (cfg or EmbedderConfig()).validate()
+
+    def deep_vectors(paths: Sequence[Path], on_progress: ProgressFn) -> Tuple[np.ndarray, List[bool]]:
+        deep, _ = open_index(
+            root, "deep", cfg, settings=settings, on_progress=on_progress, listing=listing, store=store
+        )
+        row = {str(root / f): i for i, f in enumerate(deep.files)}
+        unreadable = {str(root / e[0]) for e in deep.meta["skipped"]}
+        missing = [p for p in paths if str(p) not in row and str(p) not in unreadable]  # none, when listed alike
+        vectors, ok = deep.embedder.embed_files(missing, on_progress) if missing else (None, [])
+        extra = {str(p): (vectors[i], good) for i, (p, good) in enumerate(zip(missing, ok))}
+        held = deep.vectors()
+        out = np.zeros((len(paths), deep.embedder.dim), dtype=np.float32)
+        found: List[bool] = []
+        for i, p in enumerate(paths):
+            if str(p) in row:
+                out[i], good = held[row[str(p)]], True
+            elif str(p) in extra:
+                out[i], good = extra[str(p)]
+            else:
+                good = False
+            found.append(bool(good))
+        return out, found
+
+    return triplet_embedder(root, cfg, settings, deep_vectors)
+
+
 def _wrap(
     spec: MethodSpec,
     root: Path,
@@ -549,7 +590,7 @@ def _build(
     pos = {e: i for i, e in enumerate(kept)}
     all_vectors = np.zeros((len(kept), embedder.dim), dtype=np.float32)
     if reuse:
-        old_vectors = old_index.reconstruct_n(0, old_index.ntotal)
+        old_vectors = faiss_vectors(old_index)
         all_vectors[[pos[e] for e in reuse]] = old_vectors[[old_ids[e] for e in reuse]]
     if good:
         all_vectors[[pos[e] for e in good]] = vectors[list(good.values())]

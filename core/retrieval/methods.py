@@ -1,10 +1,14 @@
-"""The three ways to compare photos, each one a vector of the photo and a FAISS metric.
+"""The ways to compare photos, each one a vector of the photo and a FAISS metric.
 
 | method     | vectors                              | FAISS metric             | score                                |
 |------------|--------------------------------------|--------------------------|--------------------------------------|
 | ``l1``     | raw pixels 86×128, values 0–255      | ``METRIC_L1``            | L1 distance (lower is closer)        |
 | ``cosine`` | raw pixels, L2-normalised            | ``METRIC_INNER_PRODUCT`` | cosine similarity (higher is closer) |
 | ``deep``   | pooled CNN features, L2-normalised   | ``METRIC_INNER_PRODUCT`` | cosine similarity (higher is closer) |
+| ``triplet``| deep features through a trained head | ``METRIC_INNER_PRODUCT`` | cosine similarity (higher is closer) |
+|            | (128-d, L2-normalised)               |                          |                                      |
+
+``triplet`` needs a head trained for the dataset and backbone first (:mod:`core.retrieval.triplet`).
 
 Adding a method is one :data:`METHODS` entry.
 """
@@ -24,7 +28,7 @@ from core.errors import ConfigError
 class MethodSpec:
     name: str
     display: str
-    embedder: str  # "pixels" or "deep"
+    embedder: str  # "pixels", "deep" or "triplet"
     metric: int  # faiss metric
     normalise: bool  # L2-normalise vectors (cosine similarity as inner product)
     score_name: str
@@ -49,6 +53,9 @@ METHODS: Dict[str, MethodSpec] = {
         "cosine", "Cosine pixels", "pixels", faiss.METRIC_INNER_PRODUCT, True, "cosine similarity", True
     ),
     "deep": MethodSpec("deep", "Deep features", "deep", faiss.METRIC_INNER_PRODUCT, True, "cosine similarity", True),
+    "triplet": MethodSpec(
+        "triplet", "Deep + triplet", "triplet", faiss.METRIC_INNER_PRODUCT, True, "cosine similarity", True
+    ),
 }
 
 

@@ -1,9 +1,11 @@
 """How good is a retrieval method? precision@k and mAP@k on a labelled dataset.
 
-A retrieved image is *relevant* when it has the query's class. Two protocols:
+A retrieved image is *relevant* when it has the query's class. Three protocols:
 
 * **leave-one-out** (default): every image of the dataset is a query against all the others;
-* **query folder**: every image of a separate folder (same class names) is a query against the dataset.
+* **query folder**: every image of a separate folder (same class names) is a query against the dataset;
+* **held-out**: the images of a test split (that a trained method never saw) are the queries, each against
+  all the other images of the dataset: how a method fitted on the dataset's other photos is measured.
 
 For one query with ``R`` relevant images in the collection and ``rel_i`` = 1 when the ``i``-th result is
 relevant: ``precision@k = sum(rel_1..k) / k`` and ``AP@k = sum_i precision@i * rel_i / min(k, R)``.
@@ -17,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import faiss
 import numpy as np
 
 from core.data.imagefolder import scan_image_folder
@@ -32,7 +35,7 @@ class RetrievalQuality:
     precision_at_k: float
     map_at_k: float
     queries: int
-    protocol: str  # "leave-one-out" or "query folder"
+    protocol: str  # "leave-one-out", "query folder", or "held-out: ..." (see held_out_protocol)
     seconds: float
     chance: float  # the expected precision@k of neighbours picked at random
 
@@ -62,9 +65,13 @@ def evaluate_index(
     index: ImageIndex, k: int = 10, queries: Optional[Path] = None, on_progress: ProgressFn = no_progress
 ) -> RetrievalQuality:
     """precision@k and mAP@k of ``index``: leave-one-out over its own images, or with ``queries`` (a folder
-    with sub-folders named like the dataset's classes) as the queries."""
+    with sub-folders named like the dataset's classes) as the queries. An index whose embedder was trained on the
+    dataset (``triplet``) is never scored over the photos it was fitted on: without ``queries``, its held-out
+    test photos are the queries (:func:`evaluate_held_out`)."""
     if k < 1:
         raise DataError(f"k must be at least 1, got {k}.")
+    if queries is None and index.embedder.held_out is not None:
+        return evaluate_held_out(index, index.embedder.held_out, k)
     started = time.perf_counter()
     counts = np.bincount(index.labels, minlength=len(index.classes))
     if queries is None:
@@ -108,3 +115,60 @@ def evaluate_index(
         seconds=time.perf_counter() - started,
         chance=float(np.mean(n_relevant / pool)),
     )
+
+
+def held_out_protocol(queries: int, images: int) -> str:
+    """The held-out protocol in words, as the CLI prints it and the Search page shows it."""
+    return (
+        f"held-out: {queries:,} test photos never used for training as queries, each against the other "
+        f"{images - 1:,} photos of the dataset"
+    )
+
+
+def held_out_quality(
+    method: str, vectors: np.ndarray, labels: np.ndarray, query_ids: Sequence[int], k: int, metric: int
+) -> RetrievalQuality:
+    """precision@k and mAP@k with the rows ``query_ids`` of ``vectors`` as queries, each searched (exactly)
+    among all the other rows: the held-out protocol on plain arrays (``labels``: int class per row)."""
+    started = time.perf_counter()
+    labels, query_ids = np.asarray(labels), np.asarray(query_ids, dtype=np.int64)
+    n = len(vectors)
+    if n < 2 or not len(query_ids):
+        raise DataError("The held-out protocol needs at least one query and one other image.")
+    k = min(k, n - 1)
+    exact = faiss.IndexFlat(vectors.shape[1], metric)
+    exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    _, found = exact.search(np.ascontiguousarray(vectors[query_ids], dtype=np.float32), k + 1)
+    ids = np.full((len(query_ids), k), -1, dtype=np.int64)
+    for row, i in enumerate(query_ids):
+        hits = [j for j in found[row] if j != i and j >= 0][:k]  # the query itself, wherever ties put it
+        ids[row, : len(hits)] = hits
+    query_labels = labels[query_ids]
+    n_relevant = np.bincount(labels, minlength=int(labels.max()) + 1)[query_labels] - 1
+    relevant = (ids >= 0) & (labels[np.maximum(ids, 0)] == query_labels[:, None])
+    p, m = quality_from_relevance(relevant, n_relevant)
+    return RetrievalQuality(
+        method=method,
+        k=k,
+        precision_at_k=p,
+        map_at_k=m,
+        queries=len(query_ids),
+        protocol=held_out_protocol(len(query_ids), n),
+        seconds=time.perf_counter() - started,
+        chance=float(np.mean(n_relevant / (n - 1))),
+    )
+
+
+def evaluate_held_out(index: ImageIndex, query_files: Sequence[str], k: int = 10) -> RetrievalQuality:
+    """:func:`held_out_quality` of ``index`` with its images ``query_files`` (relative paths; those it no longer
+    holds are left out) as the queries."""
+    if k < 1:
+        raise DataError(f"k must be at least 1, got {k}.")
+    position = {f: i for i, f in enumerate(index.files)}
+    ids = [position[f] for f in query_files if f in position]
+    if not ids:
+        raise DataError(
+            f"None of the {len(query_files)} held-out test photos is in the dataset any more: train the triplet "
+            f"embedder again, or measure with a query folder (--queries)."
+        )
+    return held_out_quality(index.method.name, index.vectors(), index.labels, ids, k, index.method.metric)

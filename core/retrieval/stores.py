@@ -73,8 +73,16 @@ class FaissStore:
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
     def vectors(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
-        stop = self.index.ntotal if stop is None else min(stop, self.index.ntotal)
-        return self.index.reconstruct_n(start, max(0, stop - start))
+        return faiss_vectors(self.index, start, stop)
+
+
+def faiss_vectors(index: faiss.Index, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    """float32 ``(n, dim)``: the vectors at positions ``start:stop`` of ``index``, read into a numpy array handed to
+    faiss. Without one, faiss allocates the result itself, and once anything in the process has imported
+    ``faiss.contrib.torch_utils`` (pytorch-metric-learning's samplers do) that result is a torch tensor."""
+    stop = index.ntotal if stop is None else min(stop, index.ntotal)
+    n = max(0, stop - start)
+    return index.reconstruct_n(start, n, np.empty((n, index.d), dtype=np.float32))
 
 
 @dataclass(frozen=True)

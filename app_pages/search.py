@@ -1,4 +1,5 @@
-"""Search: a photo in, its nearest neighbours out — by raw pixels (L1, cosine) and by deep features.
+"""Search: a photo in, its nearest neighbours out — by raw pixels (L1, cosine), deep features, and deep features
+through a triplet-trained head.
 
 The indexes are built once per dataset and method (under one progress bar), saved in the cache and reused;
 everything here comes from ``core.retrieval.index`` and ``core.retrieval.metrics``. The query is kept in the
@@ -36,7 +37,9 @@ from core.retrieval.embedders import EmbedderConfig
 from core.retrieval.index import IndexConfig, open_index
 from core.retrieval.methods import METHODS
 from core.retrieval.metrics import evaluate_index
+from core.retrieval.projection import TRAIN_BUTTON, latest_embedder
 from core.retrieval.stores import StoreConfig, check_store, refusal
+from core.retrieval.triplet import TripletConfig, compare_held_out, train_embedder
 from core.runs.predictions import load_photo
 from core.settings import Settings
 from widgets.progress import StepBar
@@ -54,6 +57,9 @@ COLUMN_HELP = {
     "cosine": "Angle between the two photos' pixel vectors: the same picture brighter or darker still matches. "
     "**Higher is closer** (1 = identical up to brightness).",
     "deep": "Angle between what the network *sees*: pooled features of a pretrained CNN. **Higher is closer**.",
+    "triplet": "The deep features through a small head trained with a **triplet loss** on this dataset's training "
+    "photos: each photo is pulled towards photos of its class and pushed from the others. Angle between the "
+    "128-number embeddings: **higher is closer**.",
 }
 
 
@@ -69,7 +75,13 @@ def cached_thumbnail(path: str, colour: str, stamp: int, px: int) -> bytes:
 
 
 class Refused(str):
-    """Why the chosen store does not hold a method (not an error: a fact about the store)."""
+    """Why a method is not searched here (not an error: a fact about the store or the deep features chosen)."""
+
+
+class NotTrained(str):
+    """The triplet method before a head is trained for this dataset and ``backbone``: a button trains one."""
+
+    backbone = ""
 
 
 def open_indexes(root: str, deep_cfg: EmbedderConfig, store: StoreConfig) -> dict:
@@ -82,10 +94,20 @@ def open_indexes(root: str, deep_cfg: EmbedderConfig, store: StoreConfig) -> dic
     except TransferLabError as e:
         return {method: str(e) for method in METHODS}
     for step, (method, spec) in enumerate(METHODS.items(), 1):
-        cfg = deep_cfg if method == "deep" else EmbedderConfig()
+        cfg = deep_cfg if spec.embedder in ("deep", "triplet") else EmbedderConfig()
         refused = refusal(store, method, cfg)
         if refused:  # this store cannot hold this method: said in its column, and no time spent
             out[method] = Refused(refused)
+            continue
+        if method == "triplet" and cfg.run:
+            out[method] = Refused(
+                "Deep + triplet learns on top of ImageNet features: choose an ImageNet backbone under "
+                "*Deep features from* to see it."
+            )
+            continue
+        if method == "triplet" and latest_embedder(Path(root), cfg.backbone, settings) is None:
+            out[method] = NotTrained("not trained yet for this dataset and backbone (the button in its column)")
+            out[method].backbone = cfg.backbone
             continue
 
         def build(progress, method=method, cfg=cfg):
@@ -346,6 +368,9 @@ def results_section(
     for col, (method, got) in zip(columns, opened.items()):
         with col:
             st.markdown(f"#### {METHODS[method].display}", help=COLUMN_HELP[method])
+            if isinstance(got, NotTrained):
+                triplet_trainer(root, got.backbone)
+                continue
             if not isinstance(got, tuple):
                 (st.info if isinstance(got, Refused) else st.error)(got)
                 continue
@@ -357,9 +382,65 @@ def results_section(
     return True
 
 
+def triplet_trainer(root: str, backbone: str) -> None:
+    """The triplet column before a head is trained: what it is, and a button that trains one (seconds: it learns
+    from the deep index's vectors) under a progress bar, as a background task a rerun finds again."""
+    key = f"search_train_triplet-{root_tag(root)}-{backbone}"
+    if not st.session_state.get(key):
+        st.info(
+            "Not trained yet for this dataset and backbone. A small head learns, from the deep features of the "
+            "training photos, to put photos of one class close together; a fifth of the photos is held out to "
+            "measure it."
+        )
+        st.button(
+            f"🎯 {TRAIN_BUTTON}", key="search_train_triplet", on_click=st.session_state.update, args=({key: True},)
+        )
+        return
+    bar = StepBar(1, "Training the triplet head on the cached deep features.")
+    try:
+        shared_tasks().run(
+            f"triplet|{root}|{backbone}",
+            lambda progress: train_embedder(Path(root), TripletConfig(backbone=backbone), settings, progress),
+            bar.poller(1, "Deep + triplet", unit="batches"),
+        )
+    except TransferLabError as e:
+        st.error(str(e))
+        return
+    finally:
+        bar.close()
+        st.session_state[key] = False
+    st.rerun()  # the new head: the column opens its index
+
+
+def held_out_panel(ready: dict, k: int) -> None:
+    """Deep + triplet against the deep features it starts from, on the photos its head never trained on."""
+    triplet, deep = ready.get("triplet"), ready.get("deep")
+    if triplet is None or deep is None:
+        return
+    record = triplet.embedder.record
+    q = compare_held_out({"deep": deep, "triplet": triplet}, record, k)
+    gain = q["triplet"].precision_at_k - q["deep"].precision_at_k
+    st.markdown(f"##### 🎯 Deep + triplet against deep features, on photos it never trained on (k = {q['deep'].k})")
+    cols = st.columns(3)
+    cols[0].metric(f"Deep features: precision@{q['deep'].k}", f"{q['deep'].precision_at_k:.1%}")
+    cols[1].metric(
+        f"Deep + triplet: precision@{q['triplet'].k}",
+        f"{q['triplet'].precision_at_k:.1%}",
+        delta=f"{gain * 100:+.1f} points",
+    )
+    cols[2].metric(f"mAP@{q['triplet'].k}: deep → triplet", f"{q['deep'].map_at_k:.1%} → {q['triplet'].map_at_k:.1%}")
+    st.caption(
+        f"Protocol: {q['triplet'].protocol}. The head was trained on the other "
+        f"{record.summary.get('train_photos', '?')} photos only (triplet loss, semi-hard mining; "
+        f"{record.summary.get('fit_seconds', 0):.1f} s). The chart above is leave-one-out over every photo, which "
+        "would flatter the triplet head: it has seen most of them."
+    )
+
+
 def quality_section(opened: dict, root: str, k: int) -> None:
     st.subheader("📏 Which method finds photos of the same class?")
-    ready = {m: got[0] for m, got in opened.items() if isinstance(got, tuple)}
+    everything = {m: got[0] for m, got in opened.items() if isinstance(got, tuple)}
+    ready = {m: ix for m, ix in everything.items() if m != "triplet"}  # measured on held-out photos, below
     if not ready:
         return
     n = len(next(iter(ready.values())))
@@ -375,6 +456,7 @@ def quality_section(opened: dict, root: str, k: int) -> None:
             key="search_measure_button",
             on_click=lambda: st.session_state.update({measure_key: True}),
         )
+        held_out_panel(everything, k)
         return
     bar = StepBar(len(ready))
     rows = []
@@ -425,12 +507,14 @@ def quality_section(opened: dict, root: str, k: int) -> None:
             f"share of those neighbours in the query's class (random picks would get {rows[0]['chance']:.0%}). "
             f"**mAP@k** also rewards putting them first. **{best['label']}** wins here{why}."
         )
+    held_out_panel(everything, k)
 
 
 st.title("🔎 Search")
 st.markdown(
-    "**Find similar photos three ways.** Raw pixels compare colours where they sit in the picture; "
-    "deep features compare what a network trained on ImageNet recognises in it."
+    "**Find similar photos four ways.** Raw pixels compare colours where they sit in the picture; "
+    "deep features compare what a network trained on ImageNet recognises in it; deep + triplet sharpens those "
+    "features for this dataset's classes with a small head trained in seconds."
 )
 
 dataset = st.session_state.get("dataset")

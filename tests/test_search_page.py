@@ -21,6 +21,7 @@ from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tests.helpers import ROOT, open_app_page
 
 APP = str(ROOT / "streamlit_app.py")
+PRETRAINED = [m for m in METHODS if m != "triplet"]  # the methods searched before anything is trained
 
 
 def search_page() -> AppTest:
@@ -59,7 +60,7 @@ def test_search_page_shows_k_neighbours_three_ways_matching_core(sample_folder, 
 
     # every neighbour shown is the one core finds, in order, with its class and score
     shown = captions[1:]
-    for m, method in enumerate(METHODS):
+    for m, method in enumerate(PRETRAINED):
         index, _ = open_index(sample_folder, method, settings=settings)
         result = index.search(sample_folder / rel, 8, exclude_file=rel)
         for n, caption in zip(result.neighbours, shown[8 * m : 8 * (m + 1)]):
@@ -72,12 +73,15 @@ def test_search_page_shows_k_neighbours_three_ways_matching_core(sample_folder, 
 
     # the quality panel (300 images: measured without asking) shows core's leave-one-out figures
     table = at.dataframe[0].value  # (AppTest does not see keys of read-only dataframes)
-    assert list(table["method"]) == [spec.display for spec in METHODS.values()]
-    for method, row in zip(METHODS, table.itertuples(index=False)):
+    assert list(table["method"]) == [METHODS[m].display for m in PRETRAINED]
+    for method, row in zip(PRETRAINED, table.itertuples(index=False)):
         q = evaluate_index(open_index(sample_folder, method, settings=settings)[0], 8)
         assert row[1] == pytest.approx(q.precision_at_k) and row[2] == pytest.approx(q.map_at_k)
     deep = table.iloc[2, 1]
     assert deep > table.iloc[0, 1] and deep > table.iloc[1, 1]  # deep features win on the sample too
+    # the triplet column, before a head is trained, says so and offers to train one
+    assert any("Not trained yet" in i.value for i in at.info)
+    assert at.button(key="search_train_triplet").label.endswith("Train deep + triplet")
     assert not at.exception
 
 
@@ -152,7 +156,8 @@ def test_indexes_are_reused_after_a_restart(sample_folder, settings):
     at = search_page()
     about = [m.value for m in at.main.expander[-1].markdown]
     assert [line.split(":")[0] for line in about] == [f"- {m}" for m in METHODS]
-    assert all("reused the cached index" in line for line in about), about
+    assert all("reused the cached index" in line for line in about[:-1]), about
+    assert about[-1] == "- triplet: not trained yet for this dataset and backbone (the button in its column)"
 
 
 @pytest.mark.slow  # alone: the first AppTest of a session imports the app (~3 s)
@@ -218,7 +223,7 @@ def test_an_upload_is_kept_and_searched_again_when_the_dataset_changes(sample_fo
     # back on the sample: the class it was given there comes back
     at.radio(key="dataset_choice").set_value("Built-in sample").run()
     assert _captions(at)[0] == f"Query: {photo.name} — tulips" and "mean |Δ| 0.0" in _l1_first(at)
-    assert [i.value for i in at.main.info] == [f"Searching with your photo **{photo.name}**."]  # no note here
+    assert _notes(at) == [f"Searching with your photo **{photo.name}**."]  # no note here
 
     # ✖ drops it: the dataset's own photo pickers search again
     at.button(key="search_clear").click().run()
@@ -239,7 +244,12 @@ def test_a_dataset_photo_is_searched_in_the_next_dataset_and_comes_back_to_its_p
     assert class_key(_root(at)) not in at.session_state  # not the tiny dataset's own pickers
     at.radio(key="dataset_choice").set_value("Built-in sample").run()
     assert _root(at) == sample_root and _query(at) == (cls, rel)  # the same photo, in its pickers
-    assert not at.main.info and not at.exception
+    assert not _notes(at) and not at.exception
+
+
+def _notes(at) -> list:
+    """The page's info boxes about the query (the triplet column's "not trained yet" left out)."""
+    return [i.value for i in at.main.info if not i.value.startswith("Not trained yet")]
 
 
 def _thumbs_per_row(at) -> set:
@@ -345,3 +355,32 @@ def test_students_see_the_store_but_only_the_teacher_changes_it(settings):
     radio = at.radio(key="search_store")
     assert radio.value == "faiss" and radio.disabled
     assert any("The teacher chooses the store" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_the_triplet_button_trains_a_head_then_its_column_searches_and_is_measured_held_out(sample_folder, settings):
+    from core.retrieval.embedders import EmbedderConfig
+    from core.retrieval.projection import latest_embedder
+    from core.retrieval.triplet import compare_held_out
+
+    at = search_page()
+    at.slider(key="search_k").set_value(3).run()
+    at.button(key="search_train_triplet").click().run()
+    assert not at.exception, at.exception
+    record = latest_embedder(sample_folder, "efficientnet_lite0", settings)
+    assert record is not None  # stored like a run
+    cls, rel = _query(at)
+    captions = _captions(at)
+    assert len(captions) == 1 + 4 * 3  # the fourth column now has neighbours
+    cfg = EmbedderConfig(backbone="efficientnet_lite0")
+    triplet, _ = open_index(sample_folder, "triplet", cfg, settings=settings)
+    expected = triplet.search(sample_folder / rel, 3, exclude_file=rel).neighbours
+    assert [c.split("**")[1] for c in captions[1 + 3 * 3 :]] == [n.label for n in expected]
+    # measured on the held-out photos against the deep features it starts from, with the protocol said
+    deep, _ = open_index(sample_folder, "deep", cfg, settings=settings)
+    q = compare_held_out({"deep": deep, "triplet": triplet}, record, 3)
+    metric = {m.label: m.value for m in at.metric}
+    assert metric["Deep + triplet: precision@3"] == f"{q['triplet'].precision_at_k:.1%}"
+    assert metric["Deep features: precision@3"] == f"{q['deep'].precision_at_k:.1%}"
+    assert any(c.value.startswith(f"Protocol: {q['triplet'].protocol}") for c in at.caption)
+    assert "held-out" in q["triplet"].protocol and not at.error

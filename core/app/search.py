@@ -97,14 +97,23 @@ def default_thumb_size(k: int) -> str:
     return "Medium" if k <= 8 else "Small"
 
 
-def build_progress(step: int, steps: int, label: str, done: int, total: Optional[int], message: str, left: str = ""):
+def build_progress(
+    step: int,
+    steps: int,
+    label: str,
+    done: int,
+    total: Optional[int],
+    message: str,
+    left: str = "",
+    unit: str = "photos",
+):
     """``(fraction, text)`` of the one progress bar over ``steps`` builds one after another, during step
-    ``step`` (from 1), named ``label``, which reports ``done`` of ``total`` photos with ``message``; ``left``:
+    ``step`` (from 1), named ``label``, which reports ``done`` of ``total`` ``unit`` with ``message``; ``left``:
     the time left in this step (:meth:`core.progress.Pace.time_left`), ``""`` when unknown."""
     part = min(1.0, done / total) if total else 0.0
     text = f"Step {step}/{steps}, {label}: {message}"
     if total:
-        text += f" — {done:,} / {total:,} photos"
+        text += f" — {done:,} / {total:,} {unit}"
     if left:
         text += f" · about {left} left" + (" in this step" if step < steps else "")
     return (step - 1 + part) / steps, text

@@ -387,6 +387,31 @@ def test_approximate_index_above_the_threshold_reports_its_recall(noise, setting
     assert r3.action == "reused" and r3.kind == "hnsw" and r3.recall == r.recall
 
 
+def test_the_graph_search_is_widened_until_its_measured_recall_reaches_the_target():
+    """A sparse graph searched narrowly misses neighbours; tuning doubles efSearch until recall@10 against
+    exact search reaches the target, keeps that breadth, and a wide enough start is left alone."""
+    import faiss
+
+    from core.retrieval.index import tune_ef_search
+
+    x = np.random.default_rng(0).standard_normal((3000, 32)).astype(np.float32)
+    graph = faiss.IndexHNSWFlat(32, 8, faiss.METRIC_L2)
+    graph.hnsw.efConstruction = 40
+    graph.add(x)
+    cfg = IndexConfig(hnsw_m=8, hnsw_ef_search=1, target_recall=0.95, max_ef_search=4096)
+    graph.hnsw.efSearch = 1
+    assert measure_recall(graph, faiss.METRIC_L2, 10, 200)["recall"] < 0.8  # narrow: far from exact
+    tuned = tune_ef_search(graph, faiss.METRIC_L2, cfg)
+    assert tuned["recall"] >= 0.95 and tuned["ef_search"] > 1 and graph.hnsw.efSearch == tuned["ef_search"]
+    assert tuned["ef_search"] & (tuned["ef_search"] - 1) == 0  # doubled from 1
+    graph.hnsw.efSearch = tuned["ef_search"] // 2
+    assert measure_recall(graph, faiss.METRIC_L2, 10, 200)["recall"] < 0.95  # the smallest breadth that does
+    wide = tune_ef_search(graph, faiss.METRIC_L2, IndexConfig(hnsw_ef_search=tuned["ef_search"] * 2))
+    assert wide["ef_search"] == tuned["ef_search"] * 2  # already there: not widened
+    capped = tune_ef_search(graph, faiss.METRIC_L2, IndexConfig(hnsw_ef_search=1, max_ef_search=2, target_recall=1.0))
+    assert capped["ef_search"] == 2 and capped["recall"] < 1.0  # the cap wins, and the recall reached is said
+
+
 def test_measured_recall_is_the_share_of_exact_neighbours_found():
     import faiss
 

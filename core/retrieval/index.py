@@ -3,7 +3,8 @@
 collection (:mod:`core.retrieval.milvus`, same reuse rules, kept row by row).
 
 Collections above :attr:`IndexConfig.approx_threshold` images get an HNSW graph instead of a flat index;
-its recall against exact search is measured after every build and saved with it.
+its recall against exact search is measured after every build, its search breadth (efSearch) raised until
+that recall reaches :attr:`IndexConfig.target_recall`, and both are saved with it.
 
 An index is saved as one file under ``<cache>/indexes/<dataset>/<method>-<embedder>.npz`` with the list of
 files it holds (path, size, mtime). :func:`open_index` reuses it when neither the files nor the embedder
@@ -49,15 +50,19 @@ class IndexConfig:
     approx_threshold: int = 50_000  # more images than this: an approximate HNSW index instead of exact search
     hnsw_m: int = 32  # graph neighbours per node
     hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128  # search breadth: higher is slower and closer to exact
+    hnsw_ef_search: int = 128  # search breadth to start from: higher is slower and closer to exact
     recall_queries: int = 200  # dataset images used to measure the approximate index's recall
     recall_k: int = 10
+    target_recall: float = 0.95  # efSearch is doubled after a build until the measured recall@k reaches this
+    max_ef_search: int = 4096  # ... or this breadth (then the recall reached is what is reported)
 
     def validate(self) -> IndexConfig:
         if self.approx_threshold < 0:
             raise ConfigError(f"The approximate-index threshold must be 0 or more, got {self.approx_threshold}.")
         if self.hnsw_m < 4 or self.hnsw_ef_search < 1 or self.hnsw_ef_construction < 1:
             raise ConfigError("HNSW parameters must be positive (M at least 4).")
+        if not 0 < self.target_recall <= 1 or self.max_ef_search < self.hnsw_ef_search:
+            raise ConfigError("The target recall must be in (0, 1], and the largest efSearch at least the first.")
         return self
 
     def kind_for(self, n: int) -> str:
@@ -121,7 +126,8 @@ class BuildReport:
         )
         if self.recall:
             text += (
-                f"; recall@{self.recall['k']} vs exact {self.recall['recall']:.3f} ({self.recall['queries']} queries)"
+                f"; recall@{self.recall['k']} vs exact {self.recall['recall']:.3f} ({self.recall['queries']} queries"
+                + (f", efSearch {self.recall['ef_search']})" if "ef_search" in self.recall else ")")
             )
         if self.skipped:
             text += f"; {len(self.skipped)} unreadable file(s) skipped"
@@ -315,19 +321,49 @@ def _new_index(kind: str, dim: int, metric: int, cfg: IndexConfig) -> faiss.Inde
     return faiss.IndexFlat(dim, metric)
 
 
+def _exact_sample(index: faiss.Index, metric: int, k: int, queries: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """A seeded sample of ``index``'s own vectors and their exact ``k`` nearest ids. An HNSW graph's flat
+    storage is searched in place (no copy of a million vectors)."""
+    n = index.ntotal
+    pick = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
+    storage = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else None
+    if not isinstance(storage, faiss.IndexFlat):
+        storage = faiss.IndexFlat(index.d, metric)
+        storage.add(faiss_vectors(index))
+    q = np.stack([index.reconstruct(int(i)) for i in pick]) if len(pick) else np.zeros((0, index.d), np.float32)
+    _, exact_ids = storage.search(np.ascontiguousarray(q, dtype=np.float32), k)
+    return q, exact_ids
+
+
+def _recall(index: faiss.Index, q: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
+    if not len(q):
+        return 1.0
+    _, approx_ids = index.search(q, k)
+    return sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_ids, exact_ids)) / (k * len(q))
+
+
 def measure_recall(index: faiss.Index, metric: int, k: int, queries: int, seed: int = 0) -> dict:
     """Recall@k of an approximate index against exact search over the same vectors, on a seeded sample
     of its own vectors as queries: the share of the exact ``k`` nearest that the approximate index finds."""
-    vectors = faiss_vectors(index)
-    exact = faiss.IndexFlat(vectors.shape[1], metric)
-    exact.add(vectors)
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False))
-    k = min(k, len(vectors))
-    _, approx_ids = index.search(vectors[pick], k)
-    _, exact_ids = exact.search(vectors[pick], k)
-    hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_ids, exact_ids))
-    return {"k": k, "queries": int(len(pick)), "recall": hits / (k * len(pick)) if len(pick) else 1.0}
+    k = min(k, index.ntotal)
+    q, exact_ids = _exact_sample(index, metric, k, queries, seed)
+    return {"k": k, "queries": int(len(q)), "recall": _recall(index, q, exact_ids, k)}
+
+
+def tune_ef_search(index: faiss.IndexHNSW, metric: int, cfg: IndexConfig, seed: int = 0) -> dict:
+    """:func:`measure_recall`'s result once the graph's efSearch has been doubled from ``cfg.hnsw_ef_search``
+    until the recall reaches ``cfg.target_recall`` (or efSearch reaches ``cfg.max_ef_search``), with the breadth
+    chosen as ``"ef_search"``; the index is left searching at that breadth. Larger collections need a wider
+    search for the same recall (BENCHMARKS.md: 128 gives 0.84 at a million vectors, 1024 gives 0.955)."""
+    k = min(cfg.recall_k, index.ntotal)
+    q, exact_ids = _exact_sample(index, metric, k, cfg.recall_queries, seed)
+    ef = cfg.hnsw_ef_search
+    while True:
+        index.hnsw.efSearch = ef
+        recall = _recall(index, q, exact_ids, k)
+        if recall >= cfg.target_recall or ef >= cfg.max_ef_search:
+            return {"k": k, "queries": int(len(q)), "recall": recall, "ef_search": ef}
+        ef = min(2 * ef, cfg.max_ef_search)
 
 
 _open: LockedLRU[ImageIndex] = LockedLRU(maxsize=4)  # indexes kept open between searches, by file
@@ -442,8 +478,9 @@ def open_index(
             b = _build(spec, root, entries, saved, embedder, kind, index_cfg, on_progress)
             meta = meta_of(b.entries, b.skipped)
             if kind == "hnsw":
-                on_progress(0, None, "measuring the approximate index's recall")
-                meta["recall"] = measure_recall(b.index, spec.metric, index_cfg.recall_k, index_cfg.recall_queries)
+                on_progress(0, None, "measuring the approximate index's recall (and widening its search to reach "
+                            f"{index_cfg.target_recall:.0%})")  # fmt: skip
+                meta["recall"] = tune_ef_search(b.index, spec.metric, index_cfg)
             _save(path, b.index, meta)
             built = _wrap(spec, root, listing.classes, FaissStore(b.index, path), meta, embedder, path)
             _remember(built)
@@ -519,7 +556,7 @@ def _wrap(
     path: Path,
 ) -> ImageIndex:
     if isinstance(store, FaissStore) and isinstance(store.index, faiss.IndexHNSW):
-        store.index.hnsw.efSearch = meta["index_config"]["hnsw_ef_search"]
+        store.index.hnsw.efSearch = (meta.get("recall") or {}).get("ef_search", meta["index_config"]["hnsw_ef_search"])
     position = {c: i for i, c in enumerate(classes)}
     files = [e[0] for e in meta["entries"]]
     labels = np.array([position[f.split("/", 1)[0]] for f in files], dtype=np.int64)

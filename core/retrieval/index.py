@@ -322,32 +322,39 @@ def _new_index(kind: str, dim: int, metric: int, cfg: IndexConfig) -> faiss.Inde
 
 
 def _exact_sample(index: faiss.Index, metric: int, k: int, queries: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """A seeded sample of ``index``'s own vectors and their exact ``k`` nearest ids. An HNSW graph's flat
-    storage is searched in place (no copy of a million vectors)."""
+    """A seeded sample of ``index``'s own vectors (their ids) and the exact ``k`` nearest *other* vectors of each.
+    An HNSW graph's flat storage is searched in place (no copy of a million vectors)."""
     n = index.ntotal
     pick = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
     storage = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else None
     if not isinstance(storage, faiss.IndexFlat):
         storage = faiss.IndexFlat(index.d, metric)
         storage.add(faiss_vectors(index))
+    return pick, _others(storage, index, pick, k)
+
+
+def _others(searched: faiss.Index, index: faiss.Index, pick: np.ndarray, k: int) -> np.ndarray:
+    """ids ``(len(pick), k)``: the ``k`` nearest to each picked vector in ``searched``, the vector itself left out
+    (found first, it would count as a free hit, as no query from outside the index gets)."""
     q = np.stack([index.reconstruct(int(i)) for i in pick]) if len(pick) else np.zeros((0, index.d), np.float32)
-    _, exact_ids = storage.search(np.ascontiguousarray(q, dtype=np.float32), k)
-    return q, exact_ids
+    _, ids = searched.search(np.ascontiguousarray(q, dtype=np.float32), k + 1)
+    return np.array([[j for j in row if j != i][:k] for i, row in zip(pick, ids)], dtype=np.int64).reshape(-1, k)
 
 
-def _recall(index: faiss.Index, q: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
-    if not len(q):
+def _recall(index: faiss.Index, pick: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
+    if not len(pick) or not k:
         return 1.0
-    _, approx_ids = index.search(q, k)
-    return sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_ids, exact_ids)) / (k * len(q))
+    found = _others(index, index, pick, k)
+    return sum(len(set(a.tolist()) & set(e.tolist()) - {-1}) for a, e in zip(found, exact_ids)) / (k * len(pick))
 
 
 def measure_recall(index: faiss.Index, metric: int, k: int, queries: int, seed: int = 0) -> dict:
-    """Recall@k of an approximate index against exact search over the same vectors, on a seeded sample
-    of its own vectors as queries: the share of the exact ``k`` nearest that the approximate index finds."""
-    k = min(k, index.ntotal)
-    q, exact_ids = _exact_sample(index, metric, k, queries, seed)
-    return {"k": k, "queries": int(len(q)), "recall": _recall(index, q, exact_ids, k)}
+    """Recall@k of an approximate index against exact search over the same vectors, on a seeded sample of its own
+    vectors as queries: the share of each one's exact ``k`` nearest *other* vectors that the approximate index
+    finds."""
+    k = min(k, index.ntotal - 1)
+    pick, exact_ids = _exact_sample(index, metric, k, queries, seed)
+    return {"k": k, "queries": int(len(pick)), "recall": _recall(index, pick, exact_ids, k)}
 
 
 def tune_ef_search(index: faiss.IndexHNSW, metric: int, cfg: IndexConfig, seed: int = 0) -> dict:
@@ -355,14 +362,14 @@ def tune_ef_search(index: faiss.IndexHNSW, metric: int, cfg: IndexConfig, seed: 
     until the recall reaches ``cfg.target_recall`` (or efSearch reaches ``cfg.max_ef_search``), with the breadth
     chosen as ``"ef_search"``; the index is left searching at that breadth. Larger collections need a wider
     search for the same recall (BENCHMARKS.md: 128 gives 0.84 at a million vectors, 1024 gives 0.955)."""
-    k = min(cfg.recall_k, index.ntotal)
-    q, exact_ids = _exact_sample(index, metric, k, cfg.recall_queries, seed)
+    k = min(cfg.recall_k, index.ntotal - 1)
+    pick, exact_ids = _exact_sample(index, metric, k, cfg.recall_queries, seed)
     ef = cfg.hnsw_ef_search
     while True:
         index.hnsw.efSearch = ef
-        recall = _recall(index, q, exact_ids, k)
+        recall = _recall(index, pick, exact_ids, k)
         if recall >= cfg.target_recall or ef >= cfg.max_ef_search:
-            return {"k": k, "queries": int(len(q)), "recall": recall, "ef_search": ef}
+            return {"k": k, "queries": int(len(pick)), "recall": recall, "ef_search": ef}
         ef = min(2 * ef, cfg.max_ef_search)
 
 

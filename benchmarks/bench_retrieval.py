@@ -470,6 +470,10 @@ def _faiss_add(index: faiss.Index, x: np.ndarray, desc: str, chunk: int) -> None
             bar.update(min(chunk, len(x) - start))
 
 
+def _ints(text: str) -> List[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
 def nlist_for(n: int) -> int:
     """IVF lists: the power of two nearest 4·√n (FAISS's rule of thumb), at least 64."""
     return max(64, 2 ** round(np.log2(4 * np.sqrt(n))))
@@ -478,8 +482,11 @@ def nlist_for(n: int) -> int:
 class FaissStores:
     """Builds the FAISS stores of one size; the IVF stores share one coarse quantizer (each is charged its time)."""
 
-    def __init__(self, x: np.ndarray):
+    def __init__(self, x: np.ndarray, args):
         self.x, self.n, self.d = x, len(x), x.shape[1]
+        self.ef_search = _ints(args.ef_search)
+        self.nprobe = _ints(args.nprobe)
+        self.hnsw_m, self.ef_construction = args.hnsw_m, args.ef_construction
         self.nlist = nlist_for(self.n)
         self._coarse: Optional[Tuple[faiss.Index, float, np.ndarray]] = None
 
@@ -514,12 +521,14 @@ class FaissStores:
             )
         if store == "hnsw":
             cfg = IndexConfig()
-            index = faiss.IndexHNSWFlat(self.d, cfg.hnsw_m, ip)  # as core.retrieval.index builds it
-            index.hnsw.efConstruction = cfg.hnsw_ef_construction
+            m, ef_c = self.hnsw_m or cfg.hnsw_m, self.ef_construction or cfg.hnsw_ef_construction
+            index = faiss.IndexHNSWFlat(self.d, m, ip)  # as core.retrieval.index builds it
+            index.hnsw.efConstruction = ef_c
             t = time.perf_counter()
-            _faiss_add(index, self.x, f"HNSW{cfg.hnsw_m}: building the graph", chunk)
-            what = f"IndexHNSWFlat M {cfg.hnsw_m}, efConstruction {cfg.hnsw_ef_construction} (product default)"
-            return index, time.perf_counter() - t, what, "efSearch", HNSW_EF_SWEEP
+            _faiss_add(index, self.x, f"HNSW{m}: building the graph", chunk)
+            same = (m, ef_c) == (cfg.hnsw_m, cfg.hnsw_ef_construction)
+            what = f"IndexHNSWFlat M {m}, efConstruction {ef_c} ({'' if same else 'not '}the product default)"
+            return index, time.perf_counter() - t, what, "efSearch", self.ef_search
         quantizer, coarse_s, sample = self.coarse()
         if store == "ivf":
             index = faiss.IndexIVFFlat(quantizer, self.d, self.nlist, ip)
@@ -537,7 +546,7 @@ class FaissStores:
         index.train(sample)  # the coarse quantizer is trained already: only the codes' own training
         _faiss_add(index, self.x, f"{store}: assigning and adding", chunk)
         seconds = coarse_s + time.perf_counter() - t
-        sweep = [p for p in IVF_NPROBE_SWEEP if p <= self.nlist]
+        sweep = [p for p in self.nprobe if p <= self.nlist]
         return index, seconds, what + f" (coarse k-means {coarse_s:.0f} s of it)", "nprobe", sweep
 
 
@@ -623,7 +632,7 @@ def bench_scale(root: Path, tmp: Path, args) -> None:
             f"{SCALE_K}th {quantiles(dist[:, -1])}",
             flush=True,
         )
-        faiss_stores = FaissStores(x)
+        faiss_stores = FaissStores(x, args)
         for store in stores:
             est = _estimate(history[store], n)
             if est and (est["build_s"] + est["query_s"]) / 60 > args.max_minutes:
@@ -670,7 +679,10 @@ def bench_scale(root: Path, tmp: Path, args) -> None:
                 seconds, found = time_queries(search, queries, warm, f"{store} {n:,} {label}: querying")
                 query_s += time.perf_counter() - tq
                 ms = 1000 * np.array(seconds)
-                default = {"hnsw": IndexConfig().hnsw_ef_search, "flat": THREADS}.get(store) == v or not param
+                default = (
+                    {"hnsw": IndexConfig().hnsw_ef_search, "flat": THREADS}.get(store) == v
+                    and "not the product" not in what_store
+                ) or not param
                 rows.append(
                     emit(
                         section="scale",
@@ -833,6 +845,10 @@ def main() -> int:
     )
     g.add_argument("--budget-ms", type=float, default=20.0, help="query p95 budget for the threshold")
     g.add_argument("--max-minutes", type=float, default=20.0, help="skip a store at a size its trend says takes longer")
+    g.add_argument("--ef-search", default=",".join(map(str, HNSW_EF_SWEEP)), help="HNSW efSearch values timed")
+    g.add_argument("--nprobe", default=",".join(map(str, IVF_NPROBE_SWEEP)), help="IVF nprobe values timed")
+    g.add_argument("--hnsw-m", type=int, default=0, help="HNSW M (default: the product's)")
+    g.add_argument("--ef-construction", type=int, default=0, help="HNSW efConstruction (default: the product's)")
     g.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.scale:

@@ -707,7 +707,7 @@ def bench_scale(root: Path, tmp: Path, args) -> None:
                 client.close()
                 shutil.rmtree(folder, ignore_errors=True)
             else:
-                del index, search, setters  # the setters hold the index too: free it before the next store
+                del index, search, setter, setters  # they all hold the index: free it before the next store
             p50s = [r["p50_ms"] for r in rows[-len(sweep) :]]
             history[store].append({"n": n, "build_s": build_s, "query_s": query_s, "p50_ms": float(np.median(p50s))})
             print(f"({store} at {n:,}: {time.perf_counter() - t0:.0f} s in all)", flush=True)

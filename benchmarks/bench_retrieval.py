@@ -787,6 +787,8 @@ def _threshold(
             )
         faiss.omp_set_num_threads(THREADS)
         del index
+    if not flat:
+        return  # exact search was not timed (--stores without flat, no --flat-sizes)
     hnsw = {r["n"]: r for r in rows if r["store"] == "hnsw" and r.get("default")}
     sizes = sorted({n for n, _ in flat})
     print(f"\n### Exact against approximate search by size ({dim}-d, ISA {isa}, k = {SCALE_K}, single queries)")

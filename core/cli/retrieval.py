@@ -56,7 +56,7 @@ def _add_common(p: argparse.ArgumentParser, method_help: str) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="use an approximate HNSW index above N images (default 50000)",
+        help="use an approximate HNSW index above N images (default 20000)",
     )
     _add_store(p)
     a.add_quiet(p)

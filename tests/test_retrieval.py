@@ -410,6 +410,9 @@ def test_the_graph_search_is_widened_until_its_measured_recall_reaches_the_targe
     assert wide["ef_search"] == tuned["ef_search"] * 2  # already there: not widened
     capped = tune_ef_search(graph, faiss.METRIC_L2, IndexConfig(hnsw_ef_search=1, max_ef_search=2, target_recall=1.0))
     assert capped["ef_search"] == 2 and capped["recall"] < 1.0  # the cap wins, and the recall reached is said
+    # a breadth whose queries would take longer than the budget is not taken: the search stays fast
+    hurried = tune_ef_search(graph, faiss.METRIC_L2, IndexConfig(hnsw_ef_search=1, ef_latency_ms=0.0))
+    assert hurried["ef_search"] == 1 and graph.hnsw.efSearch == 1 and hurried["recall"] < 0.8
 
 
 def test_measured_recall_is_the_share_of_exact_neighbours_found():

@@ -55,16 +55,20 @@ class IndexConfig:
     hnsw_ef_search: int = 128  # search breadth to start from: higher is slower and closer to exact
     recall_queries: int = 200  # dataset images used to measure the approximate index's recall
     recall_k: int = 10
-    target_recall: float = 0.95  # efSearch is doubled after a build until the measured recall@k reaches this
-    max_ef_search: int = 4096  # ... or this breadth (then the recall reached is what is reported)
+    target_recall: float = 0.95  # efSearch is doubled after a build until the measured recall@k reaches this,
+    max_ef_search: int = 4096  # ... or this breadth (then the recall reached is what is reported),
+    ef_latency_ms: float = 15.0  # ... but never to a breadth whose single queries take longer than this (p95)
 
     def validate(self) -> IndexConfig:
         if self.approx_threshold < 0:
             raise ConfigError(f"The approximate-index threshold must be 0 or more, got {self.approx_threshold}.")
         if self.hnsw_m < 4 or self.hnsw_ef_search < 1 or self.hnsw_ef_construction < 1:
             raise ConfigError("HNSW parameters must be positive (M at least 4).")
-        if not 0 < self.target_recall <= 1 or self.max_ef_search < self.hnsw_ef_search:
-            raise ConfigError("The target recall must be in (0, 1], and the largest efSearch at least the first.")
+        if not 0 < self.target_recall <= 1 or self.max_ef_search < self.hnsw_ef_search or self.ef_latency_ms < 0:
+            raise ConfigError(
+                "The target recall must be in (0, 1], the largest efSearch at least the first, and the query time "
+                "budget 0 or more."
+            )
         return self
 
     def kind_for(self, n: int) -> str:
@@ -350,6 +354,17 @@ def _recall(index: faiss.Index, pick: np.ndarray, exact_ids: np.ndarray, k: int)
     return sum(len(set(a.tolist()) & set(e.tolist()) - {-1}) for a, e in zip(found, exact_ids)) / (k * len(pick))
 
 
+def _p95_ms(index: faiss.Index, pick: np.ndarray, k: int) -> float:
+    """p95 milliseconds of single searches for the picked vectors (as users search: one query at a time)."""
+    times = []
+    for i in pick[:100]:
+        q = index.reconstruct(int(i))[None]
+        t = time.perf_counter()
+        index.search(q, k + 1)
+        times.append(time.perf_counter() - t)
+    return 1000 * float(np.percentile(times, 95)) if times else 0.0
+
+
 def measure_recall(index: faiss.Index, metric: int, k: int, queries: int, seed: int = 0) -> dict:
     """Recall@k of an approximate index against exact search over the same vectors, on a seeded sample of its own
     vectors as queries: the share of each one's exact ``k`` nearest *other* vectors that the approximate index
@@ -361,18 +376,24 @@ def measure_recall(index: faiss.Index, metric: int, k: int, queries: int, seed: 
 
 def tune_ef_search(index: faiss.IndexHNSW, metric: int, cfg: IndexConfig, seed: int = 0) -> dict:
     """:func:`measure_recall`'s result once the graph's efSearch has been doubled from ``cfg.hnsw_ef_search``
-    until the recall reaches ``cfg.target_recall`` (or efSearch reaches ``cfg.max_ef_search``), with the breadth
-    chosen as ``"ef_search"``; the index is left searching at that breadth. Larger collections need a wider
-    search for the same recall (BENCHMARKS.md: 128 gives 0.84 at a million vectors, 1024 gives 0.955)."""
+    until the recall reaches ``cfg.target_recall``, with the breadth chosen as ``"ef_search"``; the index is
+    left searching at that breadth. The doubling stops at ``cfg.max_ef_search``, and before a breadth whose
+    single queries take longer than ``cfg.ef_latency_ms`` (p95): a search is never made slow to chase recall.
+    Larger collections need a wider search for the same recall (BENCHMARKS.md: efSearch 128 finds 0.84 of the
+    top-10 at a million vectors, 1024 finds 0.955 in 9.9 ms)."""
     k = min(cfg.recall_k, index.ntotal - 1)
     pick, exact_ids = _exact_sample(index, metric, k, cfg.recall_queries, seed)
     ef = cfg.hnsw_ef_search
-    while True:
-        index.hnsw.efSearch = ef
-        recall = _recall(index, pick, exact_ids, k)
-        if recall >= cfg.target_recall or ef >= cfg.max_ef_search:
-            return {"k": k, "queries": int(len(pick)), "recall": recall, "ef_search": ef}
+    index.hnsw.efSearch = ef
+    best = {"k": k, "queries": int(len(pick)), "recall": _recall(index, pick, exact_ids, k), "ef_search": ef}
+    while best["recall"] < cfg.target_recall and ef < cfg.max_ef_search:
         ef = min(2 * ef, cfg.max_ef_search)
+        index.hnsw.efSearch = ef
+        if _p95_ms(index, pick, k) > cfg.ef_latency_ms:
+            break
+        best = {**best, "recall": _recall(index, pick, exact_ids, k), "ef_search": ef}
+    index.hnsw.efSearch = best["ef_search"]
+    return best
 
 
 _open: LockedLRU[ImageIndex] = LockedLRU(maxsize=4)  # indexes kept open between searches, by file

@@ -40,3 +40,29 @@ def open_app_page(page: str, state: dict | None = None, query: dict | None = Non
     at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
+
+
+def noise_folder(root: Path, per_class: int = 6, seed: int = 0, classes=("a", "b", "c")) -> Path:
+    """Random-noise PNGs (24x32) with a per-class colour bias: no two images tie on any distance."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 200, (24, 32, 3))
+            arr[..., c % 3] += 55
+            Image.fromarray(arr.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def shared_flowers_subset(root: Path, per_class: int) -> Path:
+    """The first ``per_class`` photos of each class of ``../shared/data/flower_photos``, linked under ``root``."""
+    import os
+
+    for cls in sorted(p.name for p in SHARED_FLOWERS.iterdir() if p.is_dir()):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((SHARED_FLOWERS / cls).glob("*.jpg"))[:per_class]:
+            os.symlink(f, root / cls / f.name)
+    return root

@@ -20,21 +20,9 @@ from core.retrieval.index import IndexConfig, clear_memory_cache, measure_recall
 from core.retrieval.metrics import evaluate_index, quality_from_relevance
 from core.retrieval.stores import StoreConfig
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
+from tests.helpers import needs_shared_flowers, noise_folder, shared_flowers_subset
 
 SMALL = EmbedderConfig(pixel_height=12, pixel_width=16)  # tiny pixel vectors keep the tests fast
-
-
-def _noise_folder(root, per_class=6, seed=0, classes=("a", "b", "c")):
-    """Random-noise PNGs (24x32) with a per-class colour bias: no two images tie on any distance."""
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            arr = rng.integers(0, 200, (24, 32, 3))
-            arr[..., c % 3] += 55
-            Image.fromarray(arr.astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
 
 
 def _pixels(path, h=12, w=16):
@@ -45,7 +33,7 @@ def _pixels(path, h=12, w=16):
 
 @pytest.fixture
 def noise(tmp_path):
-    return _noise_folder(tmp_path / "noise")
+    return noise_folder(tmp_path / "noise")
 
 
 @pytest.fixture(params=["faiss", "milvus"])
@@ -174,7 +162,7 @@ def test_quality_formula_on_a_hand_worked_example():
 
 
 def test_query_folder_protocol(noise, settings, tmp_path):
-    queries = _noise_folder(tmp_path / "queries", per_class=2, seed=9, classes=("a", "b", "zzz"))
+    queries = noise_folder(tmp_path / "queries", per_class=2, seed=9, classes=("a", "b", "zzz"))
     index, _ = open_index(noise, "cosine", SMALL, settings=settings)
     q = evaluate_index(index, 4, queries=queries)
     assert q.protocol == "query folder" and q.queries == 6
@@ -192,7 +180,7 @@ def test_query_folder_protocol(noise, settings, tmp_path):
     assert q.precision_at_k == pytest.approx(np.mean(hits))
     assert q.map_at_k == pytest.approx(np.mean(aps))
     with pytest.raises(DataError, match="None of the query folder's classes"):
-        evaluate_index(index, 4, queries=_noise_folder(tmp_path / "other", 1, classes=("x", "y")))
+        evaluate_index(index, 4, queries=noise_folder(tmp_path / "other", 1, classes=("x", "y")))
 
 
 # ------------------------------------------------------------------------------------------------- cache
@@ -554,11 +542,7 @@ def test_cli_mistakes_exit_2_with_a_message(noise, settings, capsys, tmp_path):
 @pytest.mark.timeout(300)
 @needs_shared_flowers()
 def test_deep_features_beat_raw_pixels_on_real_flowers(tmp_path, settings):
-    root = tmp_path / "flowers"
-    for cls in sorted(p.name for p in SHARED_FLOWERS.iterdir() if p.is_dir()):
-        (root / cls).mkdir(parents=True)
-        for f in sorted((SHARED_FLOWERS / cls).glob("*.jpg"))[:24]:
-            os.symlink(f, root / cls / f.name)
+    root = shared_flowers_subset(tmp_path / "flowers", 24)
     quality = {}
     for method in ("l1", "cosine", "deep"):
         index, _ = open_index(root, method, settings=settings)

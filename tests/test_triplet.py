@@ -23,7 +23,7 @@ from core.retrieval.metrics import evaluate_index, held_out_quality
 from core.retrieval.projection import EMBEDDERS, latest_embedder, list_embedders, load_head, project
 from core.retrieval.triplet import TripletConfig, fit_head, train_embedder, train_test_split
 from core.runs.store import RunStore
-from tests.helpers import SHARED_FLOWERS, needs_shared_flowers
+from tests.helpers import needs_shared_flowers, shared_flowers_subset
 
 IP = faiss.METRIC_INNER_PRODUCT
 FAST = TripletConfig(epochs=20, hidden=64, m_per_class=16, batch_size=32)  # the synthetic set is small
@@ -296,11 +296,7 @@ def test_cli_train_embedder_then_index_search_and_eval(tiny_folder, settings, ca
 @pytest.mark.timeout(600)
 @needs_shared_flowers()
 def test_triplet_beats_its_deep_features_on_held_out_real_flowers(tmp_path, settings):
-    root = tmp_path / "flowers"
-    for cls in sorted(p.name for p in SHARED_FLOWERS.iterdir() if p.is_dir()):
-        (root / cls).mkdir(parents=True)
-        for f in sorted((SHARED_FLOWERS / cls).glob("*.jpg"))[:60]:
-            os.symlink(f, root / cls / f.name)
+    root = shared_flowers_subset(tmp_path / "flowers", 60)
     s = train_embedder(root, TripletConfig(seed=0), settings).summary
     deep, trip = s["held_out"]["deep"], s["held_out"]["triplet"]
     assert trip["precision_at_k"] > deep["precision_at_k"] + 0.03

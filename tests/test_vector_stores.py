@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 import faiss
 import numpy as np
 import pytest
-from PIL import Image
 
 from core.cli import main
 from core.errors import ConfigError, DataError
@@ -26,21 +25,9 @@ from core.retrieval.index import clear_memory_cache, open_index
 from core.retrieval.metrics import evaluate_index
 from core.retrieval.stores import FaissStore, StoreConfig, check_store, refusal
 from core.settings import Settings
-from tests.helpers import ROOT
+from tests.helpers import ROOT, noise_folder
 
 SMALL = EmbedderConfig(pixel_height=12, pixel_width=16)
-
-
-def _noise_folder(root, per_class, seed=0, classes=("a", "b", "c")):
-    """Random-noise PNGs (24x32) with a per-class colour bias."""
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            arr = rng.integers(0, 200, (24, 32, 3))
-            arr[..., c % 3] += 55
-            Image.fromarray(arr.astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +86,7 @@ def test_the_store_comes_from_the_environment_unless_given(tmp_path, monkeypatch
 
 
 def test_l1_on_milvus_is_refused_before_any_work(tmp_path, settings, monkeypatch):
-    noise = _noise_folder(tmp_path / "noise", 2)
+    noise = noise_folder(tmp_path / "noise", 2)
     calls = []
     monkeypatch.setattr(PixelEmbedder, "embed_files", lambda *a, **k: calls.append(a))
     store = StoreConfig("milvus", str(tmp_path / "m.db"))
@@ -115,7 +102,7 @@ def test_l1_on_milvus_is_refused_before_any_work(tmp_path, settings, monkeypatch
 
 
 def test_vectors_longer_than_milvus_takes_are_refused(tmp_path, settings):
-    noise = _noise_folder(tmp_path / "noise", 2)
+    noise = noise_folder(tmp_path / "noise", 2)
     store = StoreConfig("milvus", str(tmp_path / "m.db"))
     with pytest.raises(ConfigError, match=r"at most 32,768 numbers; Cosine pixels vectors here have 33,024"):
         open_index(noise, "cosine", EmbedderConfig(), settings=settings, store=store)  # the notebook's 86x128
@@ -128,7 +115,7 @@ def test_vectors_longer_than_milvus_takes_are_refused(tmp_path, settings):
 
 
 def test_milvus_lite_finds_what_faiss_finds_by_pixel_cosine(tmp_path, settings, milvus_lite):
-    noise = _noise_folder(tmp_path / "noise", 40)  # 120 images
+    noise = noise_folder(tmp_path / "noise", 40)  # 120 images
     on_faiss, _ = open_index(noise, "cosine", SMALL, settings=settings)
     on_milvus, report = open_index(noise, "cosine", SMALL, settings=settings, store=milvus_lite)
     assert report.store == "milvus" and report.kind == "flat" and "exact search in Milvus" in report.describe()
@@ -189,7 +176,7 @@ def test_milvus_finds_what_faiss_finds_on_unit_vectors_with_ties(tmp_path, milvu
 
 def test_threads_share_one_client_and_one_build(tmp_path, settings, milvus_lite, monkeypatch):
     """The app opens and searches indexes from several threads at once."""
-    noise = _noise_folder(tmp_path / "noise", 4)
+    noise = noise_folder(tmp_path / "noise", 4)
     calls = []
     real = PixelEmbedder.embed_files
 
@@ -232,7 +219,7 @@ def test_a_collection_larger_than_one_query_is_read_whole(milvus_lite):
 def test_a_collection_with_another_metric_is_rebuilt_not_searched(tmp_path, settings, milvus_lite):
     """No silent change of metric: this dataset's collection found indexed by L2 (say, by another version) is
     dropped and built again by inner product, and searching it gives cosine similarities."""
-    noise = _noise_folder(tmp_path / "noise", 4)
+    noise = noise_folder(tmp_path / "noise", 4)
     index, _ = open_index(noise, "cosine", SMALL, settings=settings, store=milvus_lite)
     name, entries, V = index.store.name, [tuple(e) for e in index.meta["entries"]], index.vectors()
     by_l2 = milvus.sync(
@@ -253,7 +240,7 @@ def test_a_collection_with_another_metric_is_rebuilt_not_searched(tmp_path, sett
 def test_deep_features_and_their_map_on_milvus(tmp_path, settings, milvus_lite):
     from core.explain.embedding_map import embedding_map
 
-    noise = _noise_folder(tmp_path / "noise", 6)
+    noise = noise_folder(tmp_path / "noise", 6)
     on_faiss, _ = open_index(noise, "deep", settings=settings)
     on_milvus, r = open_index(noise, "deep", settings=settings, store=milvus_lite)
     assert r.action == "built" and r.store == "milvus" and on_milvus.files == on_faiss.files
@@ -272,7 +259,7 @@ def test_deep_features_and_their_map_on_milvus(tmp_path, settings, milvus_lite):
 
 
 def test_an_unreachable_server_is_one_clear_line_offering_faiss(tmp_path, settings):
-    noise = _noise_folder(tmp_path / "noise", 2)
+    noise = noise_folder(tmp_path / "noise", 2)
     uri = f"http://127.0.0.1:{_closed_port()}"
     started = time.perf_counter()
     with pytest.raises(DataError) as e:
@@ -286,7 +273,7 @@ def test_an_unreachable_server_is_one_clear_line_offering_faiss(tmp_path, settin
 
 
 def test_the_cli_says_so_and_exits_2_without_a_traceback(tmp_path, settings, capfd, monkeypatch):
-    noise = _noise_folder(tmp_path / "noise", 2)
+    noise = noise_folder(tmp_path / "noise", 2)
     uri = f"http://127.0.0.1:{_closed_port()}"
     query = noise / "a" / "0.png"
     small = ("--pixel-size", "12x16", "--quiet")
@@ -313,7 +300,7 @@ def test_the_cli_says_so_and_exits_2_without_a_traceback(tmp_path, settings, cap
 
 def test_a_milvus_lite_file_held_by_another_process_is_named(tmp_path, settings):
     fcntl = pytest.importorskip("fcntl")
-    noise = _noise_folder(tmp_path / "noise", 2)
+    noise = noise_folder(tmp_path / "noise", 2)
     db = tmp_path / "held.db"
     db.mkdir()
     with open(db / "LOCK", "w") as held:  # as Milvus Lite in another process holds it
@@ -334,7 +321,7 @@ def test_a_milvus_lite_file_held_by_another_process_is_named(tmp_path, settings)
 def test_from_the_command_line_a_held_file_is_one_line_not_a_logged_traceback(tmp_path, settings):
     """Milvus Lite logs its failure to start with a traceback; a real ``python -m core`` shows only the error."""
     fcntl = pytest.importorskip("fcntl")
-    noise = _noise_folder(tmp_path / "noise", 2)
+    noise = noise_folder(tmp_path / "noise", 2)
     db = tmp_path / "held.db"
     db.mkdir()
     with open(db / "LOCK", "w") as held:
@@ -359,7 +346,7 @@ def test_from_the_command_line_a_held_file_is_one_line_not_a_logged_traceback(tm
 
 
 def test_cli_index_search_and_eval_on_milvus_lite(tmp_path, settings, milvus_lite, capfd):
-    noise = _noise_folder(tmp_path / "noise", 4)
+    noise = noise_folder(tmp_path / "noise", 4)
     flags = ("--store", "milvus", "--milvus-uri", milvus_lite.uri, "--pixel-size", "12x16", "--quiet")
     assert main(["index", "--data", str(noise), "--method", "cosine", *flags]) == 0
     out, _ = capfd.readouterr()
@@ -378,7 +365,7 @@ def test_cli_index_search_and_eval_on_milvus_lite(tmp_path, settings, milvus_lit
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_cli_every_method_on_milvus_leaves_out_l1_and_says_why(tmp_path, settings, milvus_lite, capfd):
-    noise = _noise_folder(tmp_path / "noise", 4)
+    noise = noise_folder(tmp_path / "noise", 4)
     argv = ["retrieval-eval", "--data", str(noise), "--store", "milvus", "--milvus-uri", milvus_lite.uri, "--quiet"]
     assert main([*argv, "--pixel-size", "12x16", "-k", "3"]) == 0
     out, err = capfd.readouterr()

@@ -84,40 +84,44 @@ class NotTrained(str):
     backbone = ""
 
 
+def why_not(method: str, cfg: EmbedderConfig, root: str, store: StoreConfig):
+    """Why ``method`` is not searched here (a :class:`Refused` or :class:`NotTrained`), or None when it is."""
+    refused = refusal(store, method, cfg)
+    if refused:  # this store cannot hold this method: said in its column, and no time spent
+        return Refused(refused)
+    if method == "triplet" and cfg.run:
+        return Refused(
+            "Deep + triplet learns on top of ImageNet features: choose an ImageNet backbone under "
+            "*Deep features from* to see it."
+        )
+    if method == "triplet" and latest_embedder(Path(root), cfg.backbone, settings) is None:
+        untrained = NotTrained("not trained yet for this dataset and backbone (the button in its column)")
+        untrained.backbone = cfg.backbone
+        return untrained
+    return None
+
+
 def open_indexes(root: str, deep_cfg: EmbedderConfig, store: StoreConfig) -> dict:
-    """``{method: (index, report) or error message}``. Building runs as a background task, so a click
+    """``{method: (index, report) or why not}``. Building runs as a background task, so a click
     during a first build does not throw the work away: the rerun finds the task and shows its progress."""
-    bar = StepBar(len(METHODS), "Building the search indexes (once; saved for next time).")
-    out = {}
     try:
-        listing = scan_image_folder(Path(root), min_classes=1)  # once for all three methods
+        listing = scan_image_folder(Path(root), min_classes=1)  # once for every method
     except TransferLabError as e:
         return {method: str(e) for method in METHODS}
-    for step, (method, spec) in enumerate(METHODS.items(), 1):
-        cfg = deep_cfg if spec.embedder in ("deep", "triplet") else EmbedderConfig()
-        refused = refusal(store, method, cfg)
-        if refused:  # this store cannot hold this method: said in its column, and no time spent
-            out[method] = Refused(refused)
-            continue
-        if method == "triplet" and cfg.run:
-            out[method] = Refused(
-                "Deep + triplet learns on top of ImageNet features: choose an ImageNet backbone under "
-                "*Deep features from* to see it."
-            )
-            continue
-        if method == "triplet" and latest_embedder(Path(root), cfg.backbone, settings) is None:
-            out[method] = NotTrained("not trained yet for this dataset and backbone (the button in its column)")
-            out[method].backbone = cfg.backbone
-            continue
+    cfgs = {m: deep_cfg if spec.embedder in ("deep", "triplet") else EmbedderConfig() for m, spec in METHODS.items()}
+    out = {m: why_not(m, cfgs[m], root, store) for m in METHODS}
+    todo = [m for m in METHODS if out[m] is None]
+    bar = StepBar(len(todo), "Building the search indexes (once; saved for next time).")  # steps: what is built
+    for step, method in enumerate(todo, 1):
 
-        def build(progress, method=method, cfg=cfg):
+        def build(progress, method=method, cfg=cfgs[method]):
             return open_index(
                 Path(root), method, cfg, settings=settings, on_progress=progress, listing=listing, store=store
             )
 
         try:
-            key = f"index|{root}|{method}|{cfg}|{store.kind}|{store.uri}"
-            out[method] = shared_tasks().run(key, build, bar.poller(step, spec.display))
+            key = f"index|{root}|{method}|{cfgs[method]}|{store.kind}|{store.uri}"
+            out[method] = shared_tasks().run(key, build, bar.poller(step, METHODS[method].display))
         except TransferLabError as e:
             out[method] = str(e)
     bar.close()

@@ -350,6 +350,7 @@ def test_the_teacher_searches_in_milvus_and_an_unreachable_server_is_said_once(
     assert not at.exception
 
 
+@pytest.mark.slow  # the page builds the sample's indexes
 def test_students_see_the_store_but_only_the_teacher_changes_it(settings):
     at = open_app_page("app_pages/search.py", state={"teacher": False})
     radio = at.radio(key="search_store")

@@ -257,6 +257,7 @@ page = st.navigation(
         st.Page("app_pages/compare.py", title="Compare", icon="📊"),
         st.Page("app_pages/search.py", title="Search", icon="🔎"),
         st.Page("app_pages/look_inside.py", title="Look inside", icon="🔬"),
+        st.Page("app_pages/quiz.py", title="Quiz", icon="🧠"),
     ]
 )
 if page.title != "Home" and not is_loaded("torch"):  # the other pages import torch: wait for it, with words

@@ -20,8 +20,9 @@ st.markdown(
     "**In class:** 1. pick the dataset and backbone in the sidebar · 2. on **Train**, say how long the class "
     "can wait (*5 minutes* by default), press *Run all four* and watch the regimes race · 3. on **Compare**, "
     "read off which regime wins and what it cost · 4. on **Search**, upload a photo and see its nearest "
-    "neighbours by raw pixels and by deep features: *why* ImageNet features transfer. Runs are saved: close "
-    "the laptop, reopen, they are still there."
+    "neighbours by raw pixels and by deep features: *why* ImageNet features transfer · 5. on **Quiz**, check "
+    "what was learned, with questions answered by your own race. Runs are saved: close the laptop, reopen, they "
+    "are still there."
 )
 
 if dataset:

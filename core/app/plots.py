@@ -353,3 +353,28 @@ def retrieval_quality_figure(rows: Sequence[Dict], chance: Optional[float] = Non
         legend=dict(orientation="h", y=1.12),
     )
     return fig
+
+
+RIGHT_COLOUR, OTHER_COLOUR = "#2ca02c", "#bdbdbd"
+
+
+def answers_figure(counts: Dict[str, int], correct: Sequence[str], height: Optional[int] = None) -> go.Figure:
+    """The class's answers to one quiz question: a horizontal bar per option (how many chose it), the correct
+    option(s) green. ``counts``: ``{option: sessions}`` in the options' order (:meth:`core.quiz.tally.Tally.counts`)."""
+    options = list(counts)
+    fig = go.Figure(
+        go.Bar(
+            x=[counts[o] for o in options],
+            y=[f"{i}. " + (o if len(o) <= 60 else o[:57] + "…") for i, o in enumerate(options, 1)],
+            orientation="h",
+            marker_color=[RIGHT_COLOUR if o in correct else OTHER_COLOUR for o in options],
+            text=[counts[o] for o in options],
+            textposition="auto",
+            hovertext=options,
+            hovertemplate="%{hovertext}: %{x}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="students", dtick=1, rangemode="tozero")
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_layout(height=height or 60 + 36 * len(options), margin=dict(l=10, r=10, t=10, b=10), bargap=0.3)
+    return fig

@@ -35,7 +35,7 @@ from core.lru import LockedLRU
 from core.progress import ProgressFn, no_progress
 from core.retrieval import milvus
 from core.retrieval.embedders import Embedder, EmbedderConfig, get_embedder
-from core.retrieval.methods import MethodSpec, get_method
+from core.retrieval.methods import METHODS, MethodSpec, get_method
 from core.retrieval.projection import triplet_embedder
 from core.retrieval.stores import FaissStore, StoreConfig, VectorStore, faiss_vectors
 from core.settings import Settings
@@ -153,7 +153,7 @@ class ImageIndex:
     files: List[str]  # relative paths, in index id order
     labels: np.ndarray  # int64 class index per id
     store: VectorStore  # the vectors, searched (ids are positions in files)
-    embedder: Embedder
+    embedder: Optional[Embedder]  # None for an index read by :func:`saved_indexes`: it searches its own vectors
     meta: dict
     path: Path  # the FAISS file; for Milvus, the name of the local files kept beside it (leave-one-out ids)
     _loo: Optional[np.ndarray] = field(default=None, repr=False)
@@ -209,6 +209,11 @@ class ImageIndex:
                 )
             )
         return out[:k] if k is not None else out
+
+    def neighbours_of(self, i: int, k: int) -> List[Neighbour]:
+        """The ``k`` nearest *other* images to the image with id ``i``, by its stored vector (nothing embedded)."""
+        scores, ids = self.search_vectors(self.store.vectors(i, i + 1), k + 1)
+        return self.neighbours(scores[0], ids[0], exclude=i, k=k)
 
     def id_of(self, file: str) -> Optional[int]:
         try:
@@ -517,6 +522,40 @@ def open_index(
             return built, report(b.action, built, b.embedded, b.reused)
 
 
+def saved_indexes(root: Path, settings: Optional[Settings] = None) -> Dict[str, List[ImageIndex]]:
+    """The FAISS indexes of the dataset at ``root`` saved in the cache that still hold its files as they are now,
+    ``{method: [index, ...]}``, the newest build first. They are only read: nothing is built, updated or embedded,
+    and no embedder is loaded (their ``embedder`` is None; they search by their stored vectors,
+    :meth:`ImageIndex.neighbours_of`). For questions asked of the Search page's indexes while a student waits (the
+    quiz). Milvus collections are not read here."""
+    settings = settings or Settings.from_env()
+    root = Path(root).expanduser().resolve()
+    folder = index_path(root, "", "", settings).parent
+    if not folder.is_dir():
+        return {}
+    listing = scan_image_folder(root, min_classes=1)
+    fingerprint = stats_fingerprint(root, file_stats(root, listing.files))
+    found: Dict[str, List[ImageIndex]] = {}
+    for path in sorted(folder.glob("*.npz")):
+        in_memory = _open.get(str(path))
+        if in_memory is not None and in_memory.store.kind == "faiss":
+            index, meta = in_memory.store.index, in_memory.meta  # open already: not read again
+        else:
+            saved = None if path.name.endswith(".loo.npz") else _load(path)  # leave-one-out ids: no index
+            if saved is None:
+                continue
+            index, meta = saved
+        if meta.get("fingerprint") != fingerprint or meta.get("method") not in METHODS:
+            continue  # the dataset changed since: the Search page updates it when next opened
+        spec = get_method(meta["method"])
+        found.setdefault(spec.name, []).append(
+            _wrap(spec, root, listing.classes, FaissStore(index, path), meta, None, path)
+        )
+    for indexes in found.values():
+        indexes.sort(key=lambda i: i.meta.get("built_at", ""), reverse=True)
+    return found
+
+
 def _sync_milvus(
     spec: MethodSpec,
     root: Path,
@@ -582,7 +621,7 @@ def _wrap(
     classes: Sequence[str],
     store: VectorStore,
     meta: dict,
-    embedder: Embedder,
+    embedder: Optional[Embedder],
     path: Path,
 ) -> ImageIndex:
     if isinstance(store, FaissStore) and isinstance(store.index, faiss.IndexHNSW):

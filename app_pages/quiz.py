@@ -27,9 +27,13 @@ CHART_REFRESH_SECONDS = 2
 
 
 @st.cache_resource(show_spinner=False)
-def class_tally() -> Tally:
-    """The class's answers: one tally for the whole server process, every session adds to it."""
+def shared_tally(runs_dir: str) -> Tally:
+    """The class's answers: one tally per run store for the whole server process, every session adds to it."""
     return Tally()
+
+
+def class_tally() -> Tally:
+    return shared_tally(str(settings.runs_dir))
 
 
 @st.cache_data(show_spinner=False)
@@ -106,9 +110,9 @@ def ask(n: int, q: Question, show_class: bool) -> None:
         else:
             right = ", ".join(f"**{o}**" for o in q.options if o in q.correct)
             if answer["right"]:
-                st.success(f"✅ Right. {q.explanation}")
+                st.success(f"Right. {q.explanation}", icon="✅")
             else:
-                st.error(f"❌ Not quite: the answer is {right}. {q.explanation}", icon=None)
+                st.error(f"Not quite: the answer is {right}. {q.explanation}", icon="❌")
             if q.link is not None and q.photo is not None and q.link.page == "search":
                 if st.button(f"🔎 {q.link.label}", key=f"{tag}-search"):
                     search_with(q)

@@ -2,7 +2,8 @@
 for the first measurement of the machine and the plan of the default time budget, sets the budget to 1 minute,
 presses "Run all four" and waits for four finished runs, each with its planned and actual time; it uploads a ``.zip``
 dataset; on Compare it downloads both CSVs, clicks a confusion cell and uploads photos; on Search it watches
-the first index build, uploads a photo and three files that are not usable photos.
+the first index build, uploads a photo and three files that are not usable photos; after a tiny race, the Quiz
+asks which regime won and takes the store's answer as right.
 
 Needs Playwright for Python (``pip install playwright``, no ``playwright install``: the test drives Debian's
 ``/usr/bin/chromium``) and skips with a reason when either is missing. ``.ci/run`` installs both.
@@ -684,3 +685,58 @@ def test_browser_look_inside_a_click_on_the_map_makes_that_photo_the_page_s_phot
         assert not js_errors, js_errors
     finally:
         _screenshot_all_of_main(page, Path("/tmp/browser_look_inside.png"))
+
+
+@pytest.mark.timeout(300)
+def test_browser_quiz_after_a_tiny_race(browser_page, app_server, tiny_folder, session_cache):
+    """After a tiny race (two runs really trained into the server's store), the Quiz asks which regime won, with the
+    store's answer as the right one: answered so, it says right, explains with the figures, and the score counts it."""
+    from playwright.sync_api import expect
+
+    from core.models.regimes import display_name
+    from core.settings import Settings
+    from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from core.training.train import train_run
+
+    base_url, runs_dir, log_path = app_server
+    page, js_errors = browser_page
+    settings = Settings(cache_dir=session_cache, runs_dir=runs_dir)
+    accuracy = {}
+    for regime in ("transfer", "finetune"):
+        s = train_run(
+            RunConfig(
+                data=DataConfig(source=str(tiny_folder), img_size=32),
+                model=ModelConfig(backbone="efficientnet_lite0", regime=regime),
+                train=TrainConfig(epochs=1, lr=1e-3),
+                group="g-browser",
+            ),
+            settings,
+        )
+        accuracy[display_name(regime)] = s["test_acc"]
+    shown = {name: f"{a:.1%}" for name, a in accuracy.items()}
+    best = max(accuracy, key=accuracy.get)
+    right = [name for name in accuracy if shown[name] == shown[best]]  # a tie at the shown precision: either
+    page.goto(f"{base_url}/quiz", wait_until="domcontentloaded")
+    box = page.locator(".st-key-quiz_box-race-best-g-browser")
+    box.get_by_text("Which regime reached the highest test accuracy in your race?").wait_for()
+    if len(right) == 1:
+        box.get_by_text(right[0], exact=True).click()
+    else:
+        expect(box.get_by_text("Choose all that apply.")).to_be_visible()
+        for name in right:
+            box.get_by_text(name, exact=True).click()
+    check = box.get_by_role("button", name="Check")
+    expect(check).to_be_enabled()
+    check.click()
+    verdict = box.locator('[data-testid="stAlertContentSuccess"]')
+    verdict.wait_for()
+    text = verdict.inner_text()
+    assert "Right. Test accuracy in your race:" in text and all(f"{name} {shown[name]}" in text for name in accuracy), (
+        text
+    )
+    page.get_by_text("Score: 1 of 1 answered right").wait_for()
+    box.get_by_role("link", name="See your race on the Compare page").wait_for()
+    # no full fine-tuning in this race: the speed-up question waits for one, with what to run
+    page.get_by_text(f"Race {display_name('transfer')} and {display_name('full')} on the Train page first").wait_for()
+    assert not _visible_problems(page), _visible_problems(page) + _log_tail(log_path)
+    assert not js_errors, js_errors

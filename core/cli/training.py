@@ -37,6 +37,7 @@ SUMMARY_KEYS = (
     "weights_source",
 )
 
+
 def add_parsers(sub) -> None:
     t = sub.add_parser("train", help="train one run and save it in the run store")
     a.add_data(t)

@@ -15,6 +15,7 @@ from core.app.inside import PHOTO_KEY as LOOK_PHOTO
 from core.app.live import latest_race
 from core.app.photos import KeptPhoto
 from core.app.plots import CurveSeries, confusion_figure, curves_figure, regime_spread_figure
+from core.app.report import report_html
 from core.data.imagefolder import PHOTO_TYPES
 from core.data.sources import check_allowed
 from core.errors import TransferLabError
@@ -451,6 +452,16 @@ chosen = [r for r in readable if r.run_id in ids]
 if not chosen:
     st.info("Choose one or more runs above to see their curves, confusion matrices and predictions.")
 else:
+    st.download_button(  # built only when clicked (a callable), once per runs' state for every browser
+        "📄 Download report",
+        data=lambda: report_html(chosen),
+        file_name="transfer-lab-report.html",
+        mime="text/html",
+        key="download_report",
+        on_click="ignore",
+        help="These runs in one HTML file that opens offline: the verdict, the table, the curves, the confusion "
+        "matrices, each run's machine and the command that trains it again (the same as `python -m core report`).",
+    )
     if "compare_tab" not in st.session_state:  # set here, not as default=: a changed default resets the tabs
         st.session_state["compare_tab"] = TABS[(from_link("compare_tab", list(TABS)) or ["curves"])[0]]
     tabs = st.tabs(list(TABS.values()), key="compare_tab", on_change="rerun")  # every tab still runs

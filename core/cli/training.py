@@ -15,16 +15,8 @@ from core.models.regimes import REGIMES
 from core.models.runtime import RUNTIMES
 from core.progress import ProgressFn
 from core.settings import Settings
-from core.training.config import (
-    BUDGET_PRESETS,
-    FEATURE_CACHE,
-    PRESET_NAMES,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    apply_preset,
-    regime_defaults,
-)
+from core.training.command import TRAIN_FLAGS, base_config, config_from_flags, dest
+from core.training.config import BUDGET_PRESETS, FEATURE_CACHE, PRESET_NAMES, SCHEDULES, RunConfig
 
 SUMMARY_KEYS = (
     "run_id",
@@ -44,16 +36,6 @@ SUMMARY_KEYS = (
     "frozen_params",
     "weights_source",
 )
-
-# The RunConfig field each flag of `train` sets, when given.
-# fmt: off
-FLAG_FIELDS = {
-    "img_size": "data.img_size", "limit_per_class": "data.limit_per_class", "freeze": "model.freeze",
-    "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
-    "precision": "train.precision", "feature_cache": "train.feature_cache", "threads": "train.num_threads",
-    "runtime": "train.runtime", "train_img_size": "train.train_img_size",
-}
-# fmt: on
 
 
 def add_parsers(sub) -> None:
@@ -78,9 +60,15 @@ def add_parsers(sub) -> None:
         "(default: the notebook's 50 of 62 for ResNet18, the same share for other backbones)",
     )
     t.add_argument("--limit-per-class", type=a.positive_int, help="use at most K images per class")
-    t.add_argument("--seed", type=a.nonneg_int)
+    t.add_argument("--seed", type=a.nonneg_int, help="the training's seed, and the split's unless --split-seed")
+    t.add_argument("--split-seed", type=a.nonneg_int, help="the seed of the train/val/test split (default: --seed)")
+    t.add_argument("--val-fraction", type=a.positive_float, help="share of the images for validation (default 0.1)")
+    t.add_argument("--test-fraction", type=a.positive_float, help="share of the images for the test (default 0.1)")
+    t.add_argument("--weight-decay", type=a.nonneg_float)
+    t.add_argument("--schedule", choices=list(SCHEDULES), help="learning rate: constant, or onecycle (warm-up, decay)")
     t.add_argument("--precision", choices=list(PRECISIONS))
     t.add_argument("--feature-cache", choices=list(FEATURE_CACHE))
+    t.add_argument("--feature-views", type=a.positive_int, help="cached views of the training set (default 2)")
     t.add_argument("--threads", type=a.positive_int)
     t.add_argument(
         "--runtime",
@@ -92,6 +80,7 @@ def add_parsers(sub) -> None:
         type=a.positive_int,
         help="progressive resizing (scratch, full): train at this size, the last epoch at --img-size",
     )
+    t.add_argument("--full-size-epochs", type=a.positive_int, help="with --train-img-size: epochs at --img-size")
     a.add_runs_dir(t, "where to save the run (default: $TRANSFERLAB_RUNS_DIR or per-user)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler=cmd_train)
@@ -115,7 +104,6 @@ def config_from_args(
     args: argparse.Namespace, settings: Optional[Settings] = None, progress: Optional[ProgressFn] = None
 ) -> RunConfig:
     """The run's configuration: the preset (or the regime's defaults), then every flag given on top."""
-    cfg = RunConfig(data=DataConfig(source=args.data), model=ModelConfig(backbone=args.backbone, regime=args.regime))
     if args.preset in BUDGET_PRESETS:
         from core.training.race import plan_for  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
 
@@ -130,17 +118,9 @@ def config_from_args(
             **({"on_progress": progress} if progress else {}),
         )
         cfg = planned.configs[0]
-    elif args.preset:
-        cfg = apply_preset(cfg, args.preset)
     else:
-        cfg = regime_defaults(cfg)
-    for flag, field in FLAG_FIELDS.items():
-        if getattr(args, flag) is not None:
-            section, attr = field.split(".")
-            setattr(getattr(cfg, section), attr, getattr(args, flag))
-    if args.seed is not None:
-        cfg.data.split_seed = args.seed
-    return cfg.validate()
+        cfg = base_config(args.data, args.backbone, args.regime, args.preset)
+    return config_from_flags(cfg, {field: getattr(args, dest(flag)) for field, flag in TRAIN_FLAGS.items()})
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -15,12 +15,12 @@ import torch
 
 from core.errors import TransferLabError
 from core.models.backbones import create_model
-from core.models.device import configure_threads, cpu_isa
+from core.models.device import configure_threads, cpu_isa, cpu_model
 from core.models.inference import StopFn, never_stop
 from core.models.regimes import apply_regime, get_regime
 from core.runs.predictions import SplitPredictions, save_predictions
 from core.runs.store import RunStore, RunWriter
-from core.settings import Settings
+from core.settings import Settings, usable_cpus
 from core.training.config import RunConfig
 from core.training.dataset import PreparedData, prepare_data
 from core.training.engine import Trainer
@@ -127,6 +127,9 @@ def train_run(
                     "torch": torch.__version__,
                     "machine": platform.machine(),
                     "isa": cpu_isa(),
+                    "cpu": cpu_model(),  # the machine, as the report shows it (older runs lack it)
+                    "cores": usable_cpus(),
+                    "python": platform.python_version(),
                 },
             }
         )

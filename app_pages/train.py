@@ -497,7 +497,15 @@ with settings_box:
     try:
         photo, views = strip(dataset["source"], augment, int(seed))
         st.image(views, width=80)
-        st.caption(f"What the network gets: `{photo}` in {len(views)} random views ({AUGMENT_TITLES[augment]}).")
+        st.caption(
+            f"What the network gets: `{photo}` in {len(views)} random views ({AUGMENT_TITLES[augment]})."
+            + (
+                " The plan's times assume flip + rotate; strong costs about twice as much per image to augment, "
+                "so scratch and full may run over."
+                if budget_mode and augment == "strong"
+                else ""
+            )
+        )
     except TransferLabError as e:
         st.caption(f"No preview of the augmentation: {e}")
 

@@ -16,7 +16,7 @@ import torch
 from core.errors import TransferLabError
 from core.models.device import configure_threads, cpu_isa
 from core.models.inference import StopFn, never_stop
-from core.models.regimes import apply_regime, create_run_model
+from core.models.regimes import apply_regime, create_run_model, model_name
 from core.runs.predictions import SplitPredictions, save_predictions
 from core.runs.store import RunStore, RunWriter
 from core.settings import Settings
@@ -51,7 +51,7 @@ def build_summary(writer: RunWriter, cfg: RunConfig, status: str, **fields) -> D
         "run_dir": str(writer.dir),
         "status": status,
         "regime": cfg.model.regime,
-        "backbone": cfg.model.backbone,
+        "backbone": model_name(cfg.model.regime, cfg.model.backbone),  # "mlp" for the MLP: it uses no backbone
         "dataset": cfg.data.source,
         "epochs": cfg.train.epochs,
         "img_size": cfg.data.img_size,

@@ -124,11 +124,17 @@ def _filter(column, label: str, values: list) -> list:
 
 def runs_section(table: pd.DataFrame, runs: list):
     """Filters, the verdict, the runs table; returns the filtered table and its summary by regime."""
-    c = st.columns(3)
+    c = st.columns(4)
     pick_ds = _filter(c[0], "Dataset", sorted(table["dataset"].unique()))
     pick_bb = _filter(c[1], "Backbone", sorted(table["backbone"].unique()))
-    pick_st = _filter(c[2], "Status", list(STATUSES))
-    view = table[table["dataset"].isin(pick_ds) & table["backbone"].isin(pick_bb) & table["status"].isin(pick_st)]
+    pick_au = _filter(c[2], "Augment", sorted(table["augment"].unique()))
+    pick_st = _filter(c[3], "Status", list(STATUSES))
+    view = table[
+        table["dataset"].isin(pick_ds)
+        & table["backbone"].isin(pick_bb)
+        & table["augment"].isin(pick_au)
+        & table["status"].isin(pick_st)
+    ]
 
     summary = regime_summary(view)
     for line in headline(summary):
@@ -186,7 +192,8 @@ def summary_section(summary: pd.DataFrame, view: pd.DataFrame) -> None:
         key="summary_table",
     )
     left.caption(
-        "Runs with the same regime, backbone, dataset, image size and epochs, pooled over seeds. "
+        "Runs with the same regime, augmentation, backbone, dataset, image size and epochs, pooled over seeds: "
+        "a regime trained with augmentation off and on shows as two rows. "
         "**std**: how much the test accuracy moves from one seed to another — differences smaller "
         "than that are noise. Repeat a race with another *Seed* on the Train page to measure it."
     )

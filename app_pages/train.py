@@ -9,6 +9,7 @@ shown on the runs this browser session launched, and on every run in teacher mod
 import pandas as pd
 import streamlit as st
 
+from core.app.augment_strip import augment_strip
 from core.app.jobs import NotYours, may_stop, shared_training
 from core.app.live import (
     at_chance,
@@ -25,11 +26,12 @@ from core.app.plots import CurveSeries, race_figure_cached
 from core.app.tasks import shared_tasks
 from core.errors import TransferLabError
 from core.models.backbones import BACKBONES, get_backbone
-from core.models.regimes import REGIMES, describe_regimes, display_name
+from core.models.regimes import BASELINES, REGIMES, describe_regimes, display_name, mlp_param_count
 from core.runs.compare import headline, regime_summary, runs_table, seconds
 from core.settings import Settings
+from core.training.augment import AUGMENT_TITLES, AUGMENTS
 from core.training.config import BUDGET_PRESETS, PRESET_NAMES, RunConfig, apply_preset, new_group_id, preset_configs
-from core.training.planner import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
+from core.training.planner import BASELINES_NOT_PLANNED, MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES, with_baselines
 from core.training.race import plan_for
 from core.training.throughput import cached as cached_throughput
 from core.training.throughput import probe
@@ -65,6 +67,12 @@ def regime_counts(backbone: str, num_classes: int, freeze) -> dict:
         name: (c.trainable, c.frozen, c.frozen_tensors)
         for name, c in describe_regimes(backbone, num_classes, freeze).items()
     }
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def strip(source: str, setting: str, seed: int) -> tuple:
+    """One photo of the dataset in 8 augmented views (core.app.augment_strip)."""
+    return augment_strip(source, setting, settings, seed=seed)
 
 
 def fmt_params(n: int) -> str:
@@ -338,7 +346,7 @@ def launch(regimes) -> None:
             return
         for cfg in plan.configs:  # a copy from the cache: ours to change
             cfg.group, cfg.preset = group, preset
-        submit(plan.configs)
+        submit(launch_extras(plan.configs))
         return
     try:
         configs = preset_configs(dataset["source"], backbone, regimes, preset, epochs=int(epochs),
@@ -347,7 +355,15 @@ def launch(regimes) -> None:
     except TransferLabError as e:
         st.session_state["train_flash"] = str(e)
         return
-    submit(configs)
+    submit(launch_extras(configs))
+
+
+def launch_extras(configs: list) -> list:
+    """The launch's runs with the chosen augmentation, and the baselines when asked for (same group)."""
+    configs = with_baselines(configs) if add_baselines else list(configs)
+    for cfg in configs:
+        cfg.train.augment = augment
+    return configs
 
 
 st.title("🏋️ Train")
@@ -444,6 +460,54 @@ with settings_box:
             )
         )
         race = plan_preview(chosen, int(budget), int(seed))
+
+    # ------------------------------------------------------------------------ baselines and augmentation
+    mlp = BASELINES["mlp"]
+    with st.container(border=True):
+        add_baselines = st.checkbox(
+            f"**Add baselines: {mlp.title}**",
+            value=False,
+            key="baselines",
+            bind="query-params",
+            help="One more run in the same race, after the regimes: " + mlp.explanation,
+        )
+        if budget_mode:  # a planned race gives it scratch's images (core.training.planner.with_baselines)
+            mlp_px = with_baselines(race.configs)[-1].data.img_size if race is not None else 224
+        else:
+            mlp_px = int(img_size)
+        n_classes = len(dataset["classes"])
+        st.caption(
+            f"`mlp` · {mlp.explanation} At {mlp_px} px it has **{fmt_params(mlp_param_count(mlp_px, n_classes))}** "
+            f"parameters ({fmt_params(mlp_param_count(224, n_classes))} at 224 px); the CNN "
+            f"{BACKBONES[backbone].display} has **{fmt_params(counts['scratch'][0])}** at any size (it pools its "
+            "features)." + (f" {BASELINES_NOT_PLANNED}" if budget_mode else "")
+        )
+    augment = st.radio(
+        "Augmentation of the training photos",
+        AUGMENTS,
+        index=AUGMENTS.index("flip-rotate"),
+        format_func=AUGMENT_TITLES.get,
+        horizontal=True,
+        key="augment",
+        bind="query-params",
+        help="off: the photos as they are. flip + rotate: the course notebook's random flip and small rotation. "
+        "strong: a random crop of 35-100% of the photo, a flip, and brightness/contrast/saturation jitter. "
+        "Every run of the launch uses it; Compare can set runs with different settings side by side.",
+    )
+    try:
+        photo, views = strip(dataset["source"], augment, int(seed))
+        st.image(views, width=80)
+        st.caption(
+            f"What the network gets: `{photo}` in {len(views)} random views ({AUGMENT_TITLES[augment]})."
+            + (
+                " The plan's times assume flip + rotate; strong costs about twice as much per image to augment, "
+                "so scratch and full may run over."
+                if budget_mode and augment == "strong"
+                else ""
+            )
+        )
+    except TransferLabError as e:
+        st.caption(f"No preview of the augmentation: {e}")
 
     if BACKBONES[backbone].weights_source(settings) is None:
         st.warning(

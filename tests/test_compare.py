@@ -139,7 +139,9 @@ def test_table_rows_match_each_runs_summary(store, compare_page):
     df = at.dataframe[0].value
     assert len(df) == 7
     assert list(df.columns[:3]) == list(READ_FIRST)  # what a student reads first; nothing equal in all 7 rows
-    assert sorted(df.columns) == sorted(TABLE_COLUMNS)
+    # every run augmented the notebook's way: that column is hidden, and the caption above the table says it
+    assert sorted(df.columns) == sorted(c for c in TABLE_COLUMNS if c != "augment")
+    assert any("flip-rotate" in c.value for c in at.caption)
     for s in store["summaries"].values():
         row = df[df["run"] == s["run_id"]].iloc[0]
         assert row["status"] == "finished" and row["backbone"] == BACKBONE
@@ -504,6 +506,7 @@ def _table(rows: list, **same) -> pd.DataFrame:
 
 def test_columns_equal_in_every_row_are_said_once_in_a_caption_instead():
     same = {"backbone": "efficientnet_lite0", "dataset": "flowers", "image px": 128, "epochs": 3, "of": 3}
+    same["augment"] = "flip-rotate"
     df = _table(
         [
             {"regime": "transfer", "seed": 0, "test acc": 0.9, "train s": 35.0, "run": "a", "status": "finished"},
@@ -517,7 +520,7 @@ def test_columns_equal_in_every_row_are_said_once_in_a_caption_instead():
         "started",
     }  # missing in every row counts as equal
     assert constant_caption(df, hidden) == (
-        "All runs: efficientnet_lite0, dataset flowers, 3 of 3 epochs, 128 px, finished, "
+        "All runs: efficientnet_lite0, dataset flowers, 3 of 3 epochs, 128 px, augmentation flip-rotate, finished, "
         "none yet: trainable params, total params, best val acc, best epoch, s/epoch, started."
     )
     shown, caption = readable_runs_table(df)
@@ -674,7 +677,7 @@ def test_summary_groups_only_identical_recipes():
     summary = regime_summary(df)
     assert summary["runs"].tolist() == [1, 2] and summary["mean test acc"].tolist() == pytest.approx([0.9, 0.6])
     assert list(summary.columns) == [
-        *("regime", "backbone", "dataset", "image px", "of", "runs", "seeds", "mean test acc", "std"),
+        *("regime", "backbone", "dataset", "image px", "of", "augment", "runs", "seeds", "mean test acc", "std"),
         *("min", "max", "mean train s", "accuracies"),
     ]
     assert summary["seeds"].tolist() == ["0", "0, 1"] and summary["accuracies"].tolist() == [[0.9], [0.5, 0.7]]

@@ -15,7 +15,6 @@ from core.models.backbones import BACKBONES, create_model
 from core.models.regimes import REGIMES, apply_regime
 from core.models.runtime import FrozenPass, frozen_pass
 from core.training import engine
-from core.training.augment import apply_augment
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.training.dataset import prepare_data
 from core.training.engine import Trainer
@@ -100,8 +99,8 @@ def test_the_cache_gives_the_same_logits_as_the_uncached_path(choice, sample_fol
     split.eval_mode()
     with torch.no_grad():
         from_cache = split.suffix(cached.float().contiguous(memory_format=torch.channels_last))
-        flip, angles = view.params(len(images))
-        plain = model(apply_augment(to_float(images), flip, angles).contiguous(memory_format=torch.channels_last))
+        params = view.params(len(images), *images.shape[-2:])
+        plain = model(view.augmentation.apply(to_float(images), params).contiguous(memory_format=torch.channels_last))
     assert trainer._frozen.runtime == choice
     assert (from_cache.argmax(1) == plain.argmax(1)).all()
     assert torch.allclose(from_cache, plain, atol=2e-2, rtol=2e-2)  # fp16 storage of the cut activations

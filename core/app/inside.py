@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from core.models.regimes import REGIMES
+from core.models.regimes import REGIMES, is_baseline
 from core.runs.store import RunRecord
 
 PAGE = "app_pages/look_inside.py"
@@ -31,8 +31,9 @@ def in_regime_order(runs: Sequence[RunRecord]) -> List[RunRecord]:
 
 def explainable(runs: Sequence[RunRecord]) -> List[RunRecord]:
     """The runs a model can be loaded from: readable, with a checkpoint (a run saves one after its first epoch) and
-    the config that says what it is (:func:`run_data`)."""
-    return [r for r in runs if r.status != "corrupt" and r.has_checkpoint and _described(r)]
+    the config that says what it is (:func:`run_data`). Not the MLP baseline: it has no convolutions to look into."""
+    usable = [r for r in runs if r.status != "corrupt" and r.has_checkpoint and not is_baseline(regime_of(r))]
+    return [r for r in usable if _described(r)]
 
 
 def _described(run: RunRecord) -> bool:

@@ -19,7 +19,13 @@ from plotly.subplots import make_subplots
 from core.lru import LockedLRU
 from core.runs.store import best_epoch_metrics
 
-REGIME_COLOURS = {"scratch": "#d62728", "transfer": "#1f77b4", "finetune": "#ff7f0e", "full": "#2ca02c"}
+REGIME_COLOURS = {
+    "scratch": "#d62728",
+    "transfer": "#1f77b4",
+    "finetune": "#ff7f0e",
+    "full": "#2ca02c",
+    "mlp": "#7f7f7f",  # the MLP baseline: grey, a reference line rather than a contender
+}
 FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 

@@ -1,4 +1,5 @@
-"""``python -m core train`` (one run) and ``python -m core race`` (the four regimes, planned to a time budget)."""
+"""``python -m core train`` (one run, a regime or the ``mlp`` baseline) and ``python -m core race`` (the four
+regimes, planned to a time budget; ``--baselines`` adds the MLP after them, unplanned)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from typing import Optional
 
 from core.cli import args as a
 from core.cli.progress import CtrlC, TqdmListener
+from core.errors import ConfigError
 from core.models.backbones import BACKBONES
 from core.models.device import PRECISIONS
-from core.models.regimes import REGIMES
+from core.models.regimes import BASELINES, KNOWN, is_baseline, mlp_param_count
 from core.models.runtime import RUNTIMES
 from core.progress import ProgressFn
 from core.settings import Settings
+from core.training.augment import AUGMENTS
 from core.training.command import TRAIN_FLAGS, base_config, config_from_flags, dest
 from core.training.config import BUDGET_PRESETS, FEATURE_CACHE, PRESET_NAMES, SCHEDULES, RunConfig
+from core.training.planner import BASELINES_NOT_PLANNED
 
 SUMMARY_KEYS = (
     "run_id",
@@ -35,13 +39,23 @@ SUMMARY_KEYS = (
     "trainable_params",
     "frozen_params",
     "weights_source",
+    "augment",
+)
+AUGMENT_HELP = (
+    "augmentation of the training images: off, flip-rotate (the notebook's flip + small rotation, the default) or "
+    "strong (random resized crop + colour jitter + flip)"
 )
 
 
 def add_parsers(sub) -> None:
     t = sub.add_parser("train", help="train one run and save it in the run store")
     a.add_data(t)
-    t.add_argument("--regime", required=True, choices=list(REGIMES))
+    t.add_argument(
+        "--regime",
+        required=True,
+        choices=list(KNOWN),
+        help="one of the four regimes, or 'mlp': the MLP baseline (no convolutions, from scratch; --backbone unused)",
+    )
     t.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
     t.add_argument(
         "--preset",
@@ -60,6 +74,7 @@ def add_parsers(sub) -> None:
         "(default: the notebook's 50 of 62 for ResNet18, the same share for other backbones)",
     )
     t.add_argument("--limit-per-class", type=a.positive_int, help="use at most K images per class")
+    t.add_argument("--augment", choices=list(AUGMENTS), help=AUGMENT_HELP)
     t.add_argument("--seed", type=a.nonneg_int, help="the training's seed, and the split's unless --split-seed")
     t.add_argument("--split-seed", type=a.nonneg_int, help="the seed of the train/val/test split (default: --seed)")
     t.add_argument("--val-fraction", type=a.positive_float, help="share of the images for validation (default 0.1)")
@@ -95,6 +110,12 @@ def add_parsers(sub) -> None:
         help="how long the whole race may take, 1-30 minutes (default 5)",
     )
     rc.add_argument("--precision", choices=list(PRECISIONS), default="auto")
+    rc.add_argument(
+        "--baselines",
+        action="store_true",
+        help="after the four, train the MLP baseline on scratch's images (not planned: on top of the budget)",
+    )
+    rc.add_argument("--augment", choices=list(AUGMENTS), default="flip-rotate", help=AUGMENT_HELP)
     a.add_runs_dir(rc, "where to save the runs (default: $TRANSFERLAB_RUNS_DIR or per-user)")
     a.add_quiet(rc)
     rc.set_defaults(handler=cmd_race)
@@ -104,6 +125,11 @@ def config_from_args(
     args: argparse.Namespace, settings: Optional[Settings] = None, progress: Optional[ProgressFn] = None
 ) -> RunConfig:
     """The run's configuration: the preset (or the regime's defaults), then every flag given on top."""
+    if args.preset in BUDGET_PRESETS and is_baseline(args.regime):
+        raise ConfigError(
+            f"The MLP baseline is not planned to a time budget (the preset '{args.preset}'). Give it --epochs and "
+            f"--img-size (and --limit-per-class) instead, or train it in a race: python -m core race --baselines."
+        )
     if args.preset in BUDGET_PRESETS:
         from core.training.race import plan_for  # noqa: PLC0415 (lazy: only this command needs it; keeps `python -m core` quick to start)
 
@@ -139,8 +165,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"note: {summary['skipped_files']} unreadable file(s) were skipped (listed in the run's split.json)",
             file=sys.stderr,
         )
+    if is_baseline(cfg.model.regime):
+        print(mlp_note(cfg, summary), file=sys.stderr)
     print(json.dumps({k: summary.get(k) for k in SUMMARY_KEYS}))
     return 0 if summary["status"] in ("finished", "interrupted") else 1
+
+
+def mlp_note(cfg: RunConfig, summary: dict) -> str:
+    """The MLP's parameter count beside the CNN's at the same input size (a CNN's does not depend on it)."""
+    from core.models.regimes import describe_regimes  # noqa: PLC0415 (lazy: builds a model, only here)
+
+    n_classes = len(summary.get("classes") or []) or 5
+    px, bb = cfg.data.img_size, cfg.model.backbone
+    cnn = describe_regimes(bb, n_classes)["scratch"].total
+    mlp = summary.get("total_params") or mlp_param_count(px, n_classes)
+    return (
+        f"MLP baseline at {px} px: {mlp:,} parameters; the CNN {bb} has {cnn:,} at any input size "
+        f"({mlp / cnn:.1f}x as many in the MLP)."
+    )
 
 
 def cmd_race(args: argparse.Namespace) -> int:
@@ -165,9 +207,13 @@ def cmd_race(args: argparse.Namespace) -> int:
                 on_progress=listener.progress,
                 on_run_end=on_run_end,
                 should_stop=stop.is_set,
+                baselines=tuple(BASELINES) if args.baselines else (),
+                augment=args.augment,
             )
     finally:
         listener.close()
+    if args.baselines:
+        print(f"note: {BASELINES_NOT_PLANNED}", file=sys.stderr)
     print(
         f"race: {result['wall_seconds']:.0f} s (predicted {result['predicted_seconds']:.0f} s, budget "
         f"{result['budget_seconds']:.0f} s)",

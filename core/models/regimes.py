@@ -6,6 +6,11 @@
 | transfer   | ImageNet | the new classification head only                                 |
 | finetune   | ImageNet | all but the first N parameter tensors (backbone's default N)     |
 | full       | ImageNet | everything                                                       |
+
+Beside them, :data:`BASELINES`: models that are not a regime of the race but an optional extra in it ("add
+baselines"): ``mlp``, a multilayer perceptron on the flattened image (:mod:`core.models.mlp`), from scratch. They are
+known to :func:`get_regime` and :func:`display_name`, never to :data:`REGIMES`, which stays the four everywhere
+("Run all four", the planner, the CLI's ``race``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class Regime:
     title: str
     pretrained: bool
     explanation: str  # one line, plain language, shown to students
+    baseline: bool = False  # an extra beside the race (BASELINES), not one of the four regimes
 
 
 REGIMES: Dict[str, Regime] = {
@@ -55,6 +61,29 @@ REGIMES: Dict[str, Regime] = {
 }
 
 
+# Not regimes of the race: extras a launch may add. Their model is their own, whatever the launch's backbone.
+BASELINES: Dict[str, Regime] = {
+    "mlp": Regime(
+        "mlp",
+        "MLP baseline",
+        False,
+        "No convolutions: every pixel is one input of a multilayer perceptron, trained from random weights.",
+        baseline=True,
+    ),
+}
+KNOWN: Dict[str, Regime] = {**REGIMES, **BASELINES}  # every name a run's config may hold
+
+
+def is_baseline(regime: str) -> bool:
+    return regime in BASELINES
+
+
+def model_name(regime: str, backbone: str) -> str:
+    """What network a run trained, as tables and legends name it: the backbone, or "mlp" for the MLP baseline
+    (whose config keeps the launch's backbone, which it does not use)."""
+    return regime if is_baseline(regime) else backbone
+
+
 @dataclass(frozen=True)
 class ParamCounts:
     trainable: int
@@ -70,15 +99,38 @@ class ParamCounts:
 def display_name(regime: str, with_cli: bool = False) -> str:
     """The one name a regime goes by on every page, table and legend ("Fine-tune everything"); ``with_cli`` adds
     the CLI's short name in brackets ("Fine-tune everything (full)"). Unknown names come back as they are."""
-    if regime not in REGIMES:
+    if regime not in KNOWN:
         return str(regime)
-    return f"{REGIMES[regime].title} ({regime})" if with_cli else REGIMES[regime].title
+    return f"{KNOWN[regime].title} ({regime})" if with_cli else KNOWN[regime].title
 
 
 def get_regime(name: str) -> Regime:
-    if name not in REGIMES:
-        raise ConfigError(f"Unknown regime '{name}'. Choose one of: {', '.join(REGIMES)}.")
-    return REGIMES[name]
+    if name not in KNOWN:
+        raise ConfigError(f"Unknown regime '{name}'. Choose one of: {', '.join(KNOWN)}.")
+    return KNOWN[name]
+
+
+def create_run_model(
+    regime: str, backbone: str, num_classes: int, img_size: int, settings=None, pretrained: Optional[bool] = None
+) -> Tuple[Classifier, str]:
+    """The model a run of ``regime`` trains (the MLP for ``mlp``, else ``backbone`` with a new head), and where its
+    weights came from. ``pretrained`` defaults to the regime's; False builds the architecture only (to load a
+    checkpoint into)."""
+    pretrained = get_regime(regime).pretrained if pretrained is None else pretrained
+    if regime == "mlp":
+        from core.models.mlp import create_mlp  # noqa: PLC0415 (lazy, as torch: it defines an nn.Module)
+
+        return create_mlp(num_classes, img_size), "random init"
+    return create_model(backbone, num_classes, pretrained, settings)
+
+
+def mlp_param_count(img_size: int, num_classes: int = 5) -> int:
+    """The MLP baseline's parameter count at ``img_size`` px, from its layer sizes (no model built: at 224 px it
+    is ~150 MB of weights)."""
+    from core.models.mlp import HIDDEN  # noqa: PLC0415 (lazy, as torch)
+
+    widths = [3 * img_size * img_size, *HIDDEN, num_classes]
+    return sum(i * o + o for i, o in zip(widths, widths[1:]))
 
 
 def frozen_tensor_count(model: Classifier, regime: str, backbone: str, freeze: Optional[int] = None) -> int:
@@ -86,7 +138,7 @@ def frozen_tensor_count(model: Classifier, regime: str, backbone: str, freeze: O
     n_total = len(list(model.parameters()))
     n_head = len(list(model.head.parameters()))
     get_regime(regime)
-    if regime in ("scratch", "full"):
+    if regime in ("scratch", "full", "mlp"):
         return 0
     if regime == "transfer":
         return n_total - n_head

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from core.models.regimes import display_name
-from core.runs.store import EPOCH_FIELDS, RunRecord, best_epoch_metrics
+from core.models.regimes import display_name, is_baseline, model_name
+from core.runs.store import EPOCH_FIELDS, RunRecord, best_epoch_metrics, saved_augment
 
 if TYPE_CHECKING:  # pandas' Styler imports jinja2: only the page that styles a table pays for it
     from pandas.io.formats.style import Styler
@@ -29,6 +29,7 @@ TABLE_COLUMNS = (
     "epochs",
     "of",
     "image px",
+    "augment",
     "trainable params",
     "total params",
     "best val acc",
@@ -41,7 +42,7 @@ TABLE_COLUMNS = (
     "run",
 )
 BEST_IS = {"best val acc": "max", "test acc": "max", "train s": "min", "s/epoch": "min"}
-GROUP_KEYS = ("regime", "backbone", "dataset", "image px", "of")  # same recipe, differing only by seed
+GROUP_KEYS = ("regime", "backbone", "dataset", "image px", "of", "augment")  # same recipe, differing only by seed
 PERCENT_COLUMNS = ("best val acc", "test acc")
 BEST_STYLE = "background-color: rgba(46, 160, 67, 0.28); font-weight: 600"  # a metric column's best value
 READ_FIRST = ("regime", "test acc", "train s")  # the order a student reads a run in; the details follow
@@ -54,6 +55,7 @@ CONSTANT_PHRASES = {
     "epochs": "{} epochs done",
     "of": "{} epochs planned",
     "image px": "{} px",
+    "augment": "augmentation {}",
     "trainable params": "{:,} trainable parameters",
     "total params": "{:,} parameters in all",
     "best val acc": "best validation accuracy {:.1%}",
@@ -78,8 +80,9 @@ def run_label(run: RunRecord, with_backbone: bool = True) -> str:
     rid = run.run_id  # "20261122-074512-transfer-resnet18-ab12"
     dated = rid[:8].isdigit() and rid[9:15].isdigit()
     stamp = f"{rid[4:6]}-{rid[6:8]} {rid[9:11]}:{rid[11:13]}:{rid[13:15]}" if dated else rid
-    parts = [display_name(c.get("model", {}).get("regime", "?"))]
-    if with_backbone:
+    regime = c.get("model", {}).get("regime", "?")
+    parts = [display_name(regime)]
+    if with_backbone and not is_baseline(regime):  # "MLP baseline" says what the model is
         parts.append(c.get("model", {}).get("backbone", "?"))
     return " · ".join(parts + [f"seed {c.get('train', {}).get('seed', '?')}", stamp])
 
@@ -90,6 +93,13 @@ def local_time(iso: str) -> str:
         return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
     except (TypeError, ValueError):
         return ""
+
+
+def run_model(config: Dict) -> str:
+    """The "backbone" column: the CNN a run trained, or "mlp" for the MLP baseline (whatever its launch's
+    backbone)."""
+    m = config.get("model", {})
+    return model_name(str(m.get("regime", "?")), m.get("backbone", "?"))
 
 
 def run_row(run: RunRecord) -> Dict:
@@ -107,10 +117,11 @@ def run_row(run: RunRecord) -> Dict:
         "run": run.run_id,
         "status": run.status,
         "regime": c.get("model", {}).get("regime", "?"),  # "?": a corrupt run, still listed and filterable
-        "backbone": c.get("model", {}).get("backbone", "?"),
+        "backbone": run_model(c),
         "dataset": dataset_name(c.get("data", {}).get("source", "")),
         "seed": c.get("train", {}).get("seed"),
         "epochs": len(run.metrics),
+        "augment": saved_augment(c.get("train", {})),
         "of": c.get("train", {}).get("epochs"),
         "image px": c.get("data", {}).get("img_size"),
         "trainable params": trainable,
@@ -139,11 +150,14 @@ def _seed_list(seeds: pd.Series) -> str:
 
 
 def regime_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs grouped by recipe (regime, backbone, dataset, image size, epochs), seeds pooled.
+    """Finished runs grouped by recipe (regime, augmentation, backbone, dataset, image size, epochs), seeds pooled:
+    regime × augment rows show augmentation's effect on each regime.
 
     Columns: the group keys, ``runs``, ``seeds``, ``mean test acc``, ``std`` (sample standard deviation;
     NaN for a single run), ``min``, ``max``, ``mean train s``, and ``accuracies`` (each run's). Best mean first.
     """
+    if "augment" not in df:  # a table made before the choice existed: every run had the notebook's
+        df = df.assign(augment="flip-rotate")
     done = df[(df["status"] == "finished") & df["test acc"].notna()]
     columns = list(GROUP_KEYS) + ["runs", "seeds", "mean test acc", "std", "min", "max", "mean train s", "accuracies"]
     if done.empty:
@@ -261,7 +275,7 @@ def readable_summary(summary: pd.DataFrame, hidden: Sequence[str] = ()) -> pd.Da
 
 def spread_groups(summary: pd.DataFrame) -> List[Dict]:
     """The summary's rows as :func:`core.app.plots.regime_spread_figure` draws them, labelled by what differs."""
-    varying = [k for k in ("backbone", "dataset", "image px", "of") if summary[k].nunique() > 1]
+    varying = [k for k in ("augment", "backbone", "dataset", "image px", "of") if summary[k].nunique() > 1]
     suffix = {"image px": " px", "of": " epochs"}
     groups = []
     for _, row in summary.iterrows():
@@ -341,7 +355,12 @@ def headline(summary: pd.DataFrame) -> List[str]:
     Regimes by display name. Works for any set of runs, one race's included (``headline(regime_summary(
     runs_table(records)))``); [] when none finished."""
     lines = []
-    for (dataset, backbone), g in summary.groupby(["dataset", "backbone"], sort=False):
+    baseline = summary["regime"].map(is_baseline).astype(bool)
+    for (dataset, backbone), g in summary[~baseline].groupby(["dataset", "backbone"], sort=False):
+        # a baseline (its own model) competes in the verdict of every backbone on its dataset
+        g = pd.concat([g, summary[baseline & (summary["dataset"] == dataset)]]).sort_values(
+            "mean test acc", ascending=False, kind="stable"
+        )
         rows = [row for _, row in g.iterrows()]  # sorted by mean test accuracy, best first
         best = rows[0]
         ties = [best] + [r for r in rows[1:] if tied(best, r)]
@@ -372,7 +391,7 @@ def epoch_metrics(runs: Sequence[RunRecord]) -> pd.DataFrame:
         ident = {
             "run": r.run_id,
             "regime": c.get("model", {}).get("regime"),
-            "backbone": c.get("model", {}).get("backbone"),
+            "backbone": run_model(c),
             "dataset": dataset_name(c.get("data", {}).get("source", "")),
             "seed": c.get("train", {}).get("seed"),
         }

@@ -13,10 +13,10 @@ from core.data.splits import SplitTensors
 from core.data.tensor_cache import load_images
 from core.errors import DataError
 from core.lru import LockedLRU
-from core.models.backbones import create_model
 from core.models.classifier import Classifier
 from core.models.device import compute_setup
 from core.models.inference import evaluate_model
+from core.models.regimes import create_run_model
 from core.progress import ProgressFn, no_progress
 from core.runs.predictions import PREDICTIONS_FILE, SplitPredictions, load_predictions, save_predictions
 from core.runs.store import RunRecord, load_manifest, load_run
@@ -27,8 +27,9 @@ def load_run_model(run: RunRecord) -> Classifier:
     """The run's best checkpoint in a model of its architecture (no ImageNet weights needed)."""
     if not run.has_checkpoint:
         raise DataError(f"Run {run.run_id} has no checkpoint (best.pt): it stopped before finishing an epoch.")
-    classes, _ = run_classes_and_size(run)
-    model, _ = create_model(_section(run, "model").get("backbone", ""), len(classes), pretrained=False)
+    classes, size = run_classes_and_size(run)
+    m = _section(run, "model")
+    model, _ = create_run_model(m.get("regime", ""), m.get("backbone", ""), len(classes), size, pretrained=False)
     try:
         state = torch.load(run.dir / "best.pt", map_location="cpu", weights_only=True)
         if not isinstance(state, dict):

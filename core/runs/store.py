@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 
 from core.errors import DataError
 from core.files import atomic_write, is_locked, make_dirs, storage_error, strict_json, try_lock, write_json_atomic
+from core.models.regimes import is_baseline
 
 if TYPE_CHECKING:
     import torch
@@ -182,6 +183,15 @@ class RunRecord:
         return (self.dir / "best.pt").is_file()
 
 
+def saved_augment(train: Dict) -> str:
+    """A saved config's ``train.augment`` (core.training.augment.AUGMENTS); for a run saved before the choice
+    existed, what it did: the notebook's flip + rotation, unless both its ``hflip`` and ``rotation_degrees`` were
+    off."""
+    if "augment" in train:
+        return str(train["augment"])
+    return "flip-rotate" if train.get("hflip", True) or (train.get("rotation_degrees", 10.0) or 0) > 0 else "off"
+
+
 def best_epoch_metrics(metrics: List[Dict]) -> Optional[Dict]:
     """The epoch row with the lowest validation loss — the epoch ``best.pt`` holds — or None."""
     rows = [m for m in metrics if m.get("val_loss") is not None]
@@ -291,7 +301,8 @@ class RunStore:
 
     def _new_folder(self, regime: str, backbone: str) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        return make_dirs(make_dirs(self.dir) / f"{stamp}-{regime}-{backbone}-{secrets.token_hex(2)}")
+        model = "" if is_baseline(regime) else f"-{backbone}"  # a baseline's model is its own, not the backbone
+        return make_dirs(make_dirs(self.dir) / f"{stamp}-{regime}{model}-{secrets.token_hex(2)}")
 
     def create(self, regime: str, backbone: str) -> RunWriter:
         """A new run, trained by this process from now on."""

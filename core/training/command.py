@@ -31,6 +31,7 @@ TRAIN_FLAGS = {
     "train.weight_decay": "--weight-decay",
     "train.schedule": "--schedule",
     "train.seed": "--seed",
+    "train.augment": "--augment",
     "train.precision": "--precision",
     "train.feature_cache": "--feature-cache",
     "train.feature_views": "--feature-views",

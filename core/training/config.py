@@ -16,6 +16,8 @@ from core.models.backbones import get_backbone
 from core.models.device import check_precision
 from core.models.regimes import get_regime
 from core.models.runtime import check_runtime
+from core.runs.store import saved_augment
+from core.training.augment import check_augment
 
 SCHEDULES = ("constant", "onecycle")
 FEATURE_CACHE = ("auto", "on", "off")
@@ -71,8 +73,9 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     seed: int = 0
-    rotation_degrees: float = 10.0  # augmentation, as in the notebook: flip + small rotation
-    hflip: bool = True
+    augment: str = "flip-rotate"  # "off", "flip-rotate" (the notebook's), "strong" (core.training.augment)
+    rotation_degrees: float = 10.0  # flip-rotate, as in the notebook: flip + small rotation
+    hflip: bool = True  # flip-rotate and strong: random horizontal flips
     schedule: str = "constant"  # learning rate: "constant" (the notebook) or "onecycle" (warm-up, cosine decay)
     train_img_size: Optional[int] = None  # progressive resizing: train at this size, the last epochs at img_size
     full_size_epochs: int = 1  # with train_img_size: how many final epochs run at the full img_size
@@ -80,7 +83,7 @@ class TrainConfig:
     channels_last: bool = True
     feature_cache: str = "auto"  # "auto" (on when the regime has a frozen prefix), "on", "off"
     feature_views: int = 2  # views of the training set whose frozen-prefix output is cached: the plain images,
-    # then seeded flip+rotation copies; epochs cycle through them
+    # then seeded augmented copies (none with augment "off"); epochs cycle through them
     runtime: str = "auto"  # frozen passes: "auto" (the faster of torch and onnxruntime here), "torch", "onnxruntime"
     num_threads: Optional[int] = None  # torch threads (None = all cores)
     device: str = "auto"  # "auto" (cuda, mps, cpu), or a torch device string
@@ -93,6 +96,7 @@ class TrainConfig:
         if not 0 < self.lr < 1:
             raise ConfigError(f"Learning rate must be between 0 and 1, got {self.lr}.")
         check_precision(self.precision)
+        check_augment(self.augment)
         if self.feature_cache not in FEATURE_CACHE:
             raise ConfigError(f"Feature cache must be auto, on or off, got '{self.feature_cache}'.")
         if self.feature_views < 1:
@@ -138,6 +142,11 @@ class RunConfig:
         self.model.validate()
         self.train.validate()
         if self.train.train_img_size is not None:
+            if self.model.regime == "mlp":
+                raise ConfigError(
+                    "Progressive resizing changes the input size between epochs; the MLP baseline has one input "
+                    "per pixel, so it trains at one size. Leave the training image size unset for 'mlp'."
+                )
             if self.train.train_img_size > self.data.img_size:
                 raise ConfigError(
                     f"The training image size ({self.train.train_img_size} px) must not exceed the "
@@ -160,10 +169,12 @@ class RunConfig:
             known = {f.name for f in fields(kls)}
             return kls(**{k: v for k, v in (values or {}).items() if k in known})
 
+        train = dict(d.get("train") or {})
+        train["augment"] = saved_augment(train)  # saved before the choice existed: read as what the run did
         return cls(
             data=build(DataConfig, d.get("data")),
             model=build(ModelConfig, d.get("model")),
-            train=build(TrainConfig, d.get("train")),
+            train=build(TrainConfig, train),
             preset=d.get("preset"),
             note=d.get("note", ""),
             group=d.get("group", ""),

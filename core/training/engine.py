@@ -6,7 +6,7 @@ regime pays only for what it trains (each fast path measured in BENCHMARKS.md, e
 
 * **Frozen-prefix cache** — when the regime has frozen layers (``transfer``: the whole body; ``finetune``:
   everything before its first trainable block), their output for a few views of the training set (the plain
-  images, then seeded flip + rotation copies) and for val is computed once (:mod:`core.training.feature_cache`), and
+  images, then seeded augmented copies) and for val is computed once (:mod:`core.training.feature_cache`), and
   the epochs run forward and backward through the suffix only, cycling through the views. It is skipped,
   and the setup says why, when it would not fit in memory.
 * **The fastest frozen pass** — those passes are inference, run by ONNX Runtime where it is measured faster
@@ -36,7 +36,7 @@ from core.models.device import autocast_context, compute_setup, prepare_batch, t
 from core.models.inference import EvalResult, StopFn, Stopped, evaluate_batches, evaluate_model, never_stop
 from core.models.regimes import RegimeSplit
 from core.models.runtime import FrozenPass, frozen_pass
-from core.training.augment import augment, resize_batch
+from core.training.augment import Augmentation, resize_batch
 from core.training.config import TrainConfig
 from core.training.events import BatchEnd, EpochEnd, EventFn, PhaseProgress, no_events
 from core.training.feature_cache import STORE, View, cache_budget, fmt_bytes, run_tensor, run_view, stage_fingerprints
@@ -90,6 +90,7 @@ class Trainer:
             )
         self.use_feature_cache = cfg.feature_cache != "off" and split.caches
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.augmentation = Augmentation(cfg.augment, cfg.rotation_degrees, cfg.hflip)
         self.optimizer = make_optimizer(
             [p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay, self.device
         )
@@ -130,7 +131,7 @@ class Trainer:
             raise Stopped()
 
     def _augmented(self, x_uint8: torch.Tensor, size: Optional[int] = None) -> torch.Tensor:
-        x = augment(to_float(x_uint8), self.generator, self.cfg.rotation_degrees, self.cfg.hflip)
+        x = self.augmentation(to_float(x_uint8), self.generator)
         if size is not None:
             x = resize_batch(x, size)
         return to_device(x, self.device, self.channels_last)
@@ -171,8 +172,8 @@ class Trainer:
         return small
 
     def _views(self) -> List[View]:
-        n = min(self.cfg.feature_views, self.cfg.epochs)
-        return [View(v, self.cfg.seed, self.cfg.rotation_degrees, self.cfg.hflip) for v in range(n)]
+        n = min(self.cfg.feature_views, self.cfg.epochs) if self.augmentation.active else 1  # off: the plain view
+        return [View(v, self.cfg.seed, self.cfg.rotation_degrees, self.cfg.hflip, self.cfg.augment) for v in range(n)]
 
     def _plan_cache(self, train: SplitTensors, val: SplitTensors) -> bool:
         """Whether the cached views fit in memory (estimated from one image's output); notes why not."""

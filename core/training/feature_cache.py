@@ -1,8 +1,9 @@
 """Frozen-prefix activations: computed once per view of the data, kept compactly, shared between runs.
 
 A regime's frozen prefix (:class:`core.models.regimes.RegimeSplit`) gives the same output for the same input every
-epoch, so the engine runs it once per **view** — view 0 the plain images, view ``v >= 1`` a seeded flip and
-rotation of every image — and once for val and test; the epochs then train the suffix on those outputs.
+epoch, so the engine runs it once per **view** — view 0 the plain images, view ``v >= 1`` a seeded augmentation of
+every image as the run chooses it (:mod:`core.training.augment`; with ``off`` there is only the plain view) — and
+once for val and test; the epochs then train the suffix on those outputs.
 
 * **Compact.** Outputs are kept in fp16 (bf16 if a value would overflow fp16): half the memory of fp32, and
   the accuracy does not move (BENCHMARKS.md, "Frozen-prefix cache").
@@ -28,7 +29,7 @@ from torch import nn
 
 from core.data.decode import to_float
 from core.models.runtime import hash_module
-from core.training.augment import apply_augment, augment_params
+from core.training.augment import Augmentation, Params, params_slice
 
 RAM_SHARE = 0.5  # of the memory available when a run starts
 KEEP_SECONDS = 15 * 60  # unused outputs are dropped after this long
@@ -63,28 +64,36 @@ def fmt_bytes(n: float) -> str:
 
 @dataclass(frozen=True)
 class View:
-    """One pass over a split: plain (``index`` 0) or a seeded flip + rotation of every image."""
+    """One pass over a split: plain (``index`` 0) or a seeded augmentation of every image."""
 
     index: int
     seed: int = 0
     rotation_degrees: float = 10.0
     hflip: bool = True
+    augment: str = "flip-rotate"
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.augment, self.rotation_degrees, self.hflip)
 
     @property
     def augmented(self) -> bool:
-        return self.index > 0 and (self.rotation_degrees > 0 or self.hflip)
+        return self.index > 0 and self.augmentation.active
 
     @property
     def key(self) -> Tuple:
-        return (self.index, self.seed, self.rotation_degrees, self.hflip) if self.augmented else (0,)
+        # flip-rotate keeps the key it had before the choice existed (one store, one meaning)
+        aug = self.augmentation
+        extra = () if aug.setting == "flip-rotate" else (aug.setting,)
+        return (self.index, self.seed, self.rotation_degrees, self.hflip, *extra) if self.augmented else (0,)
 
     def describe(self) -> str:
-        return "flip + rotation" if self.augmented else "plain"
+        return self.augmentation.describe() if self.augmented else "plain"
 
-    def params(self, n: int):
+    def params(self, n: int, height: int, width: int) -> Params:
         """Per-image augmentation of the whole view, drawn up front so batching does not change it."""
         g = torch.Generator().manual_seed((self.seed << 16) + self.index)
-        return augment_params(n, g, self.rotation_degrees, self.hflip)
+        return self.augmentation.draw(n, height, width, g)
 
 
 def compact(t: torch.Tensor) -> torch.Tensor:
@@ -109,12 +118,12 @@ def run_view(
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> torch.Tensor:
     """``run`` over uint8 ``images`` as this view sees them, in batches; compact outputs, in order."""
-    params = view.params(len(images)) if view.augmented else None
+    params = view.params(len(images), images.shape[-2], images.shape[-1]) if view.augmented else None
     out = []
     for i in range(0, len(images), batch_size):
         x = to_float(images[i : i + batch_size])
         if params is not None:
-            x = apply_augment(x, params[0][i : i + batch_size], params[1][i : i + batch_size])
+            x = view.augmentation.apply(x, params_slice(params, i, i + batch_size))
         out.append(compact(run(x)))
         on_batch(len(x))
     return torch.cat(out) if out else torch.zeros(0)

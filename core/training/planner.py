@@ -12,6 +12,9 @@ regime, the best one that fits, so that the regimes finish one after another wit
 ``finetune`` runs before ``transfer`` on the same images, size and views, so ``transfer`` continues from
 its cached frozen prefix (:mod:`core.training.feature_cache`) and pays only for the last frozen stages and its head.
 The predicted seconds of each run are kept in its config (``plan``) and shown beside the actual ones.
+
+Baselines (``mlp``) are not planned: :func:`with_baselines` appends them after the race on scratch's images, with an
+empty ``plan``, so they run on top of the budget and every view says so (:data:`BASELINES_NOT_PLANNED`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 from core.data.splits import stratified_split
 from core.errors import ConfigError
-from core.models.regimes import REGIMES
+from core.models.regimes import BASELINES, REGIMES
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.training.throughput import Throughput
 
@@ -325,5 +328,31 @@ def race_configs(plan: RacePlan, source: str, seed: int = 0, group: str = "", pr
                 "shares_cache_with": p.shares_cache_with,
             },
         )
+        out.append(cfg.validate())
+    return out
+
+
+BASELINES_NOT_PLANNED = (
+    "The MLP baseline is not planned: it runs after the race, on the images of the scratch run (same size, images "
+    "and epochs), on top of the time budget. It has no convolutions to pay for, so it usually takes seconds."
+)
+
+
+def with_baselines(configs: Sequence[RunConfig], baselines: Sequence[str] = tuple(BASELINES)) -> List[RunConfig]:
+    """``configs`` (a launch, in run order) with one run of each baseline appended, in the same group: a copy of
+    the launch's ``scratch`` run (else its first run) — same data, image size, epochs, learning rate and seed —
+    trained at its full image size (the MLP has one input per pixel, so no progressive resizing) and unplanned
+    (an empty ``plan``: see :data:`BASELINES_NOT_PLANNED`)."""
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(f"Unknown baseline '{unknown[0]}'. Choose among {', '.join(BASELINES)}.")
+    if not configs:
+        return []
+    base = next((c for c in configs if c.model.regime == "scratch"), configs[0])
+    out = list(configs)
+    for name in baselines:
+        cfg = RunConfig.from_dict(base.to_dict())
+        cfg.model.regime, cfg.model.freeze, cfg.plan = name, None, {}
+        cfg.train.train_img_size, cfg.train.feature_cache = None, "auto"
         out.append(cfg.validate())
     return out

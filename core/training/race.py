@@ -24,7 +24,15 @@ from core.progress import ProgressFn, no_progress
 from core.settings import Settings, usable_cpus
 from core.training.config import RunConfig, new_group_id
 from core.training.events import EventFn, no_events
-from core.training.planner import LADDERS, MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES, RacePlan, plan_race, race_configs
+from core.training.planner import (
+    LADDERS,
+    MAX_BUDGET_MINUTES,
+    MIN_BUDGET_MINUTES,
+    RacePlan,
+    plan_race,
+    race_configs,
+    with_baselines,
+)
 from core.training.throughput import probe
 from core.training.train import train_run
 
@@ -102,8 +110,12 @@ def run_race(
     on_progress: ProgressFn = no_progress,
     on_run_end: Callable[[Dict], None] = lambda row: None,
     should_stop: StopFn = never_stop,
+    baselines: Sequence[str] = (),
+    augment: str = "flip-rotate",
 ) -> Dict:
-    """Plan and train the four regimes one after another; ``on_run_end`` gets each finished run's row."""
+    """Plan and train the four regimes one after another, then any ``baselines`` (unplanned, see
+    :func:`~core.training.planner.with_baselines`), every run with ``augment``; ``on_run_end`` gets each finished
+    run's row."""
     started = time.perf_counter()
     budget = check_budget(budget_minutes)
     planned = plan_for(
@@ -117,8 +129,12 @@ def run_race(
         on_progress=on_progress,
         started=started,
     )
+    configs = with_baselines(planned.configs, baselines)
+    for cfg in configs:
+        cfg.train.augment = augment
+        cfg.validate()
     rows = []
-    for cfg in planned.configs:
+    for cfg in configs:
         if should_stop():
             break
         t = time.perf_counter()
@@ -128,7 +144,7 @@ def run_race(
             "run_dir": summary["run_dir"],
             "status": summary["status"],
             "test_acc": summary.get("test_acc"),
-            "planned_seconds": cfg.plan["predicted_seconds"],
+            "planned_seconds": cfg.plan.get("predicted_seconds"),  # None: a baseline, not planned
             "seconds": round(time.perf_counter() - t, 1),
         }
         rows.append(row)

@@ -14,10 +14,9 @@ from typing import Dict, Optional
 import torch
 
 from core.errors import TransferLabError
-from core.models.backbones import create_model
 from core.models.device import configure_threads, cpu_isa, cpu_model
 from core.models.inference import StopFn, never_stop
-from core.models.regimes import apply_regime, get_regime
+from core.models.regimes import apply_regime, create_run_model, model_name
 from core.runs.predictions import SplitPredictions, save_predictions
 from core.runs.store import RunStore, RunWriter
 from core.settings import Settings, usable_cpus
@@ -52,10 +51,11 @@ def build_summary(writer: RunWriter, cfg: RunConfig, status: str, **fields) -> D
         "run_dir": str(writer.dir),
         "status": status,
         "regime": cfg.model.regime,
-        "backbone": cfg.model.backbone,
+        "backbone": model_name(cfg.model.regime, cfg.model.backbone),  # "mlp" for the MLP: it uses no backbone
         "dataset": cfg.data.source,
         "epochs": cfg.train.epochs,
         "img_size": cfg.data.img_size,
+        "augment": cfg.train.augment,
         **fields,
     }
 
@@ -94,11 +94,12 @@ def train_run(
     try:
         cfg.validate()
         configure_threads(cfg.train.num_threads)
-        regime = get_regime(cfg.model.regime)
         if data is None:
             data = prepare_data(cfg.data, settings, on_progress=data_progress)
         torch.manual_seed(cfg.train.seed)
-        model, weights_source = create_model(cfg.model.backbone, len(data.classes), regime.pretrained, settings)
+        model, weights_source = create_run_model(
+            cfg.model.regime, cfg.model.backbone, len(data.classes), cfg.data.img_size, settings
+        )
         split = apply_regime(model, cfg.model.regime, cfg.model.backbone, cfg.model.freeze)
     except BaseException as e:
         if writer is not None:  # a queued run: its folder must say why it never started

@@ -48,9 +48,14 @@ def search_question(root: str | None, stamp: tuple):
     return neighbours_question(root, settings)
 
 
+def shown(q: Question) -> tuple:
+    """The options in this session's order (concept questions are shuffled per session, the same on every rerun)."""
+    return q.shown_options(st.session_state.get("owner", ""))
+
+
 def chosen_options(q: Question, keys: list) -> list:
     if q.several:
-        return [o for o, k in zip(q.options, keys) if st.session_state.get(k)]
+        return [o for o, k in zip(shown(q), keys) if st.session_state.get(k)]
     value = st.session_state.get(keys[0])
     return [value] if value is not None else []
 
@@ -99,16 +104,16 @@ def ask(n: int, q: Question, show_class: bool) -> None:
         if q.several:
             st.caption("Choose all that apply.")
             keys = [f"{tag}-{i}" for i in range(len(q.options))]
-            for option, key in zip(q.options, keys):
+            for option, key in zip(shown(q), keys):
                 st.checkbox(option, key=key, disabled=answer is not None)
         else:
             keys = [tag]
-            st.radio("Your answer", q.options, index=None, key=tag, disabled=answer is not None,
+            st.radio("Your answer", shown(q), index=None, key=tag, disabled=answer is not None,
                      label_visibility="collapsed")  # fmt: skip
         if answer is None:
             st.button("Check", key=f"{tag}-check", on_click=check, args=(q, keys), disabled=not chosen_options(q, keys))
         else:
-            right = ", ".join(f"**{o}**" for o in q.options if o in q.correct)
+            right = ", ".join(f"**{o}**" for o in shown(q) if o in q.correct)
             if answer["right"]:
                 st.success(f"Right. {q.explanation}", icon="✅")
             else:

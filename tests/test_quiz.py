@@ -239,12 +239,22 @@ def test_the_tally_counts_one_answer_per_session_and_a_re_answer_replaces_it():
     assert tally.right("q", {"x"}) == 20 and tally.right("q", {"x", "y"}) == 1
 
 
+def test_concept_options_are_shuffled_per_session_and_stay_put():
+    for q in CONCEPTS:
+        orders = {q.shown_options(f"session-{i}") for i in range(12)}
+        assert len(orders) > 1 and all(sorted(o) == sorted(q.options) for o in orders), q.id
+        assert q.shown_options("session-1") == q.shown_options("session-1")  # the same on every rerun
+    firsts = [q.shown_options(f"session-{i}")[0] in q.correct for q in CONCEPTS for i in range(8)]
+    assert 0.1 < sum(firsts) / len(firsts) < 0.6  # the right answer is not where the file put it (first)
+
+
 # ------------------------------------------------------------------------------------------------------ page
 
 
 def _answer(at, q: Question, options) -> None:
+    owner = at.session_state["owner"] if "owner" in at.session_state else ""
     if q.several:
-        for i, o in enumerate(q.options):
+        for i, o in enumerate(q.shown_options(owner)):
             at.checkbox(key=f"quiz-0-{q.id}-{i}").set_value(o in options)
     else:
         at.radio(key=f"quiz-0-{q.id}").set_value(options[0])

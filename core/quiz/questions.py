@@ -8,6 +8,8 @@ paragraph naming the file, the question and what is wrong, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -53,6 +55,16 @@ class Question:
     explanation: str
     link: Optional[Link] = None
     photo: Optional[Dict[str, str]] = None
+    shuffle: bool = False  # shown in an order of its own per session (concept questions: the file lists the
+    # right answer wherever its author put it, often first); run-answered ones keep their natural order
+
+    def shown_options(self, session: str) -> Tuple[str, ...]:
+        """The options in the order ``session`` sees them: the file's order, or (``shuffle``) a permutation seeded by
+        the session and the question, so it stays put across reruns and differs between students."""
+        if not self.shuffle:
+            return self.options
+        seed = int.from_bytes(hashlib.sha256(f"{session}/{self.id}".encode()).digest()[:8], "big")
+        return tuple(random.Random(seed).sample(self.options, len(self.options)))
 
     @property
     def several(self) -> bool:
@@ -113,6 +125,7 @@ def _question(entry, n: int, path: Path, seen: set) -> Question:
         correct=frozenset(str(c) for c in correct),
         explanation=str(entry["explanation"]).strip(),
         link=Link(link, f"Open the {link.replace('_', ' ').title()} page") if link else None,
+        shuffle=True,
     )
 
 

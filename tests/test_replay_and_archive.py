@@ -331,6 +331,12 @@ def test_cli_exports_imports_and_refuses_with_exit_2(launch, settings, tmp_path,
 def test_train_page_replays_an_ended_launch_and_refuses_a_bad_import(launch, settings, monkeypatch):
     runs_dir, group = launch
     shutil.copytree(runs_dir, settings.runs_dir)
+    # a race 1000 times longer (about an hour at 16×): the page's frame is still mid-race, however slow the test
+    lines = {rec.dir: read_timeline(rec.dir) for rec in RunStore(settings.runs_dir).list_runs()}
+    origin = min(e["at"] for timeline in lines.values() for e in timeline)
+    for folder, timeline in lines.items():
+        stretched = [{**e, "at": origin + 1000 * (e["at"] - origin)} for e in timeline]
+        (folder / TIMELINE).write_text("".join(json.dumps(e) + "\n" for e in stretched))
     monkeypatch.setenv(ENV_TEACHER_PASSWORD, "secret")
     at = open_app_page("app_pages/train.py", state={"owner": "alice"})
     assert not at.file_uploader and any("teacher imports" in c.value for c in at.caption)  # students may not

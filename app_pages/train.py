@@ -3,8 +3,12 @@ regimes race, live.
 
 Everything shown live is read from the run store (the queue lives there too), so a reload, another tab or
 another browser shows the same state. Training runs in the worker process, never in this script. Stop is
-shown on the runs this browser session launched, and on every run in teacher mode.
+shown on the runs this browser session launched, and on every run in teacher mode. An ended launch can be
+replayed (core.app.replay: drawn by the same functions as a live race), exported as a .zip and imported
+(core.runs.archive; importing writes into the shared run store: teacher mode only).
 """
+
+import time
 
 import pandas as pd
 import streamlit as st
@@ -23,10 +27,12 @@ from core.app.live import (
     shown_launches,
 )
 from core.app.plots import CurveSeries, race_figure_cached
+from core.app.replay import SPEEDS, launch_replay, replay_clock
 from core.app.tasks import shared_tasks
 from core.errors import TransferLabError
 from core.models.backbones import BACKBONES, get_backbone
 from core.models.regimes import BASELINES, REGIMES, describe_regimes, display_name, mlp_param_count
+from core.runs.archive import export_launch_bytes, import_launch
 from core.runs.compare import headline, regime_summary, runs_table, seconds
 from core.settings import Settings
 from core.training.augment import AUGMENT_TITLES, AUGMENTS
@@ -43,6 +49,8 @@ LIVE_REFRESH_SECONDS = 1.0  # the progress bars
 CHART_REFRESH_SECONDS = 3.0  # the race chart: it changes once an epoch, and costs far more to send
 IDLE_REFRESH_SECONDS = 5.0  # nothing training: how soon another browser's launch shows
 SETTINGS_KEY = "train_settings"  # the settings' expander: open until a launch, then folded under the race
+REPLAY_KEY = "train_replay"  # the replay playing in this session: {"group", "speed", "started", "replay"}
+IMPORTED_KEY = "train_imported"  # {uploaded file id: (the launch imported, or None), the message shown}
 STATE_ICONS = {
     "queued": "⏳",
     "running": "🏃",
@@ -103,6 +111,9 @@ def shown_races() -> tuple:
     newest (core.app.live.shown_launches)."""
     stored = training.runs()  # the server's shared listing: one read of what changed, for every tab
     groups = shown_launches(stored, owner)
+    known = {r.config.get("group") for r in stored}
+    imported = [g for g, _ in st.session_state.get(IMPORTED_KEY, {}).values() if g in known and g not in groups]
+    groups += list(dict.fromkeys(imported))  # the launches this session imported: shown to replay them
     views = {group: group_view(group, stored) for group in groups}
     return groups, views, any(run.active for runs in views.values() for run in runs)
 
@@ -123,10 +134,10 @@ def watch_for_launch(shown: list) -> None:
         st.rerun()
 
 
-def launch_heading(group: str, runs: list) -> None:
+def launch_heading(group: str, runs: list, replaying: bool = False) -> None:
     who = launch_owner(runs)
     title = "Your race" if who and who == owner else "A race from another browser" if who else "A race"
-    stoppable = [r for r in runs if r.active and not r.stopping and may_stop(r, owner, teacher)]
+    stoppable = [r for r in runs if r.active and not r.stopping and may_stop(r, owner, teacher) and not replaying]
     row = st.container(horizontal=True, vertical_alignment="center")
     row.subheader(title)
     if stoppable:
@@ -140,8 +151,9 @@ def launch_heading(group: str, runs: list) -> None:
         )
 
 
-def race_rows(group: str, runs: list) -> None:
-    launch_heading(group, runs)
+def race_rows(group: str, runs: list, replaying: bool = False) -> None:
+    """The launch's heading and one line per run; ``replaying``: a replay's frame, without Stop buttons."""
+    launch_heading(group, runs, replaying)
     timing = race_timing(runs)
     if timing:
         st.caption(
@@ -179,7 +191,7 @@ def race_rows(group: str, runs: list) -> None:
         elif not run.active:  # interrupted, cancelled
             done = f" after {len(run.metrics)} epoch{'s' * (len(run.metrics) != 1)}" if run.metrics else ""
             st.markdown(f"{name} · {run.state}{done}")
-        elif may_stop(run, owner, teacher) and not run.stopping:
+        elif may_stop(run, owner, teacher) and not run.stopping and not replaying:
             row = st.container(horizontal=True, vertical_alignment="bottom")
             row.progress(progress_fraction(run), text=f"{name} · {progress_text(run)}")
             row.button(
@@ -190,8 +202,8 @@ def race_rows(group: str, runs: list) -> None:
                 help="Stop after the current batch; what it finished is kept as an interrupted run.",
             )
         else:
-            others = others or not run.stopping
-            suffix = "" if run.stopping else " · another browser's run"
+            others = others or not (run.stopping or replaying)
+            suffix = "" if run.stopping or replaying else " · another browser's run"
             st.progress(progress_fraction(run), text=f"{name} · {progress_text(run)}{suffix}")
         if at_chance(run, chance):
             st.caption(f"🎲 {chance_note(run, chance)}")
@@ -228,11 +240,104 @@ def verdict(group: str) -> None:
 
 
 def results(group: str, runs: list) -> None:
-    """An ended launch: its rows, its chart, the verdict and the way to Compare."""
+    """An ended launch: its rows, its chart, the verdict, Replay, Export and the way to Compare (or its
+    replay, while this session plays it)."""
+    if (st.session_state.get(REPLAY_KEY) or {}).get("group") == group:
+        replay_panel(group)
+        return
     race_rows(group, runs)
     race_chart(group, runs)
     verdict(group)
+    launch_tools(group)
     st.page_link("app_pages/compare.py", label="Compare these runs with earlier ones →", icon="📊")
+
+
+# ----------------------------------------------------------------------------------- replay, export, import
+
+
+def start_replay(group: str) -> None:
+    speed = st.session_state.get(f"replay-speed-{group}") or SPEEDS[1]
+    replay = launch_replay(group, training.runs())
+    st.session_state[REPLAY_KEY] = {"group": group, "speed": speed, "started": time.time(), "replay": replay}
+
+
+def stop_replay() -> None:
+    st.session_state.pop(REPLAY_KEY, None)
+
+
+@st.fragment(run_every=LIVE_REFRESH_SECONDS)
+def replay_panel(group: str) -> None:
+    """One frame of the replay, drawn as a live race is: redrawn every second, the clock read from the time
+    it started (no sleeps). At the end, the page again: the launch's results, verdict included."""
+    state = st.session_state.get(REPLAY_KEY)
+    if not state or state["group"] != group:
+        st.rerun()
+    replay, speed = state["replay"], state["speed"]
+    clock = replay_clock(state["started"], speed, time.time())
+    if replay.ended(clock):
+        stop_replay()
+        st.rerun()
+    runs = replay.at(clock)
+    race_rows(group, runs, replaying=True)
+    row = st.container(horizontal=True, vertical_alignment="center")
+    row.caption(f"▶️ Replay at **{speed}×** · {seconds(clock)} of {seconds(replay.duration)} (the launch's own "
+                f"clock; time with nothing training is cut to a moment)")  # fmt: skip
+    row.button("⏹ Stop replay", key=f"stop-replay-{group}", on_click=stop_replay)
+    race_chart(group, runs)
+
+
+def launch_tools(group: str) -> None:
+    """Replay (at a chosen speed) and Export, for an ended launch."""
+    row = st.container(horizontal=True, vertical_alignment="center")
+    row.segmented_control("Replay speed", SPEEDS, default=SPEEDS[1], format_func=lambda s: f"{s}×",
+                          key=f"replay-speed-{group}", label_visibility="collapsed")  # fmt: skip
+    row.button("▶️ Replay", key=f"replay-{group}", on_click=start_replay, args=(group,),
+               help="Play this launch's recorded race again, at the chosen speed: no training, no CPU.")  # fmt: skip
+    weights = row.checkbox(
+        "with weights",
+        key=f"export-weights-{group}",
+        help="Include each run's best.pt (needed to explain or evaluate the runs elsewhere).",
+    )
+    row.download_button(
+        "⬇️ Export launch",
+        data=lambda: export_launch_bytes(settings.runs_dir, group, weights),
+        file_name=f"launch-{group}.zip",
+        mime="application/zip",
+        key=f"export-{group}",
+        on_click="ignore",
+        help="One .zip of its run folders, to import and replay on another machine.",
+    )
+
+
+def import_box() -> None:
+    """Import a launch exported elsewhere (core.runs.archive checks it like an upload): teacher mode only,
+    as it writes into the run store every browser shares."""
+    with st.expander("📦 Import a launch"):
+        if not teacher:
+            st.caption("The teacher imports launches (teacher mode, in the sidebar).")
+            return
+        upload = st.file_uploader(
+            "Import a launch (.zip)",
+            type="zip",
+            key="import_launch",
+            help="A launch exported with ⬇️ Export launch or `python -m core export-launch`.",
+        )
+        if upload is None:
+            return
+        done = st.session_state.setdefault(IMPORTED_KEY, {})
+        if upload.file_id not in done:  # once per upload: the widget keeps the file across reruns
+            try:
+                result = import_launch(upload, settings.runs_dir, shown_as=upload.name)
+                training.listing.expire()
+                done[upload.file_id] = (result["launch"], f"Imported {len(result['runs'])} run(s): replay it above.")
+                st.rerun()  # the page again, with the imported launch shown
+            except TransferLabError as e:
+                done[upload.file_id] = (None, str(e))
+        launch, message = done[upload.file_id]
+        if launch:
+            st.success(message)
+        else:
+            st.error(message)
 
 
 def live_races(groups: list, views: dict) -> None:
@@ -252,6 +357,7 @@ def ended_races(groups: list, views: dict) -> None:
     for group in groups:
         results(group, views[group])
     watch_for_launch(groups)
+    import_box()
 
 
 # --------------------------------------------------------------------------------------------- planning
@@ -372,6 +478,7 @@ if not dataset:
     st.warning("Choose a dataset in the sidebar first.")
     if active:  # a race launched earlier (or by another browser) is still shown
         live_races(groups, views)
+        import_box()
     else:
         ended_races(groups, views)
     st.stop()
@@ -541,3 +648,5 @@ with settings_box:
 
 if not active:
     ended_races(groups, views)
+else:
+    import_box()

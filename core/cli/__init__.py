@@ -6,7 +6,8 @@
 * :mod:`core.cli.triplet`: ``train-embedder`` (the triplet method's head, on cached deep features);
 * :mod:`core.cli.zoo`: ``zoo`` (every backbone: size, accuracy, latency here);
 * :mod:`core.cli.explain`: ``explain`` (a run's CAM heat map and feature maps of one photo);
-* :mod:`core.cli.report`: ``report`` (runs as one self-contained HTML file).
+* :mod:`core.cli.report`: ``report`` (runs as one self-contained HTML file);
+* :mod:`core.cli.launches`: ``export-launch``, ``import-launch`` (a launch as one .zip, to replay elsewhere).
 
 Each module registers its sub-commands with ``set_defaults(handler=...)``; shared argument types live in
 :mod:`core.cli.args`. Progress goes to stderr (tqdm); the last line on stdout is one JSON object, for
@@ -20,12 +21,12 @@ import argparse
 import sys
 from typing import List, Optional
 
-from core.cli import explain, report, retrieval, runs, training, triplet, zoo
+from core.cli import explain, launches, report, retrieval, runs, training, triplet, zoo
 from core.errors import TransferLabError
 from core.files import remove_stale_temporaries
 from core.settings import Settings
 
-COMMAND_GROUPS = (training, runs, retrieval, triplet, zoo, explain, report)
+COMMAND_GROUPS = (training, runs, retrieval, triplet, zoo, explain, report, launches)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,9 +50,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 "test_acc": r.summary.get("test_acc"),
                 "best_val_acc": r.summary.get("best_val_acc"),
                 "epochs_done": len(r.metrics),
+                "launch": r.config.get("group") or None,  # for export-launch
             }
         )
-        print(f"{r.run_id:55s} {r.status:12s} test_acc={r.summary.get('test_acc')}", file=sys.stderr)
+        launch = f" launch={r.config['group']}" if r.config.get("group") else ""
+        print(f"{r.run_id:55s} {r.status:12s} test_acc={r.summary.get('test_acc')}{launch}", file=sys.stderr)
     print(json.dumps(rows))
     return 0
 

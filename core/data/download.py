@@ -479,7 +479,7 @@ def extract_zip(
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=zips_dir))
     try:
         with archive:
-            members = _checked_zip_members(archive, name, max_bytes, max_members)
+            members = checked_zip_members(archive, name, max_bytes, max_members)
             _extract_zip_members(archive, members, tmp, name, max_bytes, on_progress)
         mark_complete(tmp)
         if dest.exists():  # an old, incomplete extraction
@@ -511,7 +511,7 @@ def _skipped(parts: tuple[str, ...]) -> bool:
     return any(p == "__MACOSX" or p.startswith(".") for p in parts)
 
 
-def _checked_zip_members(
+def checked_zip_members(
     archive: zipfile.ZipFile, name: str, max_bytes: int, max_members: int
 ) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
     """The members to extract, with their relative paths; raises DataError for unsafe or oversized zips."""

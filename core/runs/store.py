@@ -10,6 +10,10 @@
         split.json      the manifest: root, classes, train/val/test file lists
         metrics.jsonl   one JSON line per finished epoch, appended and fsynced
         progress.json   live progress (phase, epoch, batch, images/s, ETA), rewritten about once a second
+        progress.jsonl  the run's timeline, for replaying it (core.app.replay): one line per status change
+                        ({"at": unix s, "status": ...}), per finished epoch ({"at", "epoch"}) and per progress
+                        snapshot ({"at", "progress": {...}}, at most one per TIMELINE_EVERY_SECONDS plus each
+                        epoch's last batch, MAX_TIMELINE_LINES in all): appended, not fsynced, best effort
         best.pt         state dict of the best epoch so far (by validation loss), replaced atomically
         summary.json    written at the end: status finished / interrupted / failed / cancelled, test accuracy...
         predictions.json  the best epoch's prediction for each test image (see core.runs.predictions)
@@ -22,6 +26,11 @@ A run is ``running`` while its ``run.lock`` is held; the operating system releas
 dies, however it dies, and a reused PID cannot fake it. A run that says ``running`` without the lock is
 shown ``interrupted``; a folder that cannot be read is shown ``corrupt`` — listing never fails because of
 one bad run.
+
+``progress.jsonl`` is a record, not a state: nothing reads it while the run trains, a crash losing its last
+lines costs a replay a few seconds, and a run without it (written before it existed) replays from its
+``status.json`` start time, its epochs' ``seconds`` and its summary. At most 5,000 lines of about 150 bytes:
+under a megabyte however long the run.
 """
 
 from __future__ import annotations
@@ -53,6 +62,9 @@ EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
 
 
 CANCELLED = "stopped before it started"
+TIMELINE = "progress.jsonl"
+TIMELINE_EVERY_SECONDS = 2.0  # progress snapshots kept for a replay: one per 2 s, and every epoch's last batch
+MAX_TIMELINE_LINES = 5000  # then only status changes and epochs: a bounded file however long the run
 
 
 def _now() -> str:
@@ -91,6 +103,7 @@ class RunWriter:
         self.owner = owner  # the browser session that launched it ("" from the command line)
         self.queued_at = queued_at
         self._lock = None
+        self._timeline_lines, self._last_snapshot = 0, {"at": -1e18, "phase": None}
 
     @property
     def run_id(self) -> str:
@@ -114,6 +127,28 @@ class RunWriter:
     def write_config(self, config: Dict) -> None:
         write_json_atomic(self.dir / "config.json", config)
 
+    def record(self, entry: Dict, snapshot: bool = False) -> None:
+        """Append ``entry`` to the run's timeline (``progress.jsonl``), stamped with the time. Best effort: a
+        replay is not worth failing a run for, so a write that fails is dropped. A ``snapshot`` (progress) line
+        is kept only within the file's budget (see the module docstring)."""
+        if snapshot and self._timeline_lines >= MAX_TIMELINE_LINES:
+            return
+        self._timeline_lines += 1
+        try:
+            with open(self.dir / TIMELINE, "a") as f:
+                f.write(json.dumps(strict_json({"at": round(time.time(), 3), **entry}), allow_nan=False) + "\n")
+        except OSError:
+            pass
+
+    def _snapshot(self, progress: Dict) -> None:
+        """A progress snapshot for the timeline: at most one per TIMELINE_EVERY_SECONDS, but always a new phase
+        and every epoch's last batch (where the replay's bar must be full)."""
+        now, last = time.time(), self._last_snapshot
+        ends_epoch = progress.get("batch") is not None and progress.get("batch") == progress.get("batches")
+        if now - last["at"] >= TIMELINE_EVERY_SECONDS or progress.get("phase") != last["phase"] or ends_epoch:
+            self._last_snapshot = {"at": now, "phase": progress.get("phase")}
+            self.record({"progress": progress}, snapshot=True)
+
     def write_status(self, status: str, **extra) -> None:
         write_json_atomic(
             self.dir / "status.json",
@@ -128,6 +163,7 @@ class RunWriter:
                 **extra,
             },
         )
+        self.record({"status": status})
 
     def write_manifest(self, manifest: Dict) -> None:
         write_json_atomic(self.dir / "split.json", manifest)
@@ -141,9 +177,12 @@ class RunWriter:
                 os.fsync(f.fileno())
         except OSError as e:
             raise storage_error(e, path) from e
+        if isinstance(metrics.get("epoch"), int):
+            self.record({"epoch": metrics["epoch"]})
 
     def write_progress(self, progress: Dict) -> None:
         write_json_atomic(self.dir / "progress.json", {**progress, "updated_at": _now()})
+        self._snapshot(progress)
 
     def save_checkpoint(self, state_dict: Dict[str, torch.Tensor]) -> None:
         import torch  # noqa: PLC0415 (lazy: torch takes seconds to import; the app's router and Home paint without it)
@@ -232,6 +271,24 @@ def _read_metrics(path: Path) -> List[Dict]:
                 continue
             if isinstance(row, dict) and isinstance(row.get("epoch"), int):
                 rows.append(row)
+    return rows
+
+
+def read_timeline(run_dir: Path) -> List[Dict]:
+    """The lines of a run's ``progress.jsonl`` (see the module docstring), in the order written; [] when it has
+    none. A torn line, or one without a numeric ``at``, is skipped on its own."""
+    rows = []
+    try:
+        text = (Path(run_dir) / TIMELINE).read_text()
+    except OSError:
+        return rows
+    for line in text.splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("at"), (int, float)) and not isinstance(row["at"], bool):
+            rows.append(row)
     return rows
 
 

@@ -602,10 +602,10 @@ with settings_box:
         "Every run of the launch uses it; Compare can set runs with different settings side by side.",
     )
     try:
-        photo, views = strip(dataset["source"], augment, int(seed))
-        st.image(views, width=80)
+        photo, strip_views = strip(dataset["source"], augment, int(seed))
+        st.image(strip_views, width=80)
         st.caption(
-            f"What the network gets: `{photo}` in {len(views)} random views ({AUGMENT_TITLES[augment]})."
+            f"What the network gets: `{photo}` in {len(strip_views)} random views ({AUGMENT_TITLES[augment]})."
             + (
                 " The plan's times assume flip + rotate; strong costs about twice as much per image to augment, "
                 "so scratch and full may run over."

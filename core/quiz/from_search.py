@@ -49,7 +49,7 @@ def neighbours_question(root: Optional[str], settings: Settings, k: int = NEIGHB
     if not root:
         return Skipped("search-neighbours", "Choose a dataset in the sidebar, then search a photo on the Search page.")
     saved = saved_indexes(Path(root), settings)
-    indexes = {m: saved[m][0] for m in METHODS if m in saved}  # the newest of each method
+    indexes = {m: saved[m] for m in METHODS if m in saved}  # in the Search page's order
     if len(indexes) < 2:
         return Skipped("search-neighbours", SEARCH_FIRST)
     files = sorted(set.intersection(*(set(ix.files) for ix in indexes.values())))

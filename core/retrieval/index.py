@@ -522,12 +522,13 @@ def open_index(
             return built, report(b.action, built, b.embedded, b.reused)
 
 
-def saved_indexes(root: Path, settings: Optional[Settings] = None) -> Dict[str, List[ImageIndex]]:
-    """The FAISS indexes of the dataset at ``root`` saved in the cache that still hold its files as they are now,
-    ``{method: [index, ...]}``, the newest build first. They are only read: nothing is built, updated or embedded,
-    and no embedder is loaded (their ``embedder`` is None; they search by their stored vectors,
-    :meth:`ImageIndex.neighbours_of`). For questions asked of the Search page's indexes while a student waits (the
-    quiz). Milvus collections are not read here."""
+def saved_indexes(root: Path, settings: Optional[Settings] = None) -> Dict[str, ImageIndex]:
+    """The newest FAISS index of each method saved in the cache for the dataset at ``root`` that still holds its files
+    as they are now, ``{method: index}``. They are only read: nothing is built, updated or embedded, and no embedder
+    is loaded (their ``embedder`` is None; they search by their stored vectors, :meth:`ImageIndex.neighbours_of`).
+    Only each file's metadata is read to choose, then one index per method (a pixel index of the flowers is ~0.5 GB).
+    For questions asked of the Search page's indexes while a student waits (the quiz). Milvus collections are not
+    read here."""
     settings = settings or Settings.from_env()
     root = Path(root).expanduser().resolve()
     folder = index_path(root, "", "", settings).parent
@@ -535,25 +536,35 @@ def saved_indexes(root: Path, settings: Optional[Settings] = None) -> Dict[str, 
         return {}
     listing = scan_image_folder(root, min_classes=1)
     fingerprint = stats_fingerprint(root, file_stats(root, listing.files))
-    found: Dict[str, List[ImageIndex]] = {}
-    for path in sorted(folder.glob("*.npz")):
+    newest: Dict[str, Tuple[str, Path]] = {}
+    for path in folder.glob("*.npz"):
+        meta = None if path.name.endswith(".loo.npz") else _saved_meta(path)  # leave-one-out ids: no index
+        if meta is None or meta.get("fingerprint") != fingerprint or meta.get("method") not in METHODS:
+            continue  # the dataset changed since: the Search page updates it when next opened
+        built = (str(meta.get("built_at", "")), path.name)
+        if meta["method"] not in newest or built > newest[meta["method"]][0]:
+            newest[meta["method"]] = (built, path)
+    found: Dict[str, ImageIndex] = {}
+    for method, (_, path) in newest.items():
         in_memory = _open.get(str(path))
         if in_memory is not None and in_memory.store.kind == "faiss":
             index, meta = in_memory.store.index, in_memory.meta  # open already: not read again
         else:
-            saved = None if path.name.endswith(".loo.npz") else _load(path)  # leave-one-out ids: no index
+            saved = _load(path)
             if saved is None:
                 continue
             index, meta = saved
-        if meta.get("fingerprint") != fingerprint or meta.get("method") not in METHODS:
-            continue  # the dataset changed since: the Search page updates it when next opened
-        spec = get_method(meta["method"])
-        found.setdefault(spec.name, []).append(
-            _wrap(spec, root, listing.classes, FaissStore(index, path), meta, None, path)
-        )
-    for indexes in found.values():
-        indexes.sort(key=lambda i: i.meta.get("built_at", ""), reverse=True)
+        found[method] = _wrap(get_method(method), root, listing.classes, FaissStore(index, path), meta, None, path)
     return found
+
+
+def _saved_meta(path: Path) -> Optional[dict]:
+    """A saved index's metadata alone (an ``.npz`` member is read only when asked for), or None when unreadable."""
+    try:
+        with np.load(path) as z:
+            return json.loads(z["meta"].tobytes().decode())
+    except Exception:  # truncated, foreign or damaged: not an index to answer from
+        return None
 
 
 def _sync_milvus(

@@ -19,6 +19,7 @@ from core.app.live import (
     at_chance,
     chance_level,
     chance_note,
+    ended_launches,
     group_view,
     launch_owner,
     progress_fraction,
@@ -50,6 +51,7 @@ CHART_REFRESH_SECONDS = 3.0  # the race chart: it changes once an epoch, and cos
 IDLE_REFRESH_SECONDS = 5.0  # nothing training: how soon another browser's launch shows
 SETTINGS_KEY = "train_settings"  # the settings' expander: open until a launch, then folded under the race
 REPLAY_KEY = "train_replay"  # the replay playing in this session: {"group", "speed", "started", "replay"}
+PICKED_KEY = "train_earlier_launch"  # an earlier launch this session chose to show (and replay)
 IMPORTED_KEY = "train_imported"  # {uploaded file id: (the launch imported, or None), the message shown}
 STATE_ICONS = {
     "queued": "⏳",
@@ -114,6 +116,9 @@ def shown_races() -> tuple:
     known = {r.config.get("group") for r in stored}
     imported = [g for g, _ in st.session_state.get(IMPORTED_KEY, {}).values() if g in known and g not in groups]
     groups += list(dict.fromkeys(imported))  # the launches this session imported: shown to replay them
+    picked = st.session_state.get(PICKED_KEY)
+    if picked in known and picked not in groups:
+        groups.append(picked)  # an earlier launch chosen below, to replay or export it
     views = {group: group_view(group, stored) for group in groups}
     return groups, views, any(run.active for runs in views.values() for run in runs)
 
@@ -309,6 +314,25 @@ def launch_tools(group: str) -> None:
     )
 
 
+def earlier_launches() -> None:
+    """Any ended launch of the store, to show again above (and replay, or export): a race recorded last week, or
+    one imported, for a class with no CPU or no time to spare."""
+    launches = ended_launches(training.runs())
+    with st.expander(f"🎞️ Earlier launches ({len(launches)})"):
+        if not launches:
+            st.caption("No launch has finished yet.")
+            return
+        st.selectbox(
+            "Show a launch to replay or export it",
+            list(launches),
+            index=None,
+            format_func=launches.get,
+            key=PICKED_KEY,
+            placeholder="Choose a launch",
+            help="It is shown above with ▶️ Replay and ⬇️ Export launch.",
+        )
+
+
 def import_box() -> None:
     """Import a launch exported elsewhere (core.runs.archive checks it like an upload): teacher mode only,
     as it writes into the run store every browser shares."""
@@ -357,6 +381,7 @@ def ended_races(groups: list, views: dict) -> None:
     for group in groups:
         results(group, views[group])
     watch_for_launch(groups)
+    earlier_launches()
     import_box()
 
 
@@ -478,6 +503,7 @@ if not dataset:
     st.warning("Choose a dataset in the sidebar first.")
     if active:  # a race launched earlier (or by another browser) is still shown
         live_races(groups, views)
+        earlier_launches()
         import_box()
     else:
         ended_races(groups, views)
@@ -649,4 +675,5 @@ with settings_box:
 if not active:
     ended_races(groups, views)
 else:
+    earlier_launches()
     import_box()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.app.live import progress_fraction
+from core.app.live import ended_launches, progress_fraction
 from core.app.replay import IDLE_SECONDS, SPEEDS, launch_replay, replay_clock
 from core.cli import main
 from core.errors import DataError
@@ -364,3 +364,26 @@ def test_train_page_replays_an_ended_launch_and_refuses_a_bad_import(launch, set
     at.file_uploader(key="import_launch").set_value(("bad.zip", b"not a zip", "application/zip")).run()
     assert not at.exception, at.exception
     assert any("not a valid .zip" in e.value for e in at.error)
+
+
+def test_any_earlier_launch_can_be_shown_again_to_replay(launch, settings):
+    """The page shows the newest launches by itself; an older one is picked under "Earlier launches" and gets
+    its Replay and Export like the others."""
+    runs_dir, group = launch
+    shutil.copytree(runs_dir, settings.runs_dir)
+    newer = new_group_id()  # the same runs again, launched later: the page's default is this one
+    for rec in RunStore(settings.runs_dir).list_runs():
+        again = shutil.copytree(rec.dir, rec.dir.with_name(rec.run_id[:-4] + "beef"))
+        config = json.loads((again / "config.json").read_text())
+        (again / "config.json").write_text(json.dumps({**config, "group": newer}))
+    labels = ended_launches(RunStore(settings.runs_dir).list_runs())
+    assert list(labels) == [newer, group]  # newest first
+    assert "Transfer learning" in labels[group] and "From scratch" in labels[group]
+    at = open_app_page("app_pages/train.py", state={"owner": "alice"})
+    assert not at.exception, at.exception
+    assert at.button(key=f"replay-{newer}") and f"replay-{group}" not in [b.key for b in at.button]
+    at.selectbox(key="train_earlier_launch").set_value(group).run()
+    assert not at.exception, at.exception
+    assert {f"replay-{newer}", f"replay-{group}"} <= {b.key for b in at.button}
+    at.button(key=f"replay-{group}").click().run()
+    assert at.session_state["train_replay"]["group"] == group

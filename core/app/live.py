@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from core.models.regimes import display_name
+from core.runs.compare import dataset_name, local_time
 from core.runs.store import ACTIVE, RunRecord
 
 
@@ -71,6 +72,27 @@ def shown_launches(runs: List[RunRecord], owner: str) -> List[str]:
     newest_first = sorted(active, reverse=True)  # group ids sort by time
     shown = sorted(newest_first, key=lambda g: g not in own)  # stable: the owner's first, each part newest first
     return shown + ([own_newest] if own_newest is not None and own_newest not in active else [])
+
+
+def ended_launches(runs: List[RunRecord]) -> Dict[str, str]:
+    """Every launch with nothing queued or training and at least one finished run, newest first, with a label to
+    pick it by ("2026-12-06 21:04 · flowers · efficientnet_lite0 · Transfer learning, Fine-tune everything"): what
+    the Train page can replay, imported ones included."""
+    members: Dict[str, List[RunRecord]] = {}
+    for r in runs:
+        if r.config.get("group"):
+            members.setdefault(r.config["group"], []).append(r)
+    out = {}
+    for group in sorted(members, reverse=True):  # group ids sort by launch time
+        rs = sorted(members[group], key=lambda r: (r.queued_at or 0, r.run_id))
+        if any(r.active for r in rs) or not any(r.status == "finished" for r in rs):
+            continue
+        first = rs[0].config
+        when = local_time(min((r.started_at for r in rs if r.started_at), default=""))
+        regimes = ", ".join(dict.fromkeys(display_name(str(r.config.get("model", {}).get("regime"))) for r in rs))
+        parts = [when, dataset_name(first.get("data", {}).get("source", "")), first.get("model", {}).get("backbone")]
+        out[group] = " · ".join(str(p) for p in [*parts, regimes] if p)
+    return out
 
 
 def launch_owner(runs: List[LiveRun]) -> str:

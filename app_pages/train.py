@@ -117,7 +117,7 @@ def shown_races() -> tuple:
     imported = [g for g, _ in st.session_state.get(IMPORTED_KEY, {}).values() if g in known and g not in groups]
     groups += list(dict.fromkeys(imported))  # the launches this session imported: shown to replay them
     picked = st.session_state.get(PICKED_KEY)
-    if picked in known and picked not in groups:
+    if picked and picked in known and picked not in groups:
         groups.append(picked)  # an earlier launch chosen below, to replay or export it
     views = {group: group_view(group, stored) for group in groups}
     return groups, views, any(run.active for runs in views.values() for run in runs)
@@ -247,7 +247,8 @@ def verdict(group: str) -> None:
 def results(group: str, runs: list) -> None:
     """An ended launch: its rows, its chart, the verdict, Replay, Export and the way to Compare (or its
     replay, while this session plays it)."""
-    if (st.session_state.get(REPLAY_KEY) or {}).get("group") == group:
+    playing = st.session_state.get(REPLAY_KEY)
+    if playing and playing["group"] == group:
         replay_panel(group)
         return
     race_rows(group, runs)

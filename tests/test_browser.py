@@ -154,6 +154,27 @@ def browser_page():
             browser.close()
 
 
+def _tiny_race(runs_dir, cache_dir, folder, epochs: int = 1) -> list:
+    """Transfer and finetune really trained (32 px) into the server's run store as one launch: their summaries."""
+    from core.settings import Settings
+    from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from core.training.train import train_run
+
+    settings = Settings(cache_dir=cache_dir, runs_dir=runs_dir)
+    return [
+        train_run(
+            RunConfig(
+                data=DataConfig(source=str(folder), img_size=32),
+                model=ModelConfig(backbone="efficientnet_lite0", regime=regime),
+                train=TrainConfig(epochs=epochs, lr=1e-3),
+                group="g-browser",
+            ),
+            settings,
+        )
+        for regime in ("transfer", "finetune")
+    ]
+
+
 def _visible_problems(page) -> str:
     """Streamlit exception boxes and error alerts on the page, as text ('' when there are none)."""
     return "\n---\n".join(page.locator(PROBLEMS).all_inner_texts())
@@ -303,25 +324,9 @@ def test_browser_compare_exports_clicks_a_confusion_cell_and_predicts_uploads(
     import pandas as pd
     from playwright.sync_api import expect
 
-    from core.settings import Settings
-    from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from core.training.train import train_run
-
     base_url, runs_dir, log_path = app_server
     page, js_errors = browser_page
-    settings = Settings(cache_dir=session_cache, runs_dir=runs_dir)
-    summaries = {}
-    for regime in ("transfer", "finetune"):
-        s = train_run(
-            RunConfig(
-                data=DataConfig(source=str(tiny_folder), img_size=32),
-                model=ModelConfig(backbone="efficientnet_lite0", regime=regime),
-                train=TrainConfig(epochs=2, lr=1e-3),
-                group="g-browser",
-            ),
-            settings,
-        )
-        summaries[s["run_id"]] = s
+    summaries = {s["run_id"]: s for s in _tiny_race(runs_dir, session_cache, tiny_folder, epochs=2)}
     try:
         page.goto(f"{base_url}/compare", wait_until="domcontentloaded")
         page.get_by_role("heading", name="All runs (2 of 2)").wait_for()
@@ -694,25 +699,10 @@ def test_browser_quiz_after_a_tiny_race(browser_page, app_server, tiny_folder, s
     from playwright.sync_api import expect
 
     from core.models.regimes import display_name
-    from core.settings import Settings
-    from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from core.training.train import train_run
 
     base_url, runs_dir, log_path = app_server
     page, js_errors = browser_page
-    settings = Settings(cache_dir=session_cache, runs_dir=runs_dir)
-    accuracy = {}
-    for regime in ("transfer", "finetune"):
-        s = train_run(
-            RunConfig(
-                data=DataConfig(source=str(tiny_folder), img_size=32),
-                model=ModelConfig(backbone="efficientnet_lite0", regime=regime),
-                train=TrainConfig(epochs=1, lr=1e-3),
-                group="g-browser",
-            ),
-            settings,
-        )
-        accuracy[display_name(regime)] = s["test_acc"]
+    accuracy = {display_name(s["regime"]): s["test_acc"] for s in _tiny_race(runs_dir, session_cache, tiny_folder)}
     shown = {name: f"{a:.1%}" for name, a in accuracy.items()}
     best = max(accuracy, key=accuracy.get)
     right = [name for name in accuracy if shown[name] == shown[best]]  # a tie at the shown precision: either

@@ -20,7 +20,7 @@ from core.quiz.from_search import SEARCH_FIRST, neighbours_question
 from core.quiz.questions import PAGES, Question, Skipped, load_questions
 from core.quiz.tally import Tally
 from core.runs.store import RunStore
-from core.settings import ENV_RUNS_DIR, Settings
+from core.settings import ENV_CACHE_DIR, ENV_RUNS_DIR, Settings
 from tests.helpers import noise_folder, open_app_page
 
 CONCEPTS = load_questions()
@@ -267,7 +267,14 @@ def _texts(at) -> str:
     return " ".join([*(e.value for e in at.success), *(e.value for e in at.error), *(e.value for e in at.info)])
 
 
-def test_the_page_checks_answers_explains_them_and_keeps_the_score(settings):
+@pytest.fixture
+def no_indexes(settings, tmp_path, monkeypatch):
+    """A cache of its own, where no search index of the sample was saved by another test (the search question is
+    then skipped, and only the concept questions are asked)."""
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "cache"))
+
+
+def test_the_page_checks_answers_explains_them_and_keeps_the_score(no_indexes):
     at = open_app_page("app_pages/quiz.py")
     assert RUN_A_RACE in _texts(at) and SEARCH_FIRST in _texts(at)  # nothing to ask about the runs yet
     single = next(q for q in CONCEPTS if not q.several)
@@ -289,7 +296,7 @@ def test_the_page_checks_answers_explains_them_and_keeps_the_score(settings):
     assert not at.radio(key=f"quiz-1-{single.id}").disabled
 
 
-def test_the_teacher_sees_the_class_s_answers(settings, monkeypatch):
+def test_the_teacher_sees_the_class_s_answers(no_indexes, monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_TEACHER_PASSWORD", "tulips")
     student = open_app_page("app_pages/quiz.py")
     assert not student.get("plotly_chart")  # a student sees no chart

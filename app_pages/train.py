@@ -631,15 +631,7 @@ with settings_box:
     try:
         photo, strip_views = strip(dataset["source"], augment, int(seed))
         st.image(strip_views, width=80)
-        st.caption(
-            f"What the network gets: `{photo}` in {len(strip_views)} random views ({AUGMENT_TITLES[augment]})."
-            + (
-                " The plan's times assume flip + rotate; strong costs about twice as much per image to augment, "
-                "so scratch and full may run over."
-                if budget_mode and augment == "strong"
-                else ""
-            )
-        )
+        st.caption(f"What the network gets: `{photo}` in {len(strip_views)} random views ({AUGMENT_TITLES[augment]}).")
     except TransferLabError as e:
         st.caption(f"No preview of the augmentation: {e}")
 

@@ -19,7 +19,7 @@ app: $(STAMP)
 test: $(STAMP) browser check
 	$(BIN)/python -m pytest -q
 
-# the quick loop while working: lint + layers + the tests that take under a minute
+# the quick loop while working: lint + layers + the tests not marked slow or browser (about two minutes)
 test-fast: $(STAMP) check
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 

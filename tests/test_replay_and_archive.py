@@ -328,6 +328,7 @@ def test_cli_exports_imports_and_refuses_with_exit_2(launch, settings, tmp_path,
 # ---------------------------------------------------------------------------------------------------- page
 
 
+@pytest.mark.slow
 def test_train_page_replays_an_ended_launch_and_refuses_a_bad_import(launch, settings, monkeypatch):
     runs_dir, group = launch
     shutil.copytree(runs_dir, settings.runs_dir)
@@ -366,6 +367,7 @@ def test_train_page_replays_an_ended_launch_and_refuses_a_bad_import(launch, set
     assert any("not a valid .zip" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_any_earlier_launch_can_be_shown_again_to_replay(launch, settings):
     """The page shows the newest launches by itself; an older one is picked under "Earlier launches" and gets
     its Replay and Export like the others."""

@@ -93,7 +93,7 @@ from core.models.inference import evaluate_model  # noqa: E402
 from core.models.regimes import apply_regime  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.training import feature_cache  # noqa: E402
-from core.training.augment import augment, resize_batch  # noqa: E402
+from core.training.augment import Augmentation, resize_batch  # noqa: E402
 from core.training.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_preset, regime_defaults  # noqa: E402
 from core.training.dataset import PreparedData, prepare_data  # noqa: E402
 from core.training.engine import Trainer, make_optimizer  # noqa: E402
@@ -975,7 +975,7 @@ def _batches(
     images: torch.Tensor, labels: torch.Tensor, batch: int, px: int, channels_last: bool, count: int
 ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """``count`` real augmented batches (as the engine makes them: resized per batch when ``px`` is smaller)."""
-    g = torch.Generator().manual_seed(0)
+    g, augment = torch.Generator().manual_seed(0), Augmentation("flip-rotate")
     n, out = len(images), []
     for i in range(count):
         idx = (torch.arange(batch) + i * batch) % n

@@ -72,13 +72,6 @@ def apply_augment(x: torch.Tensor, flip: torch.Tensor, angles: torch.Tensor) -> 
     return x
 
 
-def augment(
-    x: torch.Tensor, generator: torch.Generator, rotation_degrees: float = 10.0, hflip: bool = True
-) -> torch.Tensor:
-    """Randomly flip and rotate a float batch ``(N, 3, H, W)`` in [0, 1]; returns a new tensor."""
-    return apply_augment(x, *augment_params(x.shape[0], generator, rotation_degrees, hflip))
-
-
 def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     """A float batch resized to ``size``×``size`` (antialiased when shrinking), or ``x`` itself if it is."""
     if x.shape[-1] == size and x.shape[-2] == size:

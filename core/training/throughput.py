@@ -44,7 +44,7 @@ from core.models.regimes import apply_regime
 from core.models.runtime import example_images, frozen_pass
 from core.progress import ProgressFn, no_progress
 from core.settings import Settings
-from core.training.augment import augment
+from core.training.augment import Augmentation
 from core.training.engine import make_optimizer
 from core.training.feature_cache import compact
 
@@ -191,6 +191,7 @@ def probe(
 
     y = torch.randint(0, 5, (PROBE_BATCH,))
     g = torch.Generator().manual_seed(0)
+    augment = Augmentation("flip-rotate")  # what the plan assumes every run pays (the default)
     for size in PROBE_SIZES:
         images = (example_images(size, PROBE_BATCH) * 255).to(torch.uint8)
         x = to_float(images)

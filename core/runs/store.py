@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from core.errors import DataError
 from core.files import atomic_write, is_locked, make_dirs, storage_error, strict_json, try_lock, write_json_atomic
@@ -259,37 +259,33 @@ def load_manifest(run_dir: Path) -> Dict:
     return manifest
 
 
-def _read_metrics(path: Path) -> List[Dict]:
-    """The epochs of ``metrics.jsonl``. A torn line (a crash while writing) or a row that is not an epoch
-    (not an object with a whole-number ``epoch``) is skipped on its own; the lines around it are kept."""
+def _json_lines(text: str, keep: Callable[[Dict], bool]) -> List[Dict]:
+    """The JSON objects of a ``.jsonl`` file's ``text`` that ``keep`` accepts, in order. A torn line (a crash while
+    writing) or one ``keep`` refuses is skipped on its own; the lines around it are kept."""
     rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-                rows.append(row)
-    return rows
-
-
-def read_timeline(run_dir: Path) -> List[Dict]:
-    """The lines of a run's ``progress.jsonl`` (see the module docstring), in the order written; [] when it has
-    none. A torn line, or one without a numeric ``at``, is skipped on its own."""
-    rows = []
-    try:
-        text = (Path(run_dir) / TIMELINE).read_text()
-    except OSError:
-        return rows
     for line in text.splitlines():
         try:
             row = json.loads(line) if line.strip() else None
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and isinstance(row.get("at"), (int, float)) and not isinstance(row["at"], bool):
+        if isinstance(row, dict) and keep(row):
             rows.append(row)
     return rows
+
+
+def _read_metrics(path: Path) -> List[Dict]:
+    """The epochs of ``metrics.jsonl``: its rows that are an epoch (an object with a whole-number ``epoch``)."""
+    return _json_lines(path.read_text(), lambda row: isinstance(row.get("epoch"), int)) if path.is_file() else []
+
+
+def read_timeline(run_dir: Path) -> List[Dict]:
+    """The lines of a run's ``progress.jsonl`` (see the module docstring), in the order written; [] when it has
+    none. A torn line, or one without a numeric ``at``, is skipped on its own."""
+    try:
+        text = (Path(run_dir) / TIMELINE).read_text()
+    except OSError:
+        return []
+    return _json_lines(text, lambda row: isinstance(row.get("at"), (int, float)) and not isinstance(row["at"], bool))
 
 
 def _json_object(path: Path) -> Dict:

@@ -38,7 +38,13 @@ from core.runs.compare import headline, regime_summary, runs_table, seconds
 from core.settings import Settings
 from core.training.augment import AUGMENT_TITLES, AUGMENTS
 from core.training.config import BUDGET_PRESETS, PRESET_NAMES, RunConfig, apply_preset, new_group_id, preset_configs
-from core.training.planner import BASELINES_NOT_PLANNED, MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES, with_baselines
+from core.training.planner import (
+    BASELINES_NOT_PLANNED,
+    MAX_BUDGET_MINUTES,
+    MIN_BUDGET_MINUTES,
+    launch_configs,
+    with_baselines,
+)
 from core.training.race import plan_for
 from core.training.throughput import cached as cached_throughput
 from core.training.throughput import probe
@@ -478,7 +484,7 @@ def launch(regimes) -> None:
             return
         for cfg in plan.configs:  # a copy from the cache: ours to change
             cfg.group, cfg.preset = group, preset
-        submit(launch_extras(plan.configs))
+        submit(launch_configs(plan.configs, chosen_baselines, augment))
         return
     try:
         configs = preset_configs(dataset["source"], backbone, regimes, preset, epochs=int(epochs),
@@ -487,15 +493,7 @@ def launch(regimes) -> None:
     except TransferLabError as e:
         st.session_state["train_flash"] = str(e)
         return
-    submit(launch_extras(configs))
-
-
-def launch_extras(configs: list) -> list:
-    """The launch's runs with the chosen augmentation, and the baselines when asked for (same group)."""
-    configs = with_baselines(configs) if add_baselines else list(configs)
-    for cfg in configs:
-        cfg.train.augment = augment
-    return configs
+    submit(launch_configs(configs, chosen_baselines, augment))
 
 
 st.title("🏋️ Train")
@@ -605,6 +603,7 @@ with settings_box:
             bind="query-params",
             help="One more run in the same race, after the regimes: " + mlp.explanation,
         )
+        chosen_baselines = tuple(BASELINES) if add_baselines else ()
         if budget_mode:  # a planned race gives it scratch's images (core.training.planner.with_baselines)
             mlp_px = with_baselines(race.configs)[-1].data.img_size if race is not None else 224
         else:

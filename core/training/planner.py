@@ -356,3 +356,15 @@ def with_baselines(configs: Sequence[RunConfig], baselines: Sequence[str] = tupl
         cfg.train.train_img_size, cfg.train.feature_cache = None, "auto"
         out.append(cfg.validate())
     return out
+
+
+def launch_configs(
+    configs: Sequence[RunConfig], baselines: Sequence[str] = (), augment: str = "flip-rotate"
+) -> List[RunConfig]:
+    """A launch's runs as they train (the Train page's launch and ``python -m core race``): every one with the
+    launch's ``augment``, after them one run of each of ``baselines`` (:func:`with_baselines`); validated."""
+    out = with_baselines(configs, baselines)
+    for cfg in out:
+        cfg.train.augment = augment
+        cfg.validate()
+    return out

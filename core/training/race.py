@@ -29,9 +29,9 @@ from core.training.planner import (
     MAX_BUDGET_MINUTES,
     MIN_BUDGET_MINUTES,
     RacePlan,
+    launch_configs,
     plan_race,
     race_configs,
-    with_baselines,
 )
 from core.training.throughput import probe
 from core.training.train import train_run
@@ -129,10 +129,7 @@ def run_race(
         on_progress=on_progress,
         started=started,
     )
-    configs = with_baselines(planned.configs, baselines)
-    for cfg in configs:
-        cfg.train.augment = augment
-        cfg.validate()
+    configs = launch_configs(planned.configs, baselines, augment)
     rows = []
     for cfg in configs:
         if should_stop():

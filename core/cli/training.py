@@ -173,11 +173,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def mlp_note(cfg: RunConfig, summary: dict) -> str:
     """The MLP's parameter count beside the CNN's at the same input size (a CNN's does not depend on it)."""
-    from core.models.regimes import describe_regimes  # noqa: PLC0415 (lazy: builds a model, only here)
+    from core.models.backbones import create_model  # noqa: PLC0415 (lazy: builds a model, only here)
+    from core.models.regimes import count_params  # noqa: PLC0415 (lazy, with it)
 
     n_classes = len(summary.get("classes") or []) or 5
     px, bb = cfg.data.img_size, cfg.model.backbone
-    cnn = describe_regimes(bb, n_classes)["scratch"].total
+    cnn = count_params(create_model(bb, n_classes, pretrained=False)[0]).total  # one model, not one per regime
     mlp = summary.get("total_params") or mlp_param_count(px, n_classes)
     return (
         f"MLP baseline at {px} px: {mlp:,} parameters; the CNN {bb} has {cnn:,} at any input size "
